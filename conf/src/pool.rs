@@ -1,0 +1,642 @@
+//! The pool configuration: which ENIs each node keeps, how they are made in EC2 and how they are handed
+//! out. Read from YAML or JSON (one `PoolConfig` document and/or any number of `NodeENI` manifests),
+//! validated as a whole: every problem is reported at once with its path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fields::{Fields, kind_of};
+use crate::names::{InstanceId, ResourceName, SecurityGroupId, SubnetId};
+use crate::nodeeni;
+use crate::pci::PciAddress;
+use crate::problems::{Problems, child, index};
+
+/// The ENA driver's MTU range.
+pub const MTU_RANGE: std::ops::RangeInclusive<i64> = 576..=9001;
+/// Device index 0 is the instance's primary ENI; EC2 enforces the real upper bound per instance type.
+pub const DEVICE_INDEX_RANGE: std::ops::RangeInclusive<i64> = 1..=127;
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodeeni";
+pub const DEFAULT_HOST_IFNAME_PREFIX: &str = "multus";
+
+/// How a pool's ENIs are consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Handed whole to one pod: the CNI moves the netdev into the pod's netns.
+    Kernel,
+    /// Handed to one pod bound to a DPDK driver (vfio-pci by default).
+    Dpdk,
+    /// Kept on the node, up, under a stable name, as a Multus ipvlan/macvlan master. Not advertised.
+    Host,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Kernel => "kernel",
+            Mode::Dpdk => "dpdk",
+            Mode::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kernel" => Ok(Mode::Kernel),
+            "dpdk" => Ok(Mode::Dpdk),
+            "host" => Ok(Mode::Host),
+            other => Err(format!("unknown mode {other:?} (expected kernel, dpdk or host)")),
+        }
+    }
+}
+
+/// The userspace I/O drivers a DPDK pool may bind to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum DpdkDriver {
+    #[default]
+    #[serde(rename = "vfio-pci")]
+    VfioPci,
+    #[serde(rename = "igb_uio")]
+    IgbUio,
+    #[serde(rename = "uio_pci_generic")]
+    UioPciGeneric,
+}
+
+impl DpdkDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DpdkDriver::VfioPci => "vfio-pci",
+            DpdkDriver::IgbUio => "igb_uio",
+            DpdkDriver::UioPciGeneric => "uio_pci_generic",
+        }
+    }
+}
+
+impl fmt::Display for DpdkDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DpdkDriver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vfio-pci" => Ok(DpdkDriver::VfioPci),
+            "igb_uio" => Ok(DpdkDriver::IgbUio),
+            "uio_pci_generic" => Ok(DpdkDriver::UioPciGeneric),
+            other => Err(format!("unknown DPDK driver {other:?} (expected vfio-pci, igb_uio or uio_pci_generic)")),
+        }
+    }
+}
+
+/// A subnet named by ID or by its `Name` tag (resolved in EC2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SubnetRef {
+    Id(SubnetId),
+    Name(String),
+}
+
+/// A security group named by ID or by its group name (resolved in the subnet's VPC).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SecurityGroupRef {
+    Id(SecurityGroupId),
+    Name(String),
+}
+
+/// One pool of ENIs on a node, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pool {
+    pub name: String,
+    pub mode: Mode,
+    /// The extended resource that advertises this pool (kernel and dpdk pools only).
+    pub resource_name: Option<ResourceName>,
+    pub subnets: Vec<SubnetRef>,
+    pub security_groups: Vec<SecurityGroupRef>,
+    pub enis_per_subnet: u32,
+    pub first_device_index: u32,
+    pub mtu: Option<u32>,
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub secondary_ip_count: u32,
+    pub delete_on_termination: bool,
+    pub dpdk_driver: DpdkDriver,
+    /// Pin: the PCI address to bind (single-ENI dpdk pools).
+    pub pci_address: Option<PciAddress>,
+    /// Host pools: ENIs are named `<prefix><device index>` on every node.
+    pub host_ifname_prefix: String,
+    pub node_selector: BTreeMap<String, String>,
+    /// Where the pool came from, for messages: `pools[2]` or `NodeENI(user-plane)`.
+    #[serde(skip)]
+    pub origin: String,
+    /// What the pool's fields are called where it came from.
+    #[serde(skip)]
+    pub keys: &'static OriginKeys,
+}
+
+/// Field names of a pool in its source document, so problems found across pools point at the right key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OriginKeys {
+    pub name: &'static str,
+    pub resource_name: &'static str,
+    pub device_index: &'static str,
+    pub pci_address: &'static str,
+    pub host_ifname_prefix: &'static str,
+}
+
+pub(crate) static POOL_KEYS: OriginKeys = OriginKeys {
+    name: "name",
+    resource_name: "resourceName",
+    device_index: "firstDeviceIndex",
+    pci_address: "pciAddress",
+    host_ifname_prefix: "hostIfnamePrefix",
+};
+
+impl Pool {
+    pub fn eni_count(&self) -> u32 {
+        self.subnets.len() as u32 * self.enis_per_subnet
+    }
+
+    /// The device indexes this pool's ENIs take, one after another from the first.
+    pub fn device_indexes(&self) -> Range<u32> {
+        self.first_device_index..self.first_device_index + self.eni_count()
+    }
+
+    /// Whether the pool applies to a node with these labels (an empty selector matches every node).
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// The stable host name of the ENI at `device_index` (host pools).
+    pub fn host_ifname(&self, device_index: u32) -> String {
+        format!("{}{}", self.host_ifname_prefix, device_index)
+    }
+
+    /// Two selectors can pick the same node unless they demand different values for one label.
+    fn may_share_a_node(&self, other: &Pool) -> bool {
+        self.node_selector.iter().all(|(k, v)| other.node_selector.get(k).is_none_or(|o| o == v))
+    }
+}
+
+/// Which node this is. Anything left out comes from the instance metadata service (IMDSv2).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeIdentity {
+    pub name: Option<String>,
+    pub instance_id: Option<InstanceId>,
+    pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    /// Node labels, matched against pools' nodeSelector.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay_ms: 200, max_delay_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerSettings {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub open_timeout_ms: u64,
+    pub half_open_max_requests: u32,
+}
+
+impl Default for CircuitBreakerSettings {
+    fn default() -> Self {
+        Self { failure_threshold: 5, success_threshold: 2, open_timeout_ms: 30_000, half_open_max_requests: 1 }
+    }
+}
+
+/// Token bucket and concurrency bound for mutating EC2 calls.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSettings {
+    pub mutating_per_second: u32,
+    pub burst: u32,
+    pub max_concurrent: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { mutating_per_second: 5, burst: 10, max_concurrent: 4 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ec2Settings {
+    /// Endpoint override: a VPC endpoint, or the EC2 emulator in tests.
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub retry: RetrySettings,
+    pub circuit_breaker: CircuitBreakerSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// The whole node configuration, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolConfig {
+    /// Tags every ENI nodeeni creates; leak collection only ever touches ENIs with this tag.
+    pub cluster_name: String,
+    pub node: NodeIdentity,
+    pub ec2: Ec2Settings,
+    pub state_dir: PathBuf,
+    pub reconcile_interval_secs: u64,
+    pub leak_grace_secs: u64,
+    pub pools: Vec<Pool>,
+}
+
+impl PoolConfig {
+    /// The pools that apply to a node with these labels.
+    pub fn pools_for<'a>(&'a self, labels: &'a BTreeMap<String, String>) -> impl Iterator<Item = &'a Pool> {
+        self.pools.iter().filter(move |p| p.selects(labels))
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Parses and validates a configuration file's text (YAML or JSON; several documents allowed).
+    pub fn from_text(text: &str, opts: &LoadOptions) -> Result<Self, ConfigError> {
+        let docs = parse_documents(text)?;
+        let config = from_documents(&docs, opts)?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &std::path::Path, opts: &LoadOptions) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_text(&text, opts)
+    }
+}
+
+/// What the caller knows that the file may not say.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Used when no `PoolConfig` document names the cluster (a file of NodeENI manifests only).
+    pub cluster_name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot decode the configuration: {0}")]
+    Decode(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Problems),
+}
+
+/// Splits YAML (or JSON, a subset) into documents; empty documents are skipped.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, ConfigError> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let v = Value::deserialize(de).map_err(|e| ConfigError::Decode(format!("document {}: {e}", i + 1)))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    if docs.is_empty() {
+        return Err(ConfigError::Decode("the file holds no document".into()));
+    }
+    Ok(docs)
+}
+
+pub const POOL_CONFIG_API_VERSION: &str = "nodeeni.io/v1alpha1";
+
+fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Problems> {
+    let mut problems = Problems::new();
+    let mut config: Option<PoolConfig> = None;
+    let mut extra_pools = Vec::new();
+    let multi = docs.len() > 1;
+    for (i, doc) in docs.iter().enumerate() {
+        let doc_path = if multi { format!("documents[{i}]") } else { String::new() };
+        let kind = doc.get("kind").and_then(Value::as_str);
+        match kind {
+            Some(nodeeni::KIND) => {
+                if let Some(pool) = nodeeni::to_pool(doc, &doc_path, &mut problems) {
+                    extra_pools.push(pool);
+                }
+            }
+            None | Some("PoolConfig") => {
+                if config.is_some() {
+                    problems.push(doc_path, "a second PoolConfig document; a file holds at most one");
+                    continue;
+                }
+                config = read_pool_config(doc, &doc_path, &mut problems);
+            }
+            Some(other) => problems.push(
+                child(&doc_path, "kind"),
+                format!("unknown kind {other:?} (expected PoolConfig or NodeENI)"),
+            ),
+        }
+    }
+    let mut config = match config {
+        Some(c) => c,
+        None => {
+            let Some(cluster_name) = opts.cluster_name.clone() else {
+                problems.push(
+                    "clusterName",
+                    "required: add a PoolConfig document naming the cluster, or pass --cluster-name",
+                );
+                return Err(problems);
+            };
+            PoolConfig {
+                cluster_name,
+                node: NodeIdentity::default(),
+                ec2: Ec2Settings::default(),
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                reconcile_interval_secs: 60,
+                leak_grace_secs: 300,
+                pools: Vec::new(),
+            }
+        }
+    };
+    // Pools that name the same resource (as several NodeENIs may) together form that one resource.
+    config.pools.extend(extra_pools);
+    check_pools_together(&config.pools, &mut problems);
+    problems.into_result(config)
+}
+
+fn read_pool_config(doc: &Value, path: &str, problems: &mut Problems) -> Option<PoolConfig> {
+    let mut f = Fields::of(doc, path, problems)?;
+    if let Some(v) = f.string("apiVersion", problems)
+        && v != POOL_CONFIG_API_VERSION
+    {
+        problems.push(f.path_of("apiVersion"), format!("expected {POOL_CONFIG_API_VERSION}, found {v:?}"));
+    }
+    f.string("kind", problems);
+    let cluster_name = f.required::<String>("clusterName", problems);
+    if let Some(name) = &cluster_name {
+        check_tag_value(name, &f.path_of("clusterName"), problems);
+    }
+    let node = f.raw("node").and_then(|v| read_node(v, &f.path_of("node"), problems)).unwrap_or_default();
+    let ec2 = f.raw("ec2").and_then(|v| read_ec2(v, &f.path_of("ec2"), problems)).unwrap_or_default();
+    let state_dir = f.get::<PathBuf>("stateDir", problems).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let reconcile_interval_secs = f.int_in("reconcileIntervalSeconds", 1..=86_400, problems).unwrap_or(60) as u64;
+    let leak_grace_secs = f.int_in("leakGraceSeconds", 0..=604_800, problems).unwrap_or(300) as u64;
+    let mut pools = Vec::new();
+    match f.raw("pools") {
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(p) = read_pool(item, &index(&f.path_of("pools"), i), problems) {
+                    pools.push(p);
+                }
+            }
+        }
+        Some(other) => problems.push(f.path_of("pools"), format!("expected a list, found {}", kind_of(other))),
+        None => {}
+    }
+    f.finish(problems);
+    Some(PoolConfig {
+        cluster_name: cluster_name.unwrap_or_default(),
+        node,
+        ec2,
+        state_dir,
+        reconcile_interval_secs,
+        leak_grace_secs,
+        pools,
+    })
+}
+
+fn read_node(v: &Value, path: &str, problems: &mut Problems) -> Option<NodeIdentity> {
+    let mut f = Fields::of(v, path, problems)?;
+    let node = NodeIdentity {
+        name: f.string("name", problems),
+        instance_id: f.parsed("instanceId", problems),
+        availability_zone: f.string("availabilityZone", problems),
+        instance_type: f.string("instanceType", problems),
+        labels: f.get("labels", problems).unwrap_or_default(),
+    };
+    f.finish(problems);
+    Some(node)
+}
+
+fn read_ec2(v: &Value, path: &str, problems: &mut Problems) -> Option<Ec2Settings> {
+    let mut f = Fields::of(v, path, problems)?;
+    let endpoint_url = f.string("endpointUrl", problems);
+    if let Some(url) = &endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        problems.push(f.path_of("endpointUrl"), "must start with http:// or https://");
+    }
+    let region = f.string("region", problems);
+    let mut retry = RetrySettings::default();
+    if let Some(rv) = f.raw("retry")
+        && let Some(mut r) = Fields::of(rv, &f.path_of("retry"), problems)
+    {
+        retry.max_attempts = r.int_in("maxAttempts", 1..=20, problems).map_or(retry.max_attempts, |n| n as u32);
+        retry.base_delay_ms = r.int_in("baseDelayMs", 1..=60_000, problems).map_or(retry.base_delay_ms, |n| n as u64);
+        retry.max_delay_ms = r.int_in("maxDelayMs", 1..=600_000, problems).map_or(retry.max_delay_ms, |n| n as u64);
+        if retry.max_delay_ms < retry.base_delay_ms {
+            problems.push(r.path_of("maxDelayMs"), "must not be below baseDelayMs");
+        }
+        r.finish(problems);
+    }
+    let mut circuit_breaker = CircuitBreakerSettings::default();
+    if let Some(bv) = f.raw("circuitBreaker")
+        && let Some(mut b) = Fields::of(bv, &f.path_of("circuitBreaker"), problems)
+    {
+        let cb = &mut circuit_breaker;
+        cb.failure_threshold = b.int_in("failureThreshold", 1..=1000, problems).map_or(cb.failure_threshold, |n| n as u32);
+        cb.success_threshold = b.int_in("successThreshold", 1..=1000, problems).map_or(cb.success_threshold, |n| n as u32);
+        cb.open_timeout_ms = b.int_in("openTimeoutMs", 1..=3_600_000, problems).map_or(cb.open_timeout_ms, |n| n as u64);
+        cb.half_open_max_requests =
+            b.int_in("halfOpenMaxRequests", 1..=1000, problems).map_or(cb.half_open_max_requests, |n| n as u32);
+        b.finish(problems);
+    }
+    let mut rate_limit = RateLimitSettings::default();
+    if let Some(lv) = f.raw("rateLimit")
+        && let Some(mut l) = Fields::of(lv, &f.path_of("rateLimit"), problems)
+    {
+        let rl = &mut rate_limit;
+        rl.mutating_per_second = l.int_in("mutatingPerSecond", 1..=1000, problems).map_or(rl.mutating_per_second, |n| n as u32);
+        rl.burst = l.int_in("burst", 1..=1000, problems).map_or(rl.burst, |n| n as u32);
+        rl.max_concurrent = l.int_in("maxConcurrent", 1..=256, problems).map_or(rl.max_concurrent, |n| n as u32);
+        l.finish(problems);
+    }
+    f.finish(problems);
+    Some(Ec2Settings { endpoint_url, region, retry, circuit_breaker, rate_limit })
+}
+
+/// EC2 tag values: at most 256 characters.
+fn check_tag_value(value: &str, path: &str, problems: &mut Problems) {
+    if value.is_empty() || value.len() > 256 {
+        problems.push(path, "must be 1-256 characters (it becomes an EC2 tag value)");
+    }
+}
+
+/// Pool names appear in tags, state records and logs: keep them to DNS-label characters.
+pub(crate) fn check_pool_name(name: &str, path: &str, problems: &mut Problems) {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !ok {
+        problems.push(path, format!("{name:?} must be 1-63 characters of [a-z0-9-.], starting alphanumeric"));
+    }
+}
+
+fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
+    let mut f = Fields::of(v, path, problems)?;
+    let name = f.required::<String>("name", problems);
+    if let Some(n) = &name {
+        check_pool_name(n, &f.path_of("name"), problems);
+    }
+    let mode = f.required::<String>("mode", problems).and_then(|m| {
+        m.parse::<Mode>().map_err(|e| problems.push(f.path_of("mode"), e)).ok()
+    });
+    let resource_name = f.parsed::<ResourceName>("resourceName", problems);
+    let mut subnets: Vec<SubnetRef> =
+        f.parsed_list::<SubnetId>("subnetIds", problems).into_iter().map(SubnetRef::Id).collect();
+    subnets.extend(f.string_list("subnetNames", problems).into_iter().map(SubnetRef::Name));
+    if subnets.is_empty() && !problems.iter().any(|p| p.path.starts_with(&f.path_of("subnetIds"))) {
+        problems.push(path, "names no subnet: set subnetIds or subnetNames");
+    }
+    let mut security_groups: Vec<SecurityGroupRef> = f
+        .parsed_list::<SecurityGroupId>("securityGroupIds", problems)
+        .into_iter()
+        .map(SecurityGroupRef::Id)
+        .collect();
+    security_groups.extend(f.string_list("securityGroupNames", problems).into_iter().map(SecurityGroupRef::Name));
+    let enis_per_subnet = f.int_in("enisPerSubnet", 1..=64, problems).unwrap_or(1) as u32;
+    let first_device_index = f.int_in("firstDeviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
+    let mtu = f.int_in("mtu", MTU_RANGE, problems).map(|n| n as u32);
+    let description = f.string("description", problems);
+    if let Some(d) = &description
+        && d.len() > 255
+    {
+        problems.push(f.path_of("description"), "EC2 takes at most 255 characters");
+    }
+    let tags: BTreeMap<String, String> = f.get("tags", problems).unwrap_or_default();
+    for (k, v) in &tags {
+        let tag_path = child(&f.path_of("tags"), k);
+        if k.is_empty() || k.len() > 128 || k.starts_with("aws:") {
+            problems.push(&tag_path, "tag keys are 1-128 characters and may not start with 'aws:'");
+        }
+        if v.len() > 256 {
+            problems.push(&tag_path, "tag values are at most 256 characters");
+        }
+    }
+    let secondary_ip_count = f.int_in("secondaryIpCount", 0..=49, problems).unwrap_or(0) as u32;
+    let delete_on_termination = f.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
+    let dpdk_driver = f.parsed::<DpdkDriver>("dpdkDriver", problems);
+    let pci_address = f.parsed::<PciAddress>("pciAddress", problems);
+    let host_ifname_prefix = f.string("hostIfnamePrefix", problems);
+    let node_selector = f.get("nodeSelector", problems).unwrap_or_default();
+    f.finish(problems);
+    let mode = mode?;
+    Some(Pool {
+        name: name?,
+        mode,
+        resource_name,
+        subnets,
+        security_groups,
+        enis_per_subnet,
+        first_device_index,
+        mtu,
+        description,
+        tags,
+        secondary_ip_count,
+        delete_on_termination,
+        dpdk_driver: dpdk_driver.unwrap_or_default(),
+        pci_address,
+        host_ifname_prefix: host_ifname_prefix.unwrap_or_else(|| DEFAULT_HOST_IFNAME_PREFIX.to_string()),
+        node_selector,
+        origin: path.to_string(),
+        keys: &POOL_KEYS,
+    })
+}
+
+/// Rules that look at a pool as a whole, or at several pools together.
+fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
+    for p in pools {
+        let at = |key: &str| child(&p.origin, key);
+        match p.mode {
+            // An invalid name was reported where it was read; "required" would only repeat it.
+            Mode::Kernel | Mode::Dpdk if p.resource_name.is_none() && !problems.has_path(&at(p.keys.resource_name)) => {
+                problems.push(at(p.keys.resource_name), format!("required for a {} pool (it is how pods ask for it)", p.mode));
+            }
+            Mode::Host if p.resource_name.is_some() => {
+                problems.push(at(p.keys.resource_name), "host pools stay on the node and are not advertised; drop it");
+            }
+            _ => {}
+        }
+        if p.pci_address.is_some() && p.mode != Mode::Dpdk {
+            problems.push(at(p.keys.pci_address), "only dpdk pools bind a pinned PCI address");
+        }
+        if p.pci_address.is_some() && p.eni_count() > 1 {
+            problems.push(at(p.keys.pci_address), format!("pins one device but the pool has {} ENIs", p.eni_count()));
+        }
+        let last = p.first_device_index + p.eni_count().saturating_sub(1);
+        if i64::from(last) > *DEVICE_INDEX_RANGE.end() {
+            problems.push(at(p.keys.device_index), format!("the pool's last ENI would take device index {last}, above 127"));
+        }
+        if p.mode == Mode::Host {
+            let longest = p.host_ifname(last);
+            if let Err(e) = longest.parse::<crate::names::IfName>() {
+                problems.push(at(p.keys.host_ifname_prefix), format!("makes an invalid interface name: {e}"));
+            }
+        }
+    }
+    for (i, a) in pools.iter().enumerate() {
+        for b in &pools[i + 1..] {
+            if a.name == b.name {
+                problems.push(child(&b.origin, b.keys.name), format!("pool name {:?} is already used by {}", b.name, a.origin));
+            }
+            if let (Some(ra), Some(rb)) = (&a.resource_name, &b.resource_name)
+                && ra == rb
+                && (a.mode != b.mode || (a.mode == Mode::Dpdk && a.dpdk_driver != b.dpdk_driver))
+            {
+                problems.push(
+                    child(&b.origin, b.keys.resource_name),
+                    format!(
+                        "resource {ra} is also served by {} as {} ({}); one resource needs one mode and driver",
+                        a.origin, a.mode, a.dpdk_driver
+                    ),
+                );
+            }
+            let (ia, ib) = (a.device_indexes(), b.device_indexes());
+            if a.may_share_a_node(b) && ia.start < ib.end && ib.start < ia.end {
+                problems.push(
+                    child(&b.origin, b.keys.device_index),
+                    format!(
+                        "device indexes {}..{} overlap {}..{} of {} on nodes both select",
+                        ib.start, ib.end, ia.start, ia.end, a.origin
+                    ),
+                );
+            }
+        }
+    }
+}
