@@ -249,14 +249,20 @@ impl CniEnv {
             .ok_or_else(|| CniError::invalid_env("CNI_COMMAND is not set"))?
             .parse()?;
         let non_empty = |k: &str| get(k).filter(|s| !s.is_empty());
-        let need = |k: &str| non_empty(k).ok_or_else(|| CniError::invalid_env(format!("{k} is required for this command but not set")));
+        let need = |k: &str| {
+            non_empty(k).ok_or_else(|| CniError::invalid_env(format!("{k} is required for this command but not set")))
+        };
         let (needs_container, needs_netns) = match command {
             Command::Add | Command::Check => (true, true),
             Command::Del => (true, false),
             Command::Version | Command::Status | Command::Gc => (false, false),
         };
         let container_id = if needs_container { Some(need("CNI_CONTAINERID")?.parse()?) } else { None };
-        let netns = if needs_netns { Some(PathBuf::from(need("CNI_NETNS")?)) } else { non_empty("CNI_NETNS").map(PathBuf::from) };
+        let netns = if needs_netns {
+            Some(PathBuf::from(need("CNI_NETNS")?))
+        } else {
+            non_empty("CNI_NETNS").map(PathBuf::from)
+        };
         let ifname = if needs_container {
             let raw = need("CNI_IFNAME")?;
             Some(raw.parse::<IfName>().map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?)
@@ -413,9 +419,7 @@ impl NetConf {
         let Value::Object(m) = &raw else {
             return Err(decode_err("expected a JSON object"));
         };
-        let cni_version_str = opt_str(m, "cniVersion")?
-            .ok_or_else(|| field_err("cniVersion", "required"))?
-            .to_string();
+        let cni_version_str = opt_str(m, "cniVersion")?.ok_or_else(|| field_err("cniVersion", "required"))?.to_string();
         let cni_version: CniVersion = cni_version_str.parse()?;
         let name = opt_str(m, "name")?.ok_or_else(|| field_err("name", "required"))?.to_string();
         let plugin_type = opt_str(m, "type")?.ok_or_else(|| field_err("type", "required"))?.to_string();
@@ -542,7 +546,8 @@ impl NetConfList {
         let Value::Object(m) = &raw else {
             return Err(decode_err("expected a JSON object"));
         };
-        let cni_version: CniVersion = opt_str(m, "cniVersion")?.ok_or_else(|| field_err("cniVersion", "required"))?.parse()?;
+        let cni_version: CniVersion =
+            opt_str(m, "cniVersion")?.ok_or_else(|| field_err("cniVersion", "required"))?.parse()?;
         let name = opt_str(m, "name")?.ok_or_else(|| field_err("name", "required"))?.to_string();
         let flag = |k: &str| match m.get(k) {
             None | Some(Value::Null) => Ok(false),

@@ -125,7 +125,9 @@ impl<'a> Fields<'a> {
         for (i, item) in items.iter().enumerate() {
             match item {
                 Value::String(s) => out.push(s.clone()),
-                other => problems.push(index(&self.path_of(key), i), format!("expected a string, found {}", kind_of(other))),
+                other => {
+                    problems.push(index(&self.path_of(key), i), format!("expected a string, found {}", kind_of(other)))
+                }
             }
         }
         out
@@ -142,10 +144,7 @@ impl<'a> Fields<'a> {
         match v.as_i64() {
             Some(n) if range.contains(&n) => Some(n),
             Some(n) => {
-                problems.push(
-                    self.path_of(key),
-                    format!("{n} is out of range {}..={}", range.start(), range.end()),
-                );
+                problems.push(self.path_of(key), format!("{n} is out of range {}..={}", range.start(), range.end()));
                 None
             }
             None => {
@@ -162,10 +161,7 @@ impl<'a> Fields<'a> {
                 let mut known = self.asked.clone();
                 known.sort_unstable();
                 known.dedup();
-                problems.push(
-                    child(&self.path, key),
-                    format!("unknown key (known keys here: {})", known.join(", ")),
-                );
+                problems.push(child(&self.path, key), format!("unknown key (known keys here: {})", known.join(", ")));
             }
         }
     }

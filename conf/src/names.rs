@@ -199,9 +199,7 @@ impl FromStr for ResourceName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
         let err = |why: &str| NameError::new("resource name", s, why);
-        let (domain, name) = s
-            .split_once('/')
-            .ok_or_else(|| err("expected 'domain/name', e.g. nodeeni.io/dpdk"))?;
+        let (domain, name) = s.split_once('/').ok_or_else(|| err("expected 'domain/name', e.g. nodeeni.io/dpdk"))?;
         if domain.len() > 253 || !domain.split('.').all(is_dns_label) {
             return Err(err("the domain must be a lowercase DNS subdomain"));
         }
@@ -215,9 +213,7 @@ impl FromStr for ResourceName {
             && nb[0].is_ascii_alphanumeric()
             && nb[nb.len() - 1].is_ascii_alphanumeric();
         if !name_ok {
-            return Err(err(
-                "the name must be 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric",
-            ));
+            return Err(err("the name must be 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"));
         }
         Ok(Self(s.to_string()))
     }

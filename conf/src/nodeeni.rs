@@ -81,11 +81,8 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
     if subnets.is_empty() && !subnet_problem {
         problems.push(s.path_of("subnetID"), "names no subnet: set subnetID, subnetIDs, subnetName or subnetNames");
     }
-    let mut security_groups: Vec<SecurityGroupRef> = s
-        .parsed_list::<SecurityGroupId>("securityGroupIDs", problems)
-        .into_iter()
-        .map(SecurityGroupRef::Id)
-        .collect();
+    let mut security_groups: Vec<SecurityGroupRef> =
+        s.parsed_list::<SecurityGroupId>("securityGroupIDs", problems).into_iter().map(SecurityGroupRef::Id).collect();
     security_groups.extend(s.string_list("securityGroupNames", problems).into_iter().map(SecurityGroupRef::Name));
     let device_index = s.int_in("deviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
     let delete_on_termination = s.get::<bool>("deleteOnTermination", problems).unwrap_or(true);

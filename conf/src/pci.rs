@@ -27,12 +27,7 @@ impl PciAddress {
     pub const MAX_FUNCTION: u8 = 7;
 
     pub fn new(domain: u16, bus: u8, device: u8, function: u8) -> Option<Self> {
-        (device <= Self::MAX_DEVICE && function <= Self::MAX_FUNCTION).then_some(Self {
-            domain,
-            bus,
-            device,
-            function,
-        })
+        (device <= Self::MAX_DEVICE && function <= Self::MAX_FUNCTION).then_some(Self { domain, bus, device, function })
     }
 }
 

@@ -295,8 +295,8 @@ impl PoolConfig {
 
     /// Reads and validates a configuration file.
     pub fn from_file(path: &std::path::Path, opts: &LoadOptions) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_text(&text, opts)
     }
 }
@@ -356,10 +356,8 @@ fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Prob
                 }
                 config = read_pool_config(doc, &doc_path, &mut problems);
             }
-            Some(other) => problems.push(
-                child(&doc_path, "kind"),
-                format!("unknown kind {other:?} (expected PoolConfig or NodeENI)"),
-            ),
+            Some(other) => problems
+                .push(child(&doc_path, "kind"), format!("unknown kind {other:?} (expected PoolConfig or NodeENI)")),
         }
     }
     let mut config = match config {
@@ -469,9 +467,12 @@ fn read_ec2(v: &Value, path: &str, problems: &mut Problems) -> Option<Ec2Setting
         && let Some(mut b) = Fields::of(bv, &f.path_of("circuitBreaker"), problems)
     {
         let cb = &mut circuit_breaker;
-        cb.failure_threshold = b.int_in("failureThreshold", 1..=1000, problems).map_or(cb.failure_threshold, |n| n as u32);
-        cb.success_threshold = b.int_in("successThreshold", 1..=1000, problems).map_or(cb.success_threshold, |n| n as u32);
-        cb.open_timeout_ms = b.int_in("openTimeoutMs", 1..=3_600_000, problems).map_or(cb.open_timeout_ms, |n| n as u64);
+        cb.failure_threshold =
+            b.int_in("failureThreshold", 1..=1000, problems).map_or(cb.failure_threshold, |n| n as u32);
+        cb.success_threshold =
+            b.int_in("successThreshold", 1..=1000, problems).map_or(cb.success_threshold, |n| n as u32);
+        cb.open_timeout_ms =
+            b.int_in("openTimeoutMs", 1..=3_600_000, problems).map_or(cb.open_timeout_ms, |n| n as u64);
         cb.half_open_max_requests =
             b.int_in("halfOpenMaxRequests", 1..=1000, problems).map_or(cb.half_open_max_requests, |n| n as u32);
         b.finish(problems);
@@ -481,7 +482,8 @@ fn read_ec2(v: &Value, path: &str, problems: &mut Problems) -> Option<Ec2Setting
         && let Some(mut l) = Fields::of(lv, &f.path_of("rateLimit"), problems)
     {
         let rl = &mut rate_limit;
-        rl.mutating_per_second = l.int_in("mutatingPerSecond", 1..=1000, problems).map_or(rl.mutating_per_second, |n| n as u32);
+        rl.mutating_per_second =
+            l.int_in("mutatingPerSecond", 1..=1000, problems).map_or(rl.mutating_per_second, |n| n as u32);
         rl.burst = l.int_in("burst", 1..=1000, problems).map_or(rl.burst, |n| n as u32);
         rl.max_concurrent = l.int_in("maxConcurrent", 1..=256, problems).map_or(rl.max_concurrent, |n| n as u32);
         l.finish(problems);
@@ -514,9 +516,9 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
     if let Some(n) = &name {
         check_pool_name(n, &f.path_of("name"), problems);
     }
-    let mode = f.required::<String>("mode", problems).and_then(|m| {
-        m.parse::<Mode>().map_err(|e| problems.push(f.path_of("mode"), e)).ok()
-    });
+    let mode = f
+        .required::<String>("mode", problems)
+        .and_then(|m| m.parse::<Mode>().map_err(|e| problems.push(f.path_of("mode"), e)).ok());
     let resource_name = f.parsed::<ResourceName>("resourceName", problems);
     let mut subnets: Vec<SubnetRef> =
         f.parsed_list::<SubnetId>("subnetIds", problems).into_iter().map(SubnetRef::Id).collect();
@@ -524,11 +526,8 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
     if subnets.is_empty() && !problems.iter().any(|p| p.path.starts_with(&f.path_of("subnetIds"))) {
         problems.push(path, "names no subnet: set subnetIds or subnetNames");
     }
-    let mut security_groups: Vec<SecurityGroupRef> = f
-        .parsed_list::<SecurityGroupId>("securityGroupIds", problems)
-        .into_iter()
-        .map(SecurityGroupRef::Id)
-        .collect();
+    let mut security_groups: Vec<SecurityGroupRef> =
+        f.parsed_list::<SecurityGroupId>("securityGroupIds", problems).into_iter().map(SecurityGroupRef::Id).collect();
     security_groups.extend(f.string_list("securityGroupNames", problems).into_iter().map(SecurityGroupRef::Name));
     let enis_per_subnet = f.int_in("enisPerSubnet", 1..=64, problems).unwrap_or(1) as u32;
     let first_device_index = f.int_in("firstDeviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
@@ -586,7 +585,10 @@ fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
         match p.mode {
             // An invalid name was reported where it was read; "required" would only repeat it.
             Mode::Kernel | Mode::Dpdk if p.resource_name.is_none() && !problems.has_path(&at(p.keys.resource_name)) => {
-                problems.push(at(p.keys.resource_name), format!("required for a {} pool (it is how pods ask for it)", p.mode));
+                problems.push(
+                    at(p.keys.resource_name),
+                    format!("required for a {} pool (it is how pods ask for it)", p.mode),
+                );
             }
             Mode::Host if p.resource_name.is_some() => {
                 problems.push(at(p.keys.resource_name), "host pools stay on the node and are not advertised; drop it");
@@ -601,7 +603,10 @@ fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
         }
         let last = p.first_device_index + p.eni_count().saturating_sub(1);
         if i64::from(last) > *DEVICE_INDEX_RANGE.end() {
-            problems.push(at(p.keys.device_index), format!("the pool's last ENI would take device index {last}, above 127"));
+            problems.push(
+                at(p.keys.device_index),
+                format!("the pool's last ENI would take device index {last}, above 127"),
+            );
         }
         if p.mode == Mode::Host {
             let longest = p.host_ifname(last);
@@ -613,7 +618,10 @@ fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
     for (i, a) in pools.iter().enumerate() {
         for b in &pools[i + 1..] {
             if a.name == b.name {
-                problems.push(child(&b.origin, b.keys.name), format!("pool name {:?} is already used by {}", b.name, a.origin));
+                problems.push(
+                    child(&b.origin, b.keys.name),
+                    format!("pool name {:?} is already used by {}", b.name, a.origin),
+                );
             }
             if let (Some(ra), Some(rb)) = (&a.resource_name, &b.resource_name)
                 && ra == rb

@@ -116,7 +116,13 @@ fn settings_have_defaults_and_ipam_is_kept_verbatim() {
 
 #[test]
 fn environment_is_checked_per_command() {
-    let add = [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "abc-1.x_y"), ("CNI_NETNS", "/run/netns/x"), ("CNI_IFNAME", "net1"), ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni")];
+    let add = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "abc-1.x_y"),
+        ("CNI_NETNS", "/run/netns/x"),
+        ("CNI_IFNAME", "net1"),
+        ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"),
+    ];
     let e = env(&add).expect("valid");
     assert_eq!(e.command, Command::Add);
     assert_eq!(e.path.len(), 2);
@@ -134,7 +140,8 @@ fn environment_is_checked_per_command() {
         v[1] = ("CNI_CONTAINERID", bad);
         expect_code(env(&v), 4, "CNI_CONTAINERID");
     }
-    let del = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")]).expect("DEL needs no netns");
+    let del =
+        env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")]).expect("DEL needs no netns");
     assert!(del.netns.is_none());
     assert!(env(&[("CNI_COMMAND", "VERSION")]).is_ok());
     assert!(env(&[("CNI_COMMAND", "STATUS")]).is_ok());
@@ -156,7 +163,11 @@ fn sample() -> CniResult {
             pci_id: Some("0000:00:06.0".into()),
         }],
         ips: vec![
-            IpConfig { address: "10.0.1.5/24".parse().expect("cidr"), gateway: Some("10.0.1.1".parse().expect("ip")), interface: Some(0) },
+            IpConfig {
+                address: "10.0.1.5/24".parse().expect("cidr"),
+                gateway: Some("10.0.1.1".parse().expect("ip")),
+                interface: Some(0),
+            },
             IpConfig { address: "2001:db8::5/64".parse().expect("cidr"), gateway: None, interface: Some(0) },
         ],
         routes: vec![route],
@@ -205,7 +216,10 @@ fn a_prev_result_of_any_version_reads_back() {
 fn errors_have_the_spec_shape() {
     let e = CniError::new(codes::TRY_AGAIN_LATER, "device busy", "eni-12345678 locked by another call");
     let j = e.to_json("1.0.0");
-    assert_eq!(j, json!({"cniVersion": "1.0.0", "code": 11, "msg": "device busy", "details": "eni-12345678 locked by another call"}));
+    assert_eq!(
+        j,
+        json!({"cniVersion": "1.0.0", "code": 11, "msg": "device busy", "details": "eni-12345678 locked by another call"})
+    );
     assert!(CniError::invalid_config("x").to_json("1.1.0").get("details").is_none());
     assert_eq!((codes::PLUGIN_NOT_AVAILABLE, codes::PLUGIN_NOT_AVAILABLE_LIMITED), (50, 51));
 }

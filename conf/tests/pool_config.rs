@@ -376,7 +376,8 @@ spec: {subnetIDs: [subnet-87654321], enableDPDK: true, dpdkResourceName: nodeeni
         .collect();
     assert_eq!(serving, ["up-a", "up-b"]);
 
-    let clash = text.replace("spec: {subnetIDs: [subnet-87654321], enableDPDK: true,", "spec: {subnetIDs: [subnet-87654321],");
+    let clash =
+        text.replace("spec: {subnetIDs: [subnet-87654321], enableDPDK: true,", "spec: {subnetIDs: [subnet-87654321],");
     let p = problems(&clash);
     assert_problem(&p, "NodeENI(up-b).spec.dpdkResourceName", "one resource needs one mode");
 }

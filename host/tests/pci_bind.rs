@@ -1,0 +1,91 @@
+//! Binding to a DPDK driver and back, and rolling back on failure, against the emulated sysfs tree.
+
+use std::time::Duration;
+
+use nodeeni_conf::PciAddress;
+use nodeeni_host::pci::{PciBus, PciError};
+use nodeeni_tests::sysfs::FakeSysfs;
+
+const T: Duration = Duration::from_secs(5);
+
+fn setup() -> (FakeSysfs, PciBus, PciAddress) {
+    let sys = FakeSysfs::new();
+    sys.add_device("0000:00:06.0", Some("ena"), "eth1", 7, 0);
+    let bus = PciBus::new(sys.root());
+    (sys, bus, "0000:00:06.0".parse().expect("pci"))
+}
+
+#[test]
+fn reads_driver_group_numa_and_netdev() {
+    let (sys, bus, pci) = setup();
+    assert_eq!(bus.driver(pci).expect("driver").as_deref(), Some("ena"));
+    assert_eq!(bus.netdevs(pci).expect("netdevs"), ["eth1"]);
+    assert_eq!(bus.iommu_group(pci).expect("group"), Some(7));
+    assert_eq!(bus.numa_node(pci).expect("numa"), Some(0));
+    assert_eq!(bus.pci_of_netdev("eth1"), Some(pci));
+    assert_eq!(bus.pci_of_netdev("eth9"), None);
+    sys.add_device("0000:00:07.0", None, "eth2", 8, -1);
+    assert_eq!(bus.numa_node("0000:00:07.0".parse().expect("pci")).expect("numa"), None, "-1 means none");
+    let missing: PciAddress = "0000:00:1f.0".parse().expect("pci");
+    assert!(matches!(bus.driver(missing), Err(PciError::NoDevice { .. })));
+}
+
+#[test]
+fn bind_to_vfio_and_restore_the_original_driver() {
+    let (sys, bus, pci) = setup();
+    let before = bus.bind(pci, "vfio-pci", T).expect("bind");
+    assert_eq!(before.driver.as_deref(), Some("ena"));
+    assert_eq!(before.netdevs, ["eth1"]);
+    assert_eq!(sys.driver_of("0000:00:06.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(sys.driver_override_of("0000:00:06.0"), "vfio-pci");
+    assert!(sys.netdevs_of("0000:00:06.0").is_empty(), "netdev gone while in vfio");
+
+    // Binding again is a no-op that reports the current state.
+    let again = bus.bind(pci, "vfio-pci", T).expect("idempotent");
+    assert_eq!(again.driver.as_deref(), Some("vfio-pci"));
+
+    bus.restore(pci, &before, T).expect("restore");
+    assert_eq!(sys.driver_of("0000:00:06.0").as_deref(), Some("ena"));
+    assert_eq!(sys.netdevs_of("0000:00:06.0"), ["eth1"]);
+    assert_eq!(sys.driver_override_of("0000:00:06.0"), "", "override cleared");
+}
+
+#[test]
+fn a_failed_probe_rolls_back_to_the_kernel_driver() {
+    let (sys, bus, pci) = setup();
+    sys.fail_binds_to("vfio-pci");
+    let err = bus.bind(pci, "vfio-pci", Duration::from_millis(300)).expect_err("probe fails");
+    assert!(matches!(err, PciError::RolledBack { .. }), "{err}");
+    assert!(err.to_string().contains("did not reach driver"), "{err}");
+    assert_eq!(sys.driver_of("0000:00:06.0").as_deref(), Some("ena"));
+    assert_eq!(sys.netdevs_of("0000:00:06.0"), ["eth1"]);
+}
+
+#[test]
+fn a_write_error_rolls_back_and_names_the_path() {
+    let (sys, bus, pci) = setup();
+    sys.break_bind_file("vfio-pci");
+    let err = bus.bind(pci, "vfio-pci", T).expect_err("write fails");
+    let text = err.to_string();
+    assert!(text.contains("vfio-pci/bind") && text.contains("0000:00:06.0"), "{text}");
+    assert_eq!(sys.driver_of("0000:00:06.0").as_deref(), Some("ena"), "rolled back");
+}
+
+#[test]
+fn when_rollback_fails_too_both_errors_are_reported() {
+    let (sys, bus, pci) = setup();
+    sys.fail_binds_to("vfio-pci");
+    sys.break_bind_file("ena");
+    let err = bus.bind(pci, "vfio-pci", Duration::from_millis(200)).expect_err("both fail");
+    assert!(matches!(err, PciError::RollbackFailed { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("did not reach driver") && text.contains("ena/bind"), "{text}");
+}
+
+#[test]
+fn an_unloaded_driver_is_named() {
+    let (_sys, bus, pci) = setup();
+    let err = bus.bind(pci, "no-such-driver", T).expect_err("no driver");
+    assert!(err.to_string().contains("no-such-driver"), "{err}");
+    assert_eq!(bus.driver(pci).expect("driver").as_deref(), Some("ena"));
+}

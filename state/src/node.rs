@@ -1,0 +1,348 @@
+//! The node state: every ENI of every pool on this node, what the host knows of it, and which pod has
+//! it. Written by the daemon as it reconciles and by the CNI as it hands ENIs out, each under the
+//! file's exclusive lock, each write atomic; the daemon records its intent before every EC2 mutation.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodeeni_conf::net::IpNet;
+use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress, SubnetId};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::write_atomic;
+use crate::lock::{LockError, acquire};
+
+pub const STATE_FILE: &str = "node-state.json";
+const LOCK_FILE: &str = "node-state.lock";
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot read node state {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("node state {path} is corrupt: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("node state {path} has schema version {found}, this build reads {SCHEMA_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot write node state {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Where an ENI is in its life on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Lifecycle {
+    /// CreateNetworkInterface is about to be, or was, called; the ID may not be known yet.
+    Creating,
+    /// Created; AttachNetworkInterface is about to be, or was, called.
+    Attaching,
+    /// Attached and prepared on the host; can be handed out.
+    Ready,
+    /// To be removed once its pod lets go.
+    Draining,
+    Detaching,
+    Deleting,
+}
+
+/// Which pod has an ENI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    pub since_unix: u64,
+}
+
+/// One ENI of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EniRecord {
+    /// None only while `Creating` and before EC2 answered.
+    pub eni_id: Option<EniId>,
+    pub pool: String,
+    pub mode: Mode,
+    pub lifecycle: Lifecycle,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<SubnetId>,
+    /// The subnet's CIDR; its prefix length is the one the ENI's addresses take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_cidr: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary_ips: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_id: Option<String>,
+    /// The netdev's name on the host (the stable name, for host pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<PciAddress>,
+    /// The kernel driver found on the device (ena), before any DPDK bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The DPDK driver of dpdk pools (vfio-pci, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpdk_driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu_group: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<Allocation>,
+    /// The EC2 client token of a create in flight, so a restart can find what it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    pub updated_unix: u64,
+}
+
+impl EniRecord {
+    /// The ENI's VPC addresses with the subnet's prefix length, primary first.
+    pub fn vpc_addresses(&self) -> Vec<IpNet> {
+        let Some(cidr) = self.subnet_cidr else { return Vec::new() };
+        self.primary_ip.iter().chain(&self.secondary_ips).filter_map(|ip| IpNet::new(*ip, cidr.prefix)).collect()
+    }
+
+    /// The subnet router: recorded, or the subnet's base address plus one.
+    pub fn vpc_gateway(&self) -> Option<IpAddr> {
+        self.gateway.or_else(|| self.subnet_cidr.map(|c| c.vpc_gateway()))
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.lifecycle == Lifecycle::Ready && self.allocation.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    pub version: u32,
+    #[serde(default)]
+    pub enis: Vec<EniRecord>,
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        Self { version: SCHEMA_VERSION, enis: Vec::new() }
+    }
+}
+
+impl NodeState {
+    pub fn eni(&self, id: &EniId) -> Option<&EniRecord> {
+        self.enis.iter().find(|e| e.eni_id.as_ref() == Some(id))
+    }
+
+    pub fn eni_mut(&mut self, id: &EniId) -> Option<&mut EniRecord> {
+        self.enis.iter_mut().find(|e| e.eni_id.as_ref() == Some(id))
+    }
+
+    pub fn by_mac(&self, mac: MacAddr) -> Option<&EniRecord> {
+        self.enis.iter().find(|e| e.mac == Some(mac))
+    }
+
+    pub fn by_pci(&self, pci: PciAddress) -> Option<&EniRecord> {
+        self.enis.iter().find(|e| e.pci == Some(pci))
+    }
+
+    /// The ENI given to this attachment, if any.
+    pub fn allocated_to(&self, container_id: &str, ifname: &str) -> Option<&EniRecord> {
+        self.enis
+            .iter()
+            .find(|e| e.allocation.as_ref().is_some_and(|a| a.container_id == container_id && a.ifname == ifname))
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The node state file in a state folder.
+#[derive(Debug, Clone)]
+pub struct NodeStore {
+    dir: PathBuf,
+}
+
+impl NodeStore {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self { dir: state_dir.into() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path().exists()
+    }
+
+    fn lock(&self, exclusive: bool, timeout: Duration) -> Result<crate::lock::LockGuard, StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| StoreError::Write { path: self.dir.clone(), source })?;
+        // The state lock file stays: shared holders may still have it open.
+        Ok(acquire(&self.dir.join(LOCK_FILE), "node state", exclusive, false, timeout)?)
+    }
+
+    fn read_unlocked(&self) -> Result<NodeState, StoreError> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(NodeState::default()),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        let state: NodeState =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
+        if state.version != SCHEMA_VERSION {
+            return Err(StoreError::Version { path, found: state.version });
+        }
+        Ok(state)
+    }
+
+    /// A consistent snapshot, read under a shared lock. A missing file is an empty state.
+    pub fn load(&self, timeout: Duration) -> Result<NodeState, StoreError> {
+        let _guard = self.lock(false, timeout)?;
+        self.read_unlocked()
+    }
+
+    /// Reads, lets `f` change the state, and writes it back atomically, all under the exclusive lock.
+    /// Nothing is written when `f` fails or changes nothing.
+    pub fn update<T, E>(&self, timeout: Duration, f: impl FnOnce(&mut NodeState) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let _guard = self.lock(true, timeout)?;
+        let mut state = self.read_unlocked()?;
+        let before = state.clone();
+        let out = f(&mut state)?;
+        if state != before {
+            self.write_unlocked(&state)?;
+        }
+        Ok(out)
+    }
+
+    fn write_unlocked(&self, state: &NodeState) -> Result<(), StoreError> {
+        let path = self.path();
+        let bytes =
+            serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
+        write_atomic(&path, &bytes).map_err(|source| StoreError::Write { path, source })
+    }
+}
+
+impl AsRef<Path> for NodeStore {
+    fn as_ref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, pool: &str) -> EniRecord {
+        EniRecord {
+            eni_id: Some(id.parse().expect("id")),
+            pool: pool.into(),
+            mode: Mode::Kernel,
+            lifecycle: Lifecycle::Ready,
+            subnet_id: None,
+            subnet_cidr: Some("10.0.1.0/24".parse().expect("cidr")),
+            gateway: None,
+            primary_ip: Some("10.0.1.20".parse().expect("ip")),
+            secondary_ips: vec!["10.0.1.21".parse().expect("ip")],
+            mac: Some("0a:00:00:00:00:01".parse().expect("mac")),
+            device_index: Some(1),
+            attachment_id: None,
+            host_ifname: Some("eth1".into()),
+            pci: None,
+            driver: None,
+            dpdk_driver: None,
+            iommu_group: None,
+            numa_node: None,
+            mtu: None,
+            allocation: None,
+            client_token: None,
+            updated_unix: 0,
+        }
+    }
+
+    #[test]
+    fn missing_file_is_empty_and_updates_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path());
+        assert!(store.load(Duration::from_secs(1)).expect("load").enis.is_empty());
+        store
+            .update(Duration::from_secs(1), |s| {
+                s.enis.push(record("eni-12345678", "fast"));
+                Ok::<_, StoreError>(())
+            })
+            .expect("update");
+        let s = store.load(Duration::from_secs(1)).expect("load");
+        let e = s.eni(&"eni-12345678".parse().expect("id")).expect("present");
+        assert_eq!(
+            e.vpc_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["10.0.1.20/24", "10.0.1.21/24"]
+        );
+        assert_eq!(e.vpc_gateway().map(|g| g.to_string()).as_deref(), Some("10.0.1.1"));
+    }
+
+    #[test]
+    fn a_failing_update_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path());
+        let r: Result<(), StoreError> = store.update(Duration::from_secs(1), |s| {
+            s.enis.push(record("eni-12345678", "fast"));
+            Err(StoreError::Version { path: PathBuf::new(), found: 0 })
+        });
+        assert!(r.is_err());
+        assert!(!store.exists());
+    }
+
+    #[test]
+    fn corrupt_and_future_files_are_refused_not_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path());
+        std::fs::write(store.path(), b"{ not json").expect("write");
+        assert!(matches!(store.load(Duration::from_secs(1)), Err(StoreError::Corrupt { .. })));
+        let r = store.update(Duration::from_secs(1), |_| Ok::<_, StoreError>(()));
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(store.path()).expect("read"), b"{ not json", "never clobbered");
+        std::fs::write(store.path(), br#"{"version": 9, "enis": []}"#).expect("write");
+        assert!(matches!(store.load(Duration::from_secs(1)), Err(StoreError::Version { found: 9, .. })));
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path());
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for j in 0..10 {
+                        store
+                            .update(Duration::from_secs(10), |s| {
+                                s.enis.push(record(&format!("eni-{:08x}", i * 100 + j), "p"));
+                                Ok::<_, StoreError>(())
+                            })
+                            .expect("update");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        assert_eq!(store.load(Duration::from_secs(1)).expect("load").enis.len(), 80);
+    }
+}
