@@ -1,1 +1,151 @@
-fn main() {}
+//! `nodeeni`, the CNI plugin. kubelet/containerd, CRI-O, Multus and cnitool run it with `CNI_*`
+//! variables and the network configuration on stdin; it prints a result or an error on stdout.
+//! This file is the edge: environment and stdin in, spec error codes and JSON out. Logs go to the
+//! config's `logFile`, never to stdout.
+
+mod commands;
+mod context;
+mod device;
+mod dpdk;
+mod error;
+mod ipam;
+mod kernel;
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use nodeeni_conf::cni::{CniEnv, CniError, CniVersion, Command, NetConf, codes, version_info};
+
+use crate::context::Ctx;
+
+const HELP: &str = "\
+nodeeni — CNI plugin that hands a whole EC2 ENI to a pod
+
+Run by a container runtime, Multus or cnitool, not by hand: set CNI_COMMAND (ADD, DEL, CHECK, VERSION,
+STATUS, GC), CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_PATH and pass the network configuration on
+stdin. The result, or an error {code, msg}, is printed on stdout.
+
+Configuration keys (besides cniVersion, name, type, ipam, dns, runtimeConfig):
+  deviceID / pciBusID   ENI ID or PCI address (Multus fills these from the pod's allocation)
+  device, mac, pool     a host ifname, a MAC, or a pool to take a free ENI from
+  mode                  kernel (move the netdev into the pod) or dpdk (bind to dpdkDriver)
+  dpdkDriver            vfio-pci (default), igb_uio, uio_pci_generic
+  mtu                   MTU inside the pod
+  stateDir              default /var/lib/nodeeni (node state, attachment records, locks)
+  lockTimeoutSeconds    per-device lock wait, default 30 (then error 11, try again later)
+  logFile, logLevel     where to log (error, warn, info, debug, trace)
+  sysfsRoot             default /sys
+
+Options: --help, --version";
+
+fn init_logging(conf: &NetConf) {
+    let level =
+        conf.log_level.as_deref().and_then(|l| l.parse::<tracing::Level>().ok()).unwrap_or(tracing::Level::INFO);
+    let Some(path) = &conf.log_file else { return };
+    let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+        eprintln!("nodeeni: cannot open log file {}", path.display());
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
+
+fn fail(err: &CniError, version: &str) -> ExitCode {
+    println!("{}", err.to_json(version));
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("--help" | "-h") => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("nodeeni {} (CNI {})", env!("CARGO_PKG_VERSION"), CniVersion::ALL.map(|v| v.as_str()).join(", "));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let latest = CniVersion::LATEST.as_str();
+    let env = match CniEnv::from_vars(|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => return fail(&e, latest),
+    };
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        return fail(&CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}"), ""), latest);
+    }
+    if env.command == Command::Version {
+        // VERSION answers whatever config came, even one of a version we do not speak.
+        let asked = serde_json::from_slice::<serde_json::Value>(&stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion").and_then(|c| c.as_str()).map(str::to_string));
+        println!("{}", version_info(asked.as_deref().filter(|v| v.parse::<CniVersion>().is_ok())));
+        return ExitCode::SUCCESS;
+    }
+    let conf = match NetConf::parse(&stdin) {
+        Ok(c) => c,
+        Err(e) => {
+            // Answer in the version the config asked for, when it names one.
+            let asked = serde_json::from_slice::<serde_json::Value>(&stdin)
+                .ok()
+                .and_then(|v| v.get("cniVersion").and_then(|c| c.as_str()).map(str::to_string));
+            return fail(&e, asked.as_deref().unwrap_or(latest));
+        }
+    };
+    init_logging(&conf);
+    let version = conf.cni_version_str.clone();
+    if matches!(env.command, Command::Check) && !conf.cni_version.has_check() {
+        return fail(
+            &CniError::new(
+                codes::INCOMPATIBLE_VERSION,
+                format!("CHECK needs cniVersion 0.4.0 or later, config has {version}"),
+                "",
+            ),
+            &version,
+        );
+    }
+    if matches!(env.command, Command::Status | Command::Gc) && !conf.cni_version.has_status_and_gc() {
+        return fail(
+            &CniError::new(
+                codes::INCOMPATIBLE_VERSION,
+                format!("STATUS and GC need cniVersion 1.1.0, config has {version}"),
+                "",
+            ),
+            &version,
+        );
+    }
+    let ctx = Ctx::new(&env, &conf);
+    let span = tracing::info_span!(
+        "cni",
+        command = ?env.command,
+        container = env.container_id.as_ref().map(|c| c.as_str()),
+        ifname = env.ifname.as_ref().map(|i| i.as_str()),
+        netns = env.netns.as_ref().map(|n| n.display().to_string()),
+    );
+    let _enter = span.enter();
+    let outcome = match env.command {
+        Command::Add => commands::add(&ctx).map(|r| Some(r.to_json(&version))),
+        Command::Del => commands::del(&ctx).map(|()| None),
+        Command::Check => commands::check(&ctx).map(|()| None),
+        Command::Status => commands::status(&ctx).map(|()| None),
+        Command::Gc => commands::gc(&ctx).map(|()| None),
+        Command::Version => Ok(None),
+    };
+    match outcome {
+        Ok(Some(result)) => {
+            println!("{result}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "failed");
+            fail(&e.to_cni(), &version)
+        }
+    }
+}

@@ -703,7 +703,9 @@ impl CniResult {
         if !routes.is_empty() {
             out["routes"] = Value::Array(routes);
         }
-        out["dns"] = serde_json::to_value(&self.dns).unwrap_or(Value::Null);
+        if !self.dns.is_empty() {
+            out["dns"] = serde_json::to_value(&self.dns).unwrap_or(Value::Null);
+        }
         out
     }
 }

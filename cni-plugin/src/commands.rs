@@ -1,0 +1,412 @@
+//! ADD, DEL, CHECK, STATUS and GC. Each step of ADD has its undo ready; DEL works from the record ADD
+//! wrote, with or without the daemon, the pod's namespace, or a prevResult.
+
+use nodeeni_conf::Mode;
+use nodeeni_conf::cni::{CniError, CniResult, HandOver, codes};
+use nodeeni_host::netlink::Netlink;
+use nodeeni_host::netns::NetNs;
+use nodeeni_host::pci::DriverState;
+use nodeeni_state::attachment::{AttachmentRecord, Phase};
+use nodeeni_state::node::{Lifecycle, now_unix};
+
+use crate::context::Ctx;
+use crate::device::{self, Target};
+use crate::error::{PluginError, Result};
+use crate::{dpdk, ipam, kernel};
+
+/// Our interface and addresses appended to whatever earlier plugins in the chain reported.
+fn merge(prev: Option<&serde_json::Value>, ours: CniResult) -> Result<CniResult> {
+    let mut out = match prev {
+        Some(p) => CniResult::parse(p)?,
+        None => CniResult::default(),
+    };
+    let index = out.interfaces.len();
+    out.interfaces.extend(ours.interfaces);
+    out.ips.extend(ours.ips.into_iter().map(|mut ip| {
+        ip.interface = Some(index);
+        ip
+    }));
+    out.routes.extend(ours.routes);
+    if out.dns.is_empty() {
+        out.dns = ours.dns;
+    }
+    Ok(out)
+}
+
+pub fn add(ctx: &Ctx) -> Result<CniResult> {
+    let (container, ifname) = ctx.attachment_key()?;
+    // A record from an ADD that never finished: undo it first, then start clean.
+    if let Some(old) = ctx.attachments.load(container, ifname)? {
+        if old.phase == Phase::Added
+            && let Some(result) = old.result
+        {
+            tracing::info!("ADD repeated for a finished attachment; returning its result");
+            return Ok(result);
+        }
+        tracing::warn!("found an unfinished ADD for this attachment; undoing it first");
+        undo_record(ctx, &old)?;
+    }
+    let netns = ctx.netns_path().ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
+    let pod_ns = NetNs::open(netns)?;
+    let host_ns = NetNs::current()?;
+    let mut host = Netlink::open()?;
+    let target = device::resolve(ctx, &mut host)?;
+    let span =
+        tracing::info_span!("add", eni = ?target.eni_id, mac = ?target.mac, pci = ?target.pci, mode = ?target.mode);
+    let _enter = span.enter();
+    let outcome = (|| {
+        let _lock = ctx.locks.lock(&target.lock_key(), ctx.lock_timeout)?;
+        match target.mode {
+            HandOver::Kernel => add_kernel(ctx, &target, &mut host, &host_ns, &pod_ns),
+            HandOver::Dpdk => add_dpdk(ctx, &target),
+        }
+    })();
+    match outcome {
+        Ok(result) => {
+            tracing::info!(ifname, "ENI handed to the pod");
+            Ok(result)
+        }
+        Err(e) => {
+            if target.claimed
+                && let Err(release) = device::release(ctx, container, ifname)
+            {
+                return Err(PluginError::UndoFailed { error: Box::new(e), undo: release.to_string() });
+            }
+            Err(e)
+        }
+    }
+}
+
+fn new_record(ctx: &Ctx, target: &Target) -> Result<AttachmentRecord> {
+    let (container, ifname) = ctx.attachment_key()?;
+    Ok(AttachmentRecord {
+        container_id: container.to_string(),
+        ifname: ifname.to_string(),
+        netns: ctx.netns_path().map(|p| p.display().to_string()),
+        network: ctx.conf.name.clone(),
+        mode: target.mode,
+        phase: Phase::Adding,
+        eni_id: target.eni_id.clone(),
+        mac: target.mac,
+        pci: target.pci,
+        host: None,
+        driver_before: None,
+        netdevs_before: Vec::new(),
+        ipam_type: ctx.conf.ipam_type.clone(),
+        claimed_from_pool: target.claimed,
+        result: None,
+        created_unix: now_unix(),
+    })
+}
+
+/// Refuses a device another attachment's record holds (a standalone device has no node-state claim).
+fn refuse_if_held(ctx: &Ctx, target: &Target) -> Result<()> {
+    let (container, ifname) = ctx.attachment_key()?;
+    for r in ctx.attachments.list()? {
+        let same_device =
+            (target.mac.is_some() && r.mac == target.mac) || (target.pci.is_some() && r.pci == target.pci);
+        if same_device && !(r.container_id == container && r.ifname == ifname) {
+            return Err(PluginError::DeviceInUse(format!(
+                "the device is already given to container {} ({})",
+                r.container_id, r.ifname
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn this_call<'a>(ctx: &'a Ctx) -> Result<ipam::For<'a>> {
+    let (container_id, ifname) = ctx.attachment_key()?;
+    Ok(ipam::For { container_id, ifname, netns: ctx.netns_path().and_then(|p| p.to_str()) })
+}
+
+fn addresses_for(ctx: &Ctx, target: &Target) -> Result<CniResult> {
+    let mut result = match (&ctx.conf.ipam_type, &target.record) {
+        (Some(plugin), _) => ipam::delegate(plugin, "ADD", this_call(ctx)?, ctx.env, ctx.conf)?.unwrap_or_default(),
+        (None, Some(record)) => ipam::vpc_addresses(record)?,
+        (None, None) => CniResult::default(),
+    };
+    if !ctx.conf.dns.is_empty() {
+        result.dns = ctx.conf.dns.clone();
+    }
+    Ok(result)
+}
+
+fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, pod_ns: &NetNs) -> Result<CniResult> {
+    let (_, ifname) = ctx.attachment_key()?;
+    let mac = target.mac.ok_or_else(|| PluginError::DeviceNotFound("the device has no MAC".into()))?;
+    let mut pod = Netlink::open_in(pod_ns)?;
+    if pod.link_by_name(ifname)?.is_some() {
+        return Err(PluginError::IfnameExists { ifname: ifname.to_string() });
+    }
+    // Under the device lock now: look again, the device may have moved since we resolved it.
+    let link = host
+        .link_by_mac(mac)?
+        .ok_or_else(|| PluginError::DeviceInUse(format!("{mac} left the host namespace while waiting for its lock")))?;
+    refuse_if_held(ctx, target)?;
+    let mut record = new_record(ctx, target)?;
+    record.host = Some(kernel::capture(host, &link)?);
+    ctx.attachments.save(&record)?;
+
+    // A delegate whose ADD failed has cleaned up after itself: no IPAM DEL for it then.
+    let addresses = match addresses_for(ctx, target) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.attachments.remove(&record.container_id, &record.ifname)?;
+            return Err(e);
+        }
+    };
+    let steps = (|| {
+        let mtu = ctx.conf.mtu.or(target.record.as_ref().and_then(|r| r.mtu));
+        let moved = kernel::move_in(host, &mut pod, pod_ns, &link, ifname, mtu, &addresses)?;
+        let sandbox = pod_ns.path().display().to_string();
+        let iface = kernel::interface(&moved, &sandbox, target.pci.map(|p| p.to_string()));
+        merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() })
+    })();
+    match steps {
+        Ok(result) => {
+            record.phase = Phase::Added;
+            record.result = Some(result.clone());
+            ctx.attachments.save(&record)?;
+            Ok(result)
+        }
+        Err(e) => match undo_kernel(ctx, &record, Some(&mut pod), host, host_ns) {
+            Ok(()) => {
+                ctx.attachments.remove(&record.container_id, &record.ifname)?;
+                Err(e)
+            }
+            Err(undo) => Err(PluginError::UndoFailed { error: Box::new(e), undo: undo.to_string() }),
+        },
+    }
+}
+
+fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
+    let pci = target.pci.ok_or_else(|| PluginError::DeviceNotFound("DPDK mode needs a PCI address".into()))?;
+    refuse_if_held(ctx, target)?;
+    let before = ctx.bus.state(pci)?;
+    let mut record = new_record(ctx, target)?;
+    record.driver_before = Some(before.driver.clone());
+    record.netdevs_before = before.netdevs.clone();
+    ctx.attachments.save(&record)?;
+    let addresses = match addresses_for(ctx, target) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.attachments.remove(&record.container_id, &record.ifname)?;
+            return Err(e);
+        }
+    };
+    let steps = (|| {
+        dpdk::bind(ctx, pci, &target.dpdk_driver)?;
+        let (_, ifname) = ctx.attachment_key()?;
+        let netns = ctx.netns_path().map(|p| p.display().to_string());
+        let iface = dpdk::interface(ifname, netns.as_deref(), target.mac.map(|m| m.to_string()), pci);
+        merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() })
+    })();
+    match steps {
+        Ok(result) => {
+            record.phase = Phase::Added;
+            record.result = Some(result.clone());
+            ctx.attachments.save(&record)?;
+            Ok(result)
+        }
+        Err(e) => {
+            // bind() already rolled the driver back; what is left is IPAM and the record.
+            let undo = ipam_del(ctx, &record);
+            match undo {
+                Ok(()) => {
+                    ctx.attachments.remove(&record.container_id, &record.ifname)?;
+                    Err(e)
+                }
+                Err(u) => Err(PluginError::UndoFailed { error: Box::new(e), undo: u.to_string() }),
+            }
+        }
+    }
+}
+
+fn ipam_del(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
+    let who = ipam::For { container_id: &record.container_id, ifname: &record.ifname, netns: record.netns.as_deref() };
+    match &record.ipam_type {
+        Some(plugin) => ipam::delegate(plugin, "DEL", who, ctx.env, ctx.conf).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Kernel undo: out of the pod (if it is there), back to its host state, IPAM released. Every step is
+/// tried; the errors are gathered.
+fn undo_kernel(
+    ctx: &Ctx,
+    record: &AttachmentRecord,
+    pod: Option<&mut Netlink>,
+    host: &mut Netlink,
+    host_ns: &NetNs,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    if let (Some(mac), Some(before)) = (record.mac, &record.host) {
+        if let Some(pod) = pod
+            && let Err(e) = kernel::move_out(pod, host_ns, mac, &before.name)
+        {
+            errors.push(format!("moving it out of the pod: {e}"));
+        }
+        match kernel::restore_on_host(host, mac, before) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(%mac, "device not found on the host (detached?); nothing to restore"),
+            Err(e) => errors.push(format!("restoring it on the host: {e}")),
+        }
+    }
+    if let Err(e) = ipam_del(ctx, record) {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() { Ok(()) } else { Err(PluginError::DeviceNotFound(errors.join("; "))) }
+}
+
+/// Undoes whatever `record` says was done, under the device lock, then forgets it.
+fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
+    let key = match (record.mode, record.mac, record.pci) {
+        (HandOver::Kernel, Some(mac), _) => mac.to_string(),
+        (_, _, Some(pci)) => pci.to_string(),
+        (_, Some(mac), _) => mac.to_string(),
+        _ => format!("{}@{}", record.container_id, record.ifname),
+    };
+    let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
+    match record.mode {
+        HandOver::Kernel => {
+            let host_ns = NetNs::current()?;
+            let mut host = Netlink::open()?;
+            // A pod namespace that is gone is normal at DEL: the kernel has returned an ENA netdev to
+            // the host already, and restore_on_host finds it there by MAC.
+            let mut pod = match record.netns.as_deref().map(NetNs::open) {
+                Some(Ok(ns)) => Some(Netlink::open_in(&ns)?),
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "pod namespace gone; looking for the device on the host");
+                    None
+                }
+                None => None,
+            };
+            undo_kernel(ctx, record, pod.as_mut(), &mut host, &host_ns)?;
+        }
+        HandOver::Dpdk => {
+            if let (Some(pci), Some(driver)) = (record.pci, &record.driver_before) {
+                dpdk::restore(
+                    ctx,
+                    pci,
+                    &DriverState { driver: driver.clone(), netdevs: record.netdevs_before.clone() },
+                )?;
+            }
+            ipam_del(ctx, record)?;
+        }
+    }
+    device::release(ctx, &record.container_id, &record.ifname)?;
+    ctx.attachments.remove(&record.container_id, &record.ifname)?;
+    tracing::info!(container = record.container_id, ifname = record.ifname, "attachment undone");
+    Ok(())
+}
+
+pub fn del(ctx: &Ctx) -> Result<()> {
+    let (container, ifname) = ctx.attachment_key()?;
+    match ctx.attachments.load(container, ifname)? {
+        Some(record) => undo_record(ctx, &record),
+        None => {
+            // Nothing of ours to undo (a repeated DEL, or ADD never got far): still release IPAM and any
+            // pool claim, so nothing leaks, and succeed so the runtime stops retrying.
+            tracing::info!("no record for this attachment; DEL has nothing to undo on the host");
+            if let Some(plugin) = &ctx.conf.ipam_type {
+                ipam::delegate(plugin, "DEL", this_call(ctx)?, ctx.env, ctx.conf)?;
+            }
+            device::release(ctx, container, ifname)?;
+            Ok(())
+        }
+    }
+}
+
+pub fn check(ctx: &Ctx) -> Result<()> {
+    let (container, ifname) = ctx.attachment_key()?;
+    let record = ctx
+        .attachments
+        .load(container, ifname)?
+        .filter(|r| r.phase == Phase::Added)
+        .ok_or_else(|| PluginError::CheckMismatch(format!("no finished ADD for {container}/{ifname}")))?;
+    let expected = record.result.clone().unwrap_or_default();
+    match record.mode {
+        HandOver::Kernel => {
+            let netns = ctx.netns_path().ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
+            let mut pod = Netlink::open_in(&NetNs::open(netns)?)?;
+            kernel::verify(&mut pod, ifname, &expected)?;
+        }
+        HandOver::Dpdk => {
+            let pci = record.pci.ok_or_else(|| PluginError::CheckMismatch("record has no PCI address".into()))?;
+            let driver = ctx.bus.driver(pci)?;
+            let want = ctx.conf.dpdk_driver.clone();
+            let ok = match &want {
+                Some(w) => driver.as_deref() == Some(w.as_str()),
+                None => driver.as_deref().is_some_and(|d| d.parse::<nodeeni_conf::pool::DpdkDriver>().is_ok()),
+            };
+            if !ok {
+                return Err(PluginError::CheckMismatch(format!("{pci} is bound to {driver:?}, not a DPDK driver")));
+            }
+        }
+    }
+    if let Some(plugin) = &ctx.conf.ipam_type {
+        // Delegates check against the prevResult; when the caller sent none, ours is the one to use.
+        let mut conf = ctx.conf.clone();
+        if conf.prev_result.is_none()
+            && let serde_json::Value::Object(m) = &mut conf.raw
+        {
+            m.insert("prevResult".into(), expected.to_json(&conf.cni_version_str));
+        }
+        ipam::delegate(plugin, "CHECK", this_call(ctx)?, ctx.env, &conf)?;
+    }
+    Ok(())
+}
+
+/// STATUS: ready unless the node state cannot be read, or the configured pool has no usable ENI.
+pub fn status(ctx: &Ctx) -> Result<()> {
+    let unavailable = |msg: String| PluginError::Cni(CniError::new(codes::PLUGIN_NOT_AVAILABLE, msg, ""));
+    let pool = match &ctx.conf.device {
+        Some(nodeeni_conf::cni::DeviceSelector::Pool(p)) => Some(p.clone()),
+        _ => None,
+    };
+    if !ctx.node.exists() {
+        return match pool {
+            Some(p) => Err(unavailable(format!(
+                "pool {p} is configured but there is no node state at {} (is the nodeeni daemon running?)",
+                ctx.node.path().display()
+            ))),
+            None => Ok(()),
+        };
+    }
+    let state = ctx.node.load(ctx.lock_timeout).map_err(|e| unavailable(format!("node state unreadable: {e}")))?;
+    if let Some(p) = pool {
+        let usable = state
+            .enis
+            .iter()
+            .filter(|e| e.pool == p && e.lifecycle == Lifecycle::Ready && e.mode != Mode::Host)
+            .count();
+        if usable == 0 {
+            return Err(unavailable(format!("pool {p} has no usable ENI")));
+        }
+    }
+    Ok(())
+}
+
+/// GC: undo every attachment of this network that the runtime no longer lists as valid.
+pub fn gc(ctx: &Ctx) -> Result<()> {
+    let valid = ctx.conf.valid_attachments.clone().unwrap_or_default();
+    let mut errors = Vec::new();
+    for record in ctx.attachments.list()? {
+        if record.network != ctx.conf.name {
+            continue;
+        }
+        let listed = valid.iter().any(|v| v.container_id == record.container_id && v.ifname == record.ifname);
+        if !listed {
+            tracing::info!(container = record.container_id, ifname = record.ifname, "GC: releasing a stale attachment");
+            if let Err(e) = undo_record(ctx, &record) {
+                errors.push(format!("{}/{}: {e}", record.container_id, record.ifname));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::DeviceNotFound(format!("GC could not release: {}", errors.join("; "))))
+    }
+}

@@ -1,0 +1,51 @@
+//! What every command works with: the runtime's environment, the config, and the node's stores.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nodeeni_conf::cni::{CniEnv, CniError, NetConf};
+use nodeeni_host::pci::PciBus;
+use nodeeni_state::attachment::AttachmentStore;
+use nodeeni_state::lock::DeviceLocks;
+use nodeeni_state::node::NodeStore;
+
+/// How long a driver bind/unbind, or a netdev's return, may take.
+pub const DRIVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub env: &'a CniEnv,
+    pub conf: &'a NetConf,
+    pub attachments: AttachmentStore,
+    pub node: NodeStore,
+    pub locks: DeviceLocks,
+    pub bus: PciBus,
+    pub lock_timeout: Duration,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(env: &'a CniEnv, conf: &'a NetConf) -> Self {
+        let dir = &conf.state_dir;
+        Self {
+            env,
+            conf,
+            attachments: AttachmentStore::new(dir),
+            node: NodeStore::new(dir),
+            locks: DeviceLocks::new(dir.join("locks")),
+            bus: PciBus::new(&conf.sysfs_root),
+            lock_timeout: Duration::from_secs(conf.lock_timeout_secs),
+        }
+    }
+
+    /// The container ID and ifname, which the environment checks guarantee for ADD, CHECK and DEL.
+    pub fn attachment_key(&self) -> Result<(&str, &str), CniError> {
+        match (&self.env.container_id, &self.env.ifname) {
+            (Some(c), Some(i)) => Ok((c.as_str(), i.as_str())),
+            _ => Err(CniError::invalid_env("CNI_CONTAINERID and CNI_IFNAME are required")),
+        }
+    }
+
+    pub fn netns_path(&self) -> Option<&Path> {
+        self.env.netns.as_deref()
+    }
+}

@@ -1,0 +1,276 @@
+//! Which ENI a call is about, and how it is handed over. The config names it by ENI ID, PCI address,
+//! host ifname, MAC, or a pool to take a free one from. ENIs the node state knows are claimed there
+//! (under its lock) so no two pods get the same one; a device the node state does not know is used
+//! standalone, as host-device would.
+
+use nodeeni_conf::cni::{DeviceSelector, HandOver};
+use nodeeni_conf::pool::DpdkDriver;
+use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress};
+use nodeeni_host::netlink::{Link, Netlink};
+use nodeeni_state::node::{Allocation, EniRecord, NodeState, StoreError, now_unix};
+
+use crate::context::Ctx;
+use crate::error::{PluginError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub mode: HandOver,
+    pub mac: Option<MacAddr>,
+    pub pci: Option<PciAddress>,
+    pub eni_id: Option<EniId>,
+    /// The node state's record, when the ENI belongs to a pool.
+    pub record: Option<EniRecord>,
+    /// This call set the record's allocation, and must clear it if ADD fails.
+    pub claimed: bool,
+    pub dpdk_driver: String,
+}
+
+impl Target {
+    /// The per-device lock's key: the MAC for netdevs, the PCI address for DPDK.
+    pub fn lock_key(&self) -> String {
+        match (self.mode, self.mac, self.pci) {
+            (HandOver::Kernel, Some(mac), _) => mac.to_string(),
+            (_, _, Some(pci)) => pci.to_string(),
+            (_, Some(mac), _) => mac.to_string(),
+            _ => self.eni_id.as_ref().map_or_else(|| "unknown".to_string(), |e| e.to_string()),
+        }
+    }
+}
+
+fn describe(sel: &DeviceSelector) -> String {
+    sel.to_string()
+}
+
+/// Claims `pick`'s record for this attachment in the node state, refusing one held by another pod.
+fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<usize>) -> Result<EniRecord> {
+    let (container, ifname) = ctx.attachment_key()?;
+    ctx.node.update(ctx.lock_timeout, |state| {
+        let i = pick(state)?;
+        let rec = &mut state.enis[i];
+        let id = rec.eni_id.as_ref().map_or("an ENI".to_string(), |e| e.to_string());
+        if rec.mode == Mode::Host {
+            return Err(PluginError::DeviceNotFound(format!(
+                "{id} belongs to host pool {}: host pools stay on the node (Multus masters) and are not handed to pods",
+                rec.pool
+            )));
+        }
+        match &rec.allocation {
+            Some(a) if a.container_id == container && a.ifname == ifname => {}
+            Some(a) => {
+                return Err(PluginError::DeviceInUse(format!(
+                    "{id} is already given to container {} ({})",
+                    a.container_id, a.ifname
+                )));
+            }
+            None if rec.lifecycle != nodeeni_state::node::Lifecycle::Ready => {
+                return Err(PluginError::DeviceNotFound(format!("{id} is {:?}, not ready to hand out", rec.lifecycle)));
+            }
+            None => {}
+        }
+        rec.allocation = Some(Allocation {
+            container_id: container.to_string(),
+            ifname: ifname.to_string(),
+            netns: ctx.netns_path().map(|p| p.display().to_string()),
+            since_unix: now_unix(),
+        });
+        rec.updated_unix = now_unix();
+        Ok(rec.clone())
+    })
+}
+
+/// Clears this attachment's allocation in the node state (no-op when there is none or no state).
+pub fn release(ctx: &Ctx, container: &str, ifname: &str) -> Result<Option<EniId>> {
+    if !ctx.node.exists() {
+        return Ok(None);
+    }
+    ctx.node.update(ctx.lock_timeout, |state| {
+        let mut released = None;
+        for rec in &mut state.enis {
+            if rec.allocation.as_ref().is_some_and(|a| a.container_id == container && a.ifname == ifname) {
+                rec.allocation = None;
+                rec.updated_unix = now_unix();
+                released = rec.eni_id.clone();
+            }
+        }
+        Ok::<_, PluginError>(released)
+    })
+}
+
+fn load_state(ctx: &Ctx) -> Result<Option<NodeState>> {
+    if !ctx.node.exists() {
+        return Ok(None);
+    }
+    Ok(Some(ctx.node.load(ctx.lock_timeout)?))
+}
+
+fn index_where(state: &NodeState, f: impl Fn(&EniRecord) -> bool) -> Option<usize> {
+    state.enis.iter().position(f)
+}
+
+/// Finds and, for pool ENIs, claims the device. Touches nothing on the host.
+pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
+    let conf = ctx.conf;
+    let selector = conf.device.clone().ok_or_else(|| {
+        nodeeni_conf::cni::CniError::invalid_config(
+            "no device: set deviceID (Multus adds it from the pod's allocation), pciBusID, device, mac or pool",
+        )
+    })?;
+    let (record, claimed, mut pci, mut mac, link): (
+        Option<EniRecord>,
+        bool,
+        Option<PciAddress>,
+        Option<MacAddr>,
+        Option<Link>,
+    ) = match &selector {
+        DeviceSelector::Pool(pool) => {
+            if !ctx.node.exists() {
+                return Err(PluginError::Store(StoreError::Read {
+                    path: ctx.node.path(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no node state: is the nodeeni daemon running?",
+                    ),
+                }));
+            }
+            let (container, ifname) = ctx.attachment_key()?;
+            let rec = claim(ctx, |s| {
+                // Already ours (a retried ADD), else the first free one.
+                index_where(s, |e| {
+                    e.pool == *pool
+                        && e.allocation.as_ref().is_some_and(|a| a.container_id == container && a.ifname == ifname)
+                })
+                .or_else(|| index_where(s, |e| e.pool == *pool && e.is_free()))
+                .ok_or_else(|| {
+                    let total = s.enis.iter().filter(|e| e.pool == *pool).count();
+                    PluginError::PoolExhausted(format!("pool {pool} has no free ENI ({total} in the pool)"))
+                })
+            })?;
+            (Some(rec.clone()), true, rec.pci, rec.mac, None)
+        }
+        DeviceSelector::Eni(id) => {
+            let known = load_state(ctx)?.is_some_and(|s| s.eni(id).is_some());
+            if !known {
+                return Err(PluginError::DeviceNotFound(format!("ENI {id} is not in this node's state")));
+            }
+            let rec = claim(ctx, |s| {
+                index_where(s, |e| e.eni_id.as_ref() == Some(id))
+                    .ok_or_else(|| PluginError::DeviceNotFound(format!("ENI {id} is not in this node's state")))
+            })?;
+            (Some(rec.clone()), true, rec.pci, rec.mac, None)
+        }
+        DeviceSelector::Pci(p) => {
+            let p = *p;
+            if load_state(ctx)?.is_some_and(|s| s.by_pci(p).is_some()) {
+                let rec = claim(ctx, |s| {
+                    index_where(s, |e| e.pci == Some(p))
+                        .ok_or_else(|| PluginError::DeviceNotFound(format!("PCI device {p}")))
+                })?;
+                (Some(rec.clone()), true, Some(p), rec.mac, None)
+            } else {
+                if !ctx.bus.exists(p) {
+                    return Err(PluginError::DeviceNotFound(format!(
+                        "PCI device {p} does not exist (under {})",
+                        ctx.bus.root().display()
+                    )));
+                }
+                let link = match ctx.bus.netdevs(p)?.first() {
+                    Some(name) => host.link_by_name(name)?,
+                    None => None,
+                };
+                (None, false, Some(p), link.as_ref().and_then(|l| l.mac), link)
+            }
+        }
+        DeviceSelector::Ifname(name) => {
+            let link = host.link_by_name(name.as_str())?;
+            let Some(link) = link else {
+                return Err(not_on_host(ctx, &describe(&selector), |r| {
+                    r.host.as_ref().is_some_and(|h| h.name == name.as_str())
+                }));
+            };
+            let mac = link.mac;
+            let rec = pool_record_by_mac(ctx, mac)?;
+            (rec.clone(), rec.is_some(), ctx.bus.pci_of_netdev(&link.name), mac, Some(link))
+        }
+        DeviceSelector::Mac(m) => {
+            let link = host.link_by_mac(*m)?;
+            if link.is_none() {
+                return Err(not_on_host(ctx, &describe(&selector), |r| r.mac == Some(*m)));
+            }
+            let rec = pool_record_by_mac(ctx, Some(*m))?;
+            let pci = link.as_ref().and_then(|l| ctx.bus.pci_of_netdev(&l.name));
+            (rec.clone(), rec.is_some(), pci, Some(*m), link)
+        }
+    };
+
+    if pci.is_none()
+        && let Some(l) = &link
+    {
+        pci = ctx.bus.pci_of_netdev(&l.name);
+    }
+    let current_driver = match pci {
+        Some(p) if ctx.bus.exists(p) => ctx.bus.driver(p)?,
+        _ => None,
+    };
+    let dpdk_driver = conf
+        .dpdk_driver
+        .clone()
+        .or_else(|| record.as_ref().and_then(|r| r.dpdk_driver.clone()))
+        .unwrap_or_else(|| DpdkDriver::VfioPci.to_string());
+    let bound_to_dpdk = current_driver.as_deref().is_some_and(|d| d.parse::<DpdkDriver>().is_ok());
+    let mode = match (conf.mode, record.as_ref().map(|r| r.mode)) {
+        (Some(m), _) => m,
+        (None, Some(Mode::Dpdk)) => HandOver::Dpdk,
+        (None, _) if bound_to_dpdk => HandOver::Dpdk,
+        _ => HandOver::Kernel,
+    };
+    if mode == HandOver::Dpdk && pci.is_none() {
+        return Err(PluginError::DeviceNotFound(format!(
+            "{} has no PCI address, which DPDK mode needs (is it a real ENA device?)",
+            describe(&selector)
+        )));
+    }
+    if mode == HandOver::Kernel && mac.is_none() {
+        // A PCI device without a netdev is bound to a userspace driver: not usable as a kernel netdev.
+        let link = match pci {
+            Some(p) => ctx.bus.netdevs(p)?.first().map(|n| host.link_by_name(n)).transpose()?.flatten(),
+            None => None,
+        };
+        mac = link.and_then(|l| l.mac);
+        if mac.is_none() {
+            return Err(PluginError::DeviceNotFound(format!(
+                "{} has no netdev in the host network namespace (driver {current_driver:?})",
+                describe(&selector)
+            )));
+        }
+    }
+    Ok(Target { mode, mac, pci, eni_id: record.as_ref().and_then(|r| r.eni_id.clone()), record, claimed, dpdk_driver })
+}
+
+fn pool_record_by_mac(ctx: &Ctx, mac: Option<MacAddr>) -> Result<Option<EniRecord>> {
+    let Some(mac) = mac else { return Ok(None) };
+    if !load_state(ctx)?.is_some_and(|s| s.by_mac(mac).is_some()) {
+        return Ok(None);
+    }
+    claim(ctx, |s| {
+        index_where(s, |e| e.mac == Some(mac)).ok_or_else(|| PluginError::DeviceNotFound(format!("MAC {mac}")))
+    })
+    .map(Some)
+}
+
+/// A device missing from the host: in use by another attachment, or unknown.
+fn not_on_host(
+    ctx: &Ctx,
+    what: &str,
+    held: impl Fn(&nodeeni_state::attachment::AttachmentRecord) -> bool,
+) -> PluginError {
+    match ctx.attachments.list() {
+        Ok(records) => match records.iter().find(|r| held(r)) {
+            Some(r) => PluginError::DeviceInUse(format!(
+                "{what} is already given to container {} ({})",
+                r.container_id, r.ifname
+            )),
+            None => PluginError::DeviceNotFound(format!("{what} not found in the host network namespace")),
+        },
+        Err(e) => e.into(),
+    }
+}

@@ -1,0 +1,33 @@
+//! DPDK mode: the ENI's PCI device is bound to the userspace I/O driver (vfio-pci by default) for the
+//! pod's DPDK application; DEL rebinds the driver it had and waits for its netdev to return.
+
+use nodeeni_conf::PciAddress;
+use nodeeni_conf::cni::Interface;
+use nodeeni_host::pci::DriverState;
+
+use crate::context::{Ctx, DRIVER_TIMEOUT};
+use crate::error::Result;
+
+/// Binds and returns the state before, for the record.
+pub fn bind(ctx: &Ctx, pci: PciAddress, driver: &str) -> Result<DriverState> {
+    Ok(ctx.bus.bind(pci, driver, DRIVER_TIMEOUT)?)
+}
+
+pub fn restore(ctx: &Ctx, pci: PciAddress, before: &DriverState) -> Result<()> {
+    if !ctx.bus.exists(pci) {
+        tracing::warn!(%pci, "PCI device is gone (ENI detached?); nothing to rebind");
+        return Ok(());
+    }
+    Ok(ctx.bus.restore(pci, before, DRIVER_TIMEOUT)?)
+}
+
+pub fn interface(ifname: &str, sandbox: Option<&str>, mac: Option<String>, pci: PciAddress) -> Interface {
+    Interface {
+        name: ifname.to_string(),
+        mac,
+        mtu: None,
+        sandbox: sandbox.map(str::to_string),
+        socket_path: None,
+        pci_id: Some(pci.to_string()),
+    }
+}

@@ -1,0 +1,306 @@
+//! Kernel mode, for real, as root: ENI stand-ins (veths) move into pod namespaces and back.
+
+mod common;
+
+use common::{GATEWAY, NodeBox};
+use nodeeni_tests::root::require_root;
+use nodeeni_tests::vpc::Vpc;
+use serde_json::{Value, json};
+
+const MAC: &str = "0a:00:00:00:00:11";
+
+fn static_ipam(addr: &str) -> Value {
+    json!({"type": "static", "addresses": [{"address": addr, "gateway": GATEWAY}]})
+}
+
+#[test]
+fn add_check_del_for_every_version_with_vpc_addresses() {
+    if !require_root("add_check_del_for_every_version_with_vpc_addresses") {
+        return;
+    }
+    let b = NodeBox::new("kver");
+    b.eni("eth1", MAC);
+    b.node_state("fast", &[("eni-0000000000000abc1", MAC, "10.0.1.50")]);
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let pod = b.pod("kver");
+        let conf = b.conf(version, json!({"deviceID": "eni-0000000000000abc1", "mtu": 1400}));
+        let result = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        assert_eq!(result["cniVersion"], version);
+        assert_eq!(result["interfaces"][0]["name"], "net1");
+        assert_eq!(result["interfaces"][0]["mac"], MAC);
+        assert_eq!(result["ips"][0]["address"], "10.0.1.50/24", "{version}: VPC address from the node state");
+        assert_eq!(result["ips"][0]["gateway"], GATEWAY);
+        if version == "1.1.0" {
+            assert_eq!(result["interfaces"][0]["mtu"], 1400);
+        } else {
+            assert!(result["interfaces"][0].get("mtu").is_none());
+        }
+        if version.starts_with("0.") {
+            assert_eq!(result["ips"][0]["version"], "4");
+        }
+        assert!(!b.node.has_link("eth1"), "{version}: moved off the host");
+        assert_eq!(pod.mtu_and_up("net1"), (1400, true));
+        assert_eq!(pod.addresses("net1"), ["10.0.1.50/24"]);
+        assert!(Vpc::ping_from(&pod, GATEWAY), "{version}: pod reaches its gateway");
+        let state = b.node_state_json();
+        assert_eq!(state["enis"][0]["allocation"]["containerId"], "c1", "{version}: claimed in the node state");
+
+        let check = b.cni("CHECK", &conf, "c1", Some(&pod.path()), "net1");
+        if version == "0.3.0" || version == "0.3.1" {
+            check.expect_code(1, "CHECK needs cniVersion 0.4.0");
+        } else {
+            check.expect_ok();
+        }
+        b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        assert!(b.node.has_link("eth1"), "{version}: back on the host under its own name");
+        assert_eq!(b.node.mtu_and_up("eth1"), (1500, false), "{version}: MTU and state restored");
+        assert!(!pod.has_link("net1"));
+        assert!(b.node_state_json()["enis"][0].get("allocation").is_none(), "{version}: released");
+        b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        assert!(b.records().is_empty() && b.lock_files() == 0, "{version}: no record or lock left");
+    }
+}
+
+#[test]
+fn standalone_device_with_static_ipam_pings_the_gateway() {
+    if !require_root("standalone_device_with_static_ipam_pings_the_gateway") {
+        return;
+    }
+    let b = NodeBox::new("kstat");
+    b.eni("eth1", MAC);
+    let pod = b.pod("kstat");
+    let conf = b.conf("1.0.0", json!({"device": "eth1", "ipam": static_ipam("10.0.1.20/24")}));
+    let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert_eq!(r["ips"][0]["address"], "10.0.1.20/24");
+    assert!(Vpc::ping_from(&pod, GATEWAY));
+    b.cni("CHECK", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    // CHECK notices drift: an address removed behind our back.
+    pod.ip(&["addr", "del", "10.0.1.20/24", "dev", "net1"]);
+    b.cni("CHECK", &conf, "c1", Some(&pod.path()), "net1").expect_code(106, "10.0.1.20/24");
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert!(b.node.has_link("eth1"));
+    assert!(b.node.addresses("eth1").is_empty(), "pod addresses do not follow it home");
+    assert!(b.node_state_absent());
+}
+
+trait NoState {
+    fn node_state_absent(&self) -> bool;
+}
+
+impl NoState for NodeBox {
+    fn node_state_absent(&self) -> bool {
+        !self.state.path().join("node-state.json").exists()
+    }
+}
+
+#[test]
+fn host_local_ipam_gets_its_lease_back_on_del() {
+    if !require_root("host_local_ipam_gets_its_lease_back_on_del") {
+        return;
+    }
+    let b = NodeBox::new("khl");
+    b.eni("eth1", MAC);
+    let pod = b.pod("khl");
+    let data = b.state.path().join("host-local");
+    let ipam = json!({"type": "host-local", "subnet": "10.0.1.0/24", "rangeStart": "10.0.1.100", "rangeEnd": "10.0.1.110", "gateway": GATEWAY, "dataDir": data});
+    let conf = b.conf("1.0.0", json!({"mac": MAC, "ipam": ipam}));
+    let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert_eq!(r["ips"][0]["address"], "10.0.1.100/24");
+    assert!(data.join("enis/10.0.1.100").exists(), "host-local recorded the lease");
+    assert!(Vpc::ping_from(&pod, GATEWAY));
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert!(!data.join("enis/10.0.1.100").exists(), "lease released through IPAM DEL");
+}
+
+#[test]
+fn a_pool_hands_out_free_enis_until_it_runs_out() {
+    if !require_root("a_pool_hands_out_free_enis_until_it_runs_out") {
+        return;
+    }
+    let b = NodeBox::new("kpool");
+    b.eni("eth1", "0a:00:00:00:00:21");
+    b.eni("eth2", "0a:00:00:00:00:22");
+    b.node_state(
+        "fast",
+        &[("eni-00000021", "0a:00:00:00:00:21", "10.0.1.21"), ("eni-00000022", "0a:00:00:00:00:22", "10.0.1.22")],
+    );
+    let conf = b.conf("1.1.0", json!({"pool": "fast"}));
+    let (p1, p2, p3) = (b.pod("kpool1"), b.pod("kpool2"), b.pod("kpool3"));
+    let r1 = b.cni("ADD", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
+    let r2 = b.cni("ADD", &conf, "c2", Some(&p2.path()), "net1").expect_ok();
+    assert_ne!(r1["ips"][0]["address"], r2["ips"][0]["address"], "two pods, two ENIs");
+    b.cni("ADD", &conf, "c3", Some(&p3.path()), "net1").expect_code(107, "no free ENI");
+    assert!(!p3.has_link("net1"));
+    b.cni("STATUS", &conf, "", None, "").expect_ok();
+    b.cni("DEL", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
+    let r3 = b.cni("ADD", &conf, "c3", Some(&p3.path()), "net1").expect_ok();
+    assert_eq!(r3["ips"][0]["address"], r1["ips"][0]["address"], "the released ENI is reused");
+    assert!(Vpc::ping_from(&p3, GATEWAY));
+}
+
+#[test]
+fn a_device_given_to_another_container_is_refused_cleanly() {
+    if !require_root("a_device_given_to_another_container_is_refused_cleanly") {
+        return;
+    }
+    let b = NodeBox::new("kbusy");
+    b.eni("eth1", MAC);
+    let (p1, p2) = (b.pod("kbusy1"), b.pod("kbusy2"));
+    let conf = b.conf("1.0.0", json!({"device": "eth1"}));
+    b.cni("ADD", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
+    b.cni("ADD", &conf, "c2", Some(&p2.path()), "net1").expect_code(101, "already given to container c1");
+    let by_mac = b.conf("1.0.0", json!({"mac": MAC}));
+    b.cni("ADD", &by_mac, "c2", Some(&p2.path()), "net1").expect_code(101, "c1");
+    assert!(p1.has_link("net1") && !p2.has_link("net1"), "nothing moved");
+    assert_eq!(b.records().len(), 1);
+    // Pool ENIs: the node state's claim refuses a second container.
+    b.cni("DEL", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
+    b.node_state("fast", &[("eni-00000011", MAC, "10.0.1.11")]);
+    let by_id = b.conf("1.1.0", json!({"deviceID": "eni-00000011"}));
+    b.cni("ADD", &by_id, "c1", Some(&p1.path()), "net1").expect_ok();
+    b.cni("ADD", &by_id, "c2", Some(&p2.path()), "net1").expect_code(101, "already given to container c1");
+}
+
+#[test]
+fn del_works_after_the_pod_namespace_is_gone() {
+    if !require_root("del_works_after_the_pod_namespace_is_gone") {
+        return;
+    }
+    let b = NodeBox::new("kgone");
+    b.eni("eth1", MAC);
+    let pod = b.pod("kgone");
+    let conf = b.conf("1.1.0", json!({"device": "eth1", "mtu": 9000}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "eth0").expect_ok();
+    // What the kernel does for a real ENA netdev when the namespace dies: back to the host, under the
+    // pod's name, down, without addresses. (A veth would be destroyed instead, so we move it ourselves.)
+    pod.ip(&["link", "set", "eth0", "down"]);
+    pod.ip(&["link", "set", "eth0", "netns", b.node.name()]);
+    let pod_path = pod.path();
+    drop(pod);
+    assert!(b.node.has_link("eth0") && !b.node.has_link("eth1"));
+    b.cni("DEL", &conf, "c1", Some(&pod_path), "eth0").expect_ok();
+    assert!(b.node.has_link("eth1") && !b.node.has_link("eth0"), "found by MAC, renamed back");
+    assert_eq!(b.node.mtu_and_up("eth1").0, 1500, "MTU restored");
+    assert!(b.records().is_empty());
+    b.cni("DEL", &conf, "c1", Some(&pod_path), "eth0").expect_ok();
+    b.cni("DEL", &conf, "c1", None, "eth0").expect_ok();
+}
+
+#[test]
+fn a_failure_midway_leaves_the_host_as_it_was() {
+    if !require_root("a_failure_midway_leaves_the_host_as_it_was") {
+        return;
+    }
+    let b = NodeBox::new("kfail");
+    b.eni("eth1", MAC);
+    b.node.ip(&["link", "set", "eth1", "mtu", "1450", "up"]);
+    b.node.ip(&["addr", "add", "192.0.2.5/24", "dev", "eth1"]);
+    let pod = b.pod("kfail");
+    // The route's gateway is not on-link: the kernel refuses it after the move, so ADD must undo.
+    let ipam = json!({"type": "static", "addresses": [{"address": "10.0.1.20/24"}], "routes": [{"dst": "10.99.0.0/16", "gw": "172.31.255.1"}]});
+    let conf = b.conf("1.0.0", json!({"device": "eth1", "mtu": 1400, "ipam": ipam}));
+    let out = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1");
+    out.expect_code(102, "add route 10.99.0.0/16");
+    assert!(b.node.has_link("eth1"), "back on the host under its name");
+    assert_eq!(b.node.mtu_and_up("eth1"), (1450, true), "MTU and up state restored");
+    assert_eq!(b.node.addresses("eth1"), ["192.0.2.5/24"], "host addresses restored");
+    assert!(!pod.has_link("net1"));
+    assert!(b.records().is_empty() && b.lock_files() == 0);
+    let alias = b.node.ip(&["-d", "link", "show", "eth1"]);
+    assert!(!alias.contains("alias"), "alias cleared: {alias}");
+}
+
+#[test]
+fn an_ifname_that_exists_in_the_pod_is_refused_before_anything_moves() {
+    if !require_root("an_ifname_that_exists_in_the_pod_is_refused_before_anything_moves") {
+        return;
+    }
+    let b = NodeBox::new("kdup");
+    b.eni("eth1", MAC);
+    let pod = b.pod("kdup");
+    pod.ip(&["link", "add", "net1", "type", "veth", "peer", "name", "other"]);
+    let conf = b.conf("1.0.0", json!({"device": "eth1"}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_code(4, "already exists");
+    assert!(b.node.has_link("eth1"));
+    assert!(b.records().is_empty());
+}
+
+#[test]
+fn sixteen_parallel_adds_on_distinct_devices() {
+    if !require_root("sixteen_parallel_adds_on_distinct_devices") {
+        return;
+    }
+    let b = NodeBox::new("kpar");
+    let pods: Vec<_> = (0..16).map(|i| b.pod(&format!("kpar{i}"))).collect();
+    for i in 0..16 {
+        b.eni(&format!("eth{}", i + 1), &format!("0a:00:00:00:01:{i:02x}"));
+    }
+    let b = &b;
+    std::thread::scope(|s| {
+        for (i, pod) in pods.iter().enumerate() {
+            s.spawn(move || {
+                let ipam = static_ipam(&format!("10.0.1.{}/24", 100 + i));
+                let conf = b.conf("1.0.0", json!({"device": format!("eth{}", i + 1), "ipam": ipam}));
+                b.cni("ADD", &conf, &format!("c{i}"), Some(&pod.path()), "net1").expect_ok();
+            });
+        }
+    });
+    for (i, pod) in pods.iter().enumerate() {
+        assert_eq!(pod.addresses("net1"), [format!("10.0.1.{}/24", 100 + i)]);
+    }
+    assert!(Vpc::ping_from(&pods[7], GATEWAY));
+    std::thread::scope(|s| {
+        for (i, pod) in pods.iter().enumerate() {
+            s.spawn(move || {
+                let conf =
+                    b.conf("1.0.0", json!({"device": format!("eth{}", i + 1), "ipam": static_ipam("10.0.1.1/24")}));
+                b.cni("DEL", &conf, &format!("c{i}"), Some(&pod.path()), "net1").expect_ok();
+            });
+        }
+    });
+    for i in 0..16 {
+        assert!(b.node.has_link(&format!("eth{}", i + 1)));
+    }
+    assert!(b.records().is_empty() && b.lock_files() == 0);
+}
+
+#[test]
+fn contention_on_one_device_waits_then_reports_try_again_later() {
+    if !require_root("contention_on_one_device_waits_then_reports_try_again_later") {
+        return;
+    }
+    let b = NodeBox::new("klock");
+    b.eni("eth1", MAC);
+    let pod = b.pod("klock");
+    let conf = b.conf("1.0.0", json!({"device": "eth1", "lockTimeoutSeconds": 1}));
+    // Another process holds the device's lock (the same lock file the plugin uses).
+    let locks = nodeeni_state::lock::DeviceLocks::new(b.state.path().join("locks"));
+    let held = locks.lock(MAC, std::time::Duration::from_secs(1)).expect("hold the lock");
+    let started = std::time::Instant::now();
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_code(11, "busy");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "waited for the lock first");
+    assert!(b.node.has_link("eth1"), "nothing changed");
+    drop(held);
+    // Four containers race for the one device: exactly one gets it, the rest are refused cleanly.
+    let pods: Vec<_> = (0..4).map(|i| b.pod(&format!("klock{i}"))).collect();
+    let wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let conf = b.conf("1.0.0", json!({"device": "eth1"}));
+                let b = &b;
+                s.spawn(move || {
+                    let out = b.cni("ADD", &conf, &format!("r{i}"), Some(&p.path()), "net1");
+                    if !out.ok {
+                        assert!(matches!(out.code(), Some(101) | Some(100)), "loser: {}", out.stdout);
+                    }
+                    usize::from(out.ok)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    assert_eq!(wins, 1);
+    assert_eq!(b.records().len(), 1);
+}
