@@ -123,6 +123,10 @@ fn this_call<'a>(ctx: &'a Ctx) -> Result<ipam::For<'a>> {
 fn addresses_for(ctx: &Ctx, target: &Target) -> Result<CniResult> {
     let mut result = match (&ctx.conf.ipam_type, &target.record) {
         (Some(plugin), _) => ipam::delegate(plugin, "ADD", this_call(ctx)?, ctx.env, ctx.conf)?.unwrap_or_default(),
+        // DPDK apps run their own stack: the VPC addresses are reported when known, never required.
+        (None, Some(record)) if target.mode == HandOver::Dpdk && record.vpc_addresses().is_empty() => {
+            CniResult::default()
+        }
         (None, Some(record)) => ipam::vpc_addresses(record)?,
         (None, None) => CniResult::default(),
     };
@@ -325,7 +329,12 @@ pub fn check(ctx: &Ctx) -> Result<()> {
         .load(container, ifname)?
         .filter(|r| r.phase == Phase::Added)
         .ok_or_else(|| PluginError::CheckMismatch(format!("no finished ADD for {container}/{ifname}")))?;
-    let expected = record.result.clone().unwrap_or_default();
+    // The chain's final result, as the runtime passes it, is what must hold now; plugins after us may
+    // have changed what we set (tuning's MTU). Our own record stands in when no prevResult came.
+    let expected = match &ctx.conf.prev_result {
+        Some(prev) => CniResult::parse(prev)?,
+        None => record.result.clone().unwrap_or_default(),
+    };
     match record.mode {
         HandOver::Kernel => {
             let netns = ctx.netns_path().ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;

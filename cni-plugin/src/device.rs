@@ -248,7 +248,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
 
 fn pool_record_by_mac(ctx: &Ctx, mac: Option<MacAddr>) -> Result<Option<EniRecord>> {
     let Some(mac) = mac else { return Ok(None) };
-    if !load_state(ctx)?.is_some_and(|s| s.by_mac(mac).is_some()) {
+    if load_state(ctx)?.is_none_or(|s| s.by_mac(mac).is_none()) {
         return Ok(None);
     }
     claim(ctx, |s| {

@@ -110,7 +110,7 @@ pub fn restore_on_host(host: &mut Netlink, mac: MacAddr, before: &HostLinkState)
         host.add_address(link.index, addr)?;
     }
     host.set_alias(link.index, before.alias.as_deref().unwrap_or(""))?;
-    let now = host.link_by_index(link.index)?.map_or(false, |l| l.up);
+    let now = host.link_by_index(link.index)?.is_some_and(|l| l.up);
     if now != before.up {
         host.set_up(link.index, before.up)?;
     }

@@ -1,0 +1,111 @@
+//! DPDK mode against the emulated sysfs tree: bind to vfio-pci on ADD, rebind the kernel driver on DEL,
+//! roll back when the bind fails.
+
+mod common;
+
+use common::NodeBox;
+use nodeeni_tests::root::require_root;
+use serde_json::json;
+
+const PCI: &str = "0000:00:06.0";
+
+fn setup(label: &str) -> (NodeBox, nodeeni_tests::netns::TestNs) {
+    let b = NodeBox::new(label);
+    b.sysfs.add_device(PCI, Some("ena"), "eth1", 12, 0);
+    let pod = b.pod(label);
+    (b, pod)
+}
+
+#[test]
+fn add_binds_vfio_and_del_rebinds_the_kernel_driver() {
+    if !require_root("add_binds_vfio_and_del_rebinds_the_kernel_driver") {
+        return;
+    }
+    let (b, pod) = setup("dbind");
+    let conf = b.conf("1.1.0", json!({"deviceID": PCI, "mode": "dpdk"}));
+    let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(r["interfaces"][0]["pciID"], PCI);
+    assert_eq!(r["interfaces"][0]["name"], "dpdk0");
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("vfio-pci"));
+    assert!(b.sysfs.netdevs_of(PCI).is_empty());
+    b.cni("CHECK", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+
+    // A second pod asking for the same device is refused.
+    let pod2 = b.pod("dbind2");
+    b.cni("ADD", &conf, "c2", Some(&pod2.path()), "dpdk0").expect_code(101, "already given to container c1");
+
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("ena"));
+    assert_eq!(b.sysfs.netdevs_of(PCI), ["eth1"], "netdev came back");
+    assert_eq!(b.sysfs.driver_override_of(PCI), "");
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert!(b.records().is_empty() && b.lock_files() == 0);
+}
+
+#[test]
+fn a_device_already_on_vfio_is_detected_as_dpdk_and_left_there() {
+    if !require_root("a_device_already_on_vfio_is_detected_as_dpdk_and_left_there") {
+        return;
+    }
+    let b = NodeBox::new("dpre");
+    b.sysfs.add_device(PCI, Some("vfio-pci"), "eth1", 12, 0);
+    let pod = b.pod("dpre");
+    // No mode given: the driver link says DPDK, as host-device decides it.
+    let conf = b.conf("1.1.0", json!({"pciBusID": PCI}));
+    let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert_eq!(r["interfaces"][0]["pciID"], PCI);
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("vfio-pci"), "a DPDK pool device stays bound");
+}
+
+#[test]
+fn a_failed_bind_rolls_back_and_reports_it() {
+    if !require_root("a_failed_bind_rolls_back_and_reports_it") {
+        return;
+    }
+    let (b, pod) = setup("dfail");
+    b.sysfs.break_bind_file("vfio-pci");
+    let conf = b.conf("1.1.0", json!({"deviceID": PCI, "mode": "dpdk"}));
+    let out = b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0");
+    out.expect_code(103, "rolled back");
+    assert!(out.msg().contains("vfio-pci/bind"), "{}", out.msg());
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("ena"));
+    assert_eq!(b.sysfs.netdevs_of(PCI), ["eth1"]);
+    assert!(b.records().is_empty());
+}
+
+#[test]
+fn a_failed_rollback_reports_both_errors() {
+    if !require_root("a_failed_rollback_reports_both_errors") {
+        return;
+    }
+    let (b, pod) = setup("dboth");
+    b.sysfs.break_bind_file("vfio-pci");
+    b.sysfs.break_bind_file("ena");
+    let conf = b.conf("1.1.0", json!({"deviceID": PCI, "mode": "dpdk"}));
+    let out = b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0");
+    out.expect_code(103, "rolling back");
+    assert!(out.msg().contains("vfio-pci/bind") && out.msg().contains("ena/bind"), "{}", out.msg());
+}
+
+#[test]
+fn dpdk_pool_enis_from_the_node_state_use_the_pool_driver() {
+    if !require_root("dpdk_pool_enis_from_the_node_state_use_the_pool_driver") {
+        return;
+    }
+    let (b, pod) = setup("dpool");
+    let state = json!({"version": 1, "enis": [{
+        "eniId": "eni-0000000000000d0d1", "pool": "dp", "mode": "dpdk", "lifecycle": "ready",
+        "pci": PCI, "mac": "0a:00:00:00:0d:01", "dpdkDriver": "uio_pci_generic", "updatedUnix": 0
+    }]});
+    std::fs::write(b.state.path().join("node-state.json"), state.to_string()).expect("state");
+    let conf = b.conf("1.1.0", json!({"deviceID": "eni-0000000000000d0d1"}));
+    let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(r["interfaces"][0]["pciID"], PCI);
+    assert_eq!(r["interfaces"][0]["mac"], "0a:00:00:00:0d:01");
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("uio_pci_generic"));
+    assert_eq!(b.node_state_json()["enis"][0]["allocation"]["containerId"], "c1");
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("ena"));
+    assert!(b.node_state_json()["enis"][0].get("allocation").is_none());
+}

@@ -1,0 +1,151 @@
+//! The plugin through libcni (Debian's golang-github-appc-cni-dev, v1.1.2), the library container
+//! runtimes and Multus link: a single .conf, a runtimeConfig deviceID capability, and a .conflist
+//! chained with the reference `tuning` plugin (which reads our result as its prevResult).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{GATEWAY, NodeBox};
+use nodeeni_tests::root::require_root;
+use nodeeni_tests::vpc::Vpc;
+use serde_json::{Value, json};
+
+/// The driver binary: built by scripts/test (NODEENI_LIBCNI_DRIVER), or built here from its source.
+fn driver() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NODEENI_LIBCNI_DRIVER").map(PathBuf::from)
+        && p.is_file()
+    {
+        return Some(p);
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libcni-driver");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/libcni-driver/build");
+    let built = Command::new("bash").arg(&script).arg(&out).status().map(|s| s.success()).unwrap_or(false);
+    if built {
+        return Some(out);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("the libcni driver could not be built (needs golang-go and golang-github-appc-cni-dev)");
+    }
+    eprintln!("SKIPPED: libcni driver unavailable (run scripts/install-deps)");
+    None
+}
+
+/// One attachment as the runtime names it: config file, container, pod namespace, ifname.
+struct Attachment<'a> {
+    file: &'a Path,
+    container: &'a str,
+    pod: &'a Path,
+    ifname: &'a str,
+}
+
+fn drive(b: &NodeBox, driver: &Path, verb: &str, at: &Attachment, caps: &[&str]) -> (bool, String) {
+    let out = b.node.run(|| {
+        Command::new(driver)
+            .args([verb, at.file.to_str().expect("utf8"), at.container, at.pod.to_str().expect("utf8"), at.ifname])
+            .args(caps)
+            .env("CNI_PATH", common::cni_path())
+            .env("TMPDIR", b.state.path())
+            .output()
+            .expect("run driver")
+    });
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn libcni_runs_add_check_del_on_a_conf() {
+    if !require_root("libcni_runs_add_check_del_on_a_conf") {
+        return;
+    }
+    let Some(driver) = driver() else { return };
+    let b = NodeBox::new("lconf");
+    b.eni("eth1", "0a:00:00:00:00:61");
+    let pod = b.pod("lconf");
+    let ipam = json!({"type": "static", "addresses": [{"address": "10.0.1.61/24", "gateway": GATEWAY}]});
+    let conf = b.conf("1.0.0", json!({"device": "eth1", "mtu": 1400, "ipam": ipam}));
+    let file = b.state.path().join("20-enis.conf");
+    std::fs::write(&file, conf.to_string()).expect("write conf");
+    let pod_path = pod.path();
+    let at = Attachment { file: &file, container: "c1", pod: &pod_path, ifname: "net1" };
+
+    let (ok, out) = drive(&b, &driver, "add", &at, &[]);
+    assert!(ok, "libcni ADD: {out}");
+    let result: Value = serde_json::from_str(out.trim()).expect("result JSON");
+    assert_eq!(result["interfaces"][0]["name"], "net1");
+    assert_eq!(result["ips"][0]["address"], "10.0.1.61/24");
+    assert_eq!(pod.mtu_and_up("net1"), (1400, true));
+    assert!(Vpc::ping_from(&pod, GATEWAY));
+    let (ok, out) = drive(&b, &driver, "check", &at, &[]);
+    assert!(ok, "libcni CHECK: {out}");
+    let (ok, out) = drive(&b, &driver, "del", &at, &[]);
+    assert!(ok, "libcni DEL: {out}");
+    assert!(b.node.has_link("eth1") && !pod.has_link("net1"));
+    assert_eq!(b.node.mtu_and_up("eth1"), (1500, false));
+    let (ok, out) = drive(&b, &driver, "del", &at, &[]);
+    assert!(ok, "second libcni DEL: {out}");
+}
+
+#[test]
+fn libcni_passes_the_device_id_capability_as_runtime_config() {
+    if !require_root("libcni_passes_the_device_id_capability_as_runtime_config") {
+        return;
+    }
+    let Some(driver) = driver() else { return };
+    let b = NodeBox::new("lcap");
+    b.eni("eth1", "0a:00:00:00:00:71");
+    b.node_state("fast", &[("eni-0000000000000a071", "0a:00:00:00:00:71", "10.0.1.71")]);
+    let pod = b.pod("lcap");
+    let conf = b.conf("1.0.0", json!({"capabilities": {"deviceID": true}}));
+    let file = b.state.path().join("30-cap.conf");
+    std::fs::write(&file, conf.to_string()).expect("write conf");
+    let pod_path = pod.path();
+    let at = Attachment { file: &file, container: "c1", pod: &pod_path, ifname: "net1" };
+    let (ok, out) = drive(&b, &driver, "add", &at, &["deviceID=eni-0000000000000a071"]);
+    assert!(ok, "libcni ADD with capability: {out}");
+    assert_eq!(pod.addresses("net1"), ["10.0.1.71/24"], "VPC address of the ENI named by runtimeConfig.deviceID");
+    assert!(Vpc::ping_from(&pod, GATEWAY));
+    let (ok, out) = drive(&b, &driver, "del", &at, &["deviceID=eni-0000000000000a071"]);
+    assert!(ok, "libcni DEL: {out}");
+    assert!(b.node.has_link("eth1"));
+}
+
+#[test]
+fn libcni_runs_a_conflist_chained_with_tuning() {
+    if !require_root("libcni_runs_a_conflist_chained_with_tuning") {
+        return;
+    }
+    let Some(driver) = driver() else { return };
+    let b = NodeBox::new("llist");
+    b.eni("eth1", "0a:00:00:00:00:81");
+    let pod = b.pod("llist");
+    let ipam = json!({"type": "static", "addresses": [{"address": "10.0.1.81/24", "gateway": GATEWAY}]});
+    let ours = b.conf("1.0.0", json!({"device": "eth1", "ipam": ipam}));
+    let mut plugin = ours.clone();
+    plugin.as_object_mut().expect("object").remove("cniVersion");
+    plugin.as_object_mut().expect("object").remove("name");
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "enis",
+        "plugins": [plugin, {"type": "tuning", "mtu": 1280, "sysctl": {"net.ipv4.conf.net1.arp_ignore": "1"}}]
+    });
+    let file = b.state.path().join("10-chain.conflist");
+    std::fs::write(&file, list.to_string()).expect("write conflist");
+    let pod_path = pod.path();
+    let at = Attachment { file: &file, container: "c1", pod: &pod_path, ifname: "net1" };
+    let (ok, out) = drive(&b, &driver, "add", &at, &[]);
+    assert!(ok, "libcni ADD on conflist: {out}");
+    let result: Value = serde_json::from_str(out.trim()).expect("result JSON");
+    assert_eq!(result["interfaces"][0]["name"], "net1", "tuning passed our result on");
+    assert_eq!(pod.mtu_and_up("net1"), (1280, true), "tuning ran after us on our interface");
+    let sysctl = pod.exec("cat", &["/proc/sys/net/ipv4/conf/net1/arp_ignore"]);
+    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "1");
+    assert!(Vpc::ping_from(&pod, GATEWAY));
+    let (ok, out) = drive(&b, &driver, "check", &at, &[]);
+    assert!(ok, "libcni CHECK on conflist: {out}");
+    let (ok, out) = drive(&b, &driver, "del", &at, &[]);
+    assert!(ok, "libcni DEL on conflist: {out}");
+    assert!(b.node.has_link("eth1"));
+    assert_eq!(b.node.mtu_and_up("eth1").0, 1500);
+}
