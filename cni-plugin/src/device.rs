@@ -7,6 +7,7 @@ use nodeeni_conf::cni::{DeviceSelector, HandOver};
 use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress};
 use nodeeni_host::netlink::{Link, Netlink};
+use nodeeni_state::atomic::Durability;
 use nodeeni_state::node::{Allocation, EniRecord, NodeState, StoreError, now_unix};
 
 use crate::context::Ctx;
@@ -44,7 +45,7 @@ fn describe(sel: &DeviceSelector) -> String {
 /// Claims `pick`'s record for this attachment in the node state, refusing one held by another pod.
 fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<usize>) -> Result<EniRecord> {
     let (container, ifname) = ctx.attachment_key()?;
-    ctx.node.update(ctx.lock_timeout, |state| {
+    ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
         let i = pick(state)?;
         let rec = &mut state.enis[i];
         let id = rec.eni_id.as_ref().map_or("an ENI".to_string(), |e| e.to_string());
@@ -83,7 +84,7 @@ pub fn release(ctx: &Ctx, container: &str, ifname: &str) -> Result<Option<EniId>
     if !ctx.node.exists() {
         return Ok(None);
     }
-    ctx.node.update(ctx.lock_timeout, |state| {
+    ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
         let mut released = None;
         for rec in &mut state.enis {
             if rec.allocation.as_ref().is_some_and(|a| a.container_id == container && a.ifname == ifname) {

@@ -72,14 +72,15 @@ fn main() -> ExitCode {
         _ => {}
     }
     let latest = CniVersion::LATEST.as_str();
-    let env = match CniEnv::from_vars(|k| std::env::var(k).ok()) {
-        Ok(env) => env,
-        Err(e) => return fail(&e, latest),
-    };
+    // Read the config first, whatever follows: a runtime writing it must never see a broken pipe.
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         return fail(&CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}"), ""), latest);
     }
+    let env = match CniEnv::from_vars(|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => return fail(&e, latest),
+    };
     if env.command == Command::Version {
         // VERSION answers whatever config came, even one of a version we do not speak.
         let asked = serde_json::from_slice::<serde_json::Value>(&stdin)

@@ -1,11 +1,27 @@
-//! Crash-safe file replacement: temp file in the same folder, fsync, rename over, fsync the folder.
+//! Crash-safe file replacement: temp file in the same folder, rename over it. Readers see the old or
+//! the new content, never half, whenever the writing process dies.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// What a write must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A crash of any process (the rename is atomic): enough for state that a reboot makes moot anyway,
+    /// such as which pod holds an ENI (every pod namespace is gone after a reboot).
+    ProcessCrash,
+    /// Also a power loss or kernel crash: fsync the file before the rename and the folder after.
+    PowerLoss,
+}
+
+/// Replaces `path` with `bytes` atomically and durably (survives power loss).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, Durability::PowerLoss)
+}
+
+/// Replaces `path` with `bytes` atomically, as durable as asked.
+pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // Unique per process and call, so concurrent writers of different files never share a temp.
@@ -13,9 +29,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durability == Durability::PowerLoss {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durability == Durability::PowerLoss {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -9,7 +9,7 @@ use nodeeni_conf::net::IpNet;
 use nodeeni_conf::{EniId, MacAddr, PciAddress};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{Durability, replace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachmentError {
@@ -112,7 +112,8 @@ impl AttachmentStore {
         let path = self.path(&record.container_id, &record.ifname);
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|source| AttachmentError::Corrupt { path: path.clone(), source })?;
-        write_atomic(&path, &bytes).map_err(|e| io(&path, e))
+        // A reboot ends every pod namespace and with it what a record is for: crash safety is enough.
+        replace(&path, &bytes, Durability::ProcessCrash).map_err(|e| io(&path, e))
     }
 
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), AttachmentError> {

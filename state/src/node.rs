@@ -10,7 +10,7 @@ use nodeeni_conf::net::IpNet;
 use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress, SubnetId};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{Durability, replace};
 use crate::lock::{LockError, acquire};
 
 pub const STATE_FILE: &str = "node-state.json";
@@ -215,9 +215,24 @@ impl NodeStore {
         self.read_unlocked()
     }
 
-    /// Reads, lets `f` change the state, and writes it back atomically, all under the exclusive lock.
-    /// Nothing is written when `f` fails or changes nothing.
+    /// Reads, lets `f` change the state, and writes it back atomically and durably (power loss
+    /// included), all under the exclusive lock. Nothing is written when `f` fails or changes nothing.
+    /// The daemon's intents before EC2 calls go through here.
     pub fn update<T, E>(&self, timeout: Duration, f: impl FnOnce(&mut NodeState) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        self.update_with(Durability::PowerLoss, timeout, f)
+    }
+
+    /// [`Self::update`] with a chosen durability: the CNI's pod claims need only survive process
+    /// crashes, since a reboot ends every pod they name (and fsync would dominate its latency).
+    pub fn update_with<T, E>(
+        &self,
+        durability: Durability,
+        timeout: Duration,
+        f: impl FnOnce(&mut NodeState) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
@@ -226,16 +241,16 @@ impl NodeStore {
         let before = state.clone();
         let out = f(&mut state)?;
         if state != before {
-            self.write_unlocked(&state)?;
+            self.write_unlocked(&state, durability)?;
         }
         Ok(out)
     }
 
-    fn write_unlocked(&self, state: &NodeState) -> Result<(), StoreError> {
+    fn write_unlocked(&self, state: &NodeState, durability: Durability) -> Result<(), StoreError> {
         let path = self.path();
         let bytes =
             serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
-        write_atomic(&path, &bytes).map_err(|source| StoreError::Write { path, source })
+        replace(&path, &bytes, durability).map_err(|source| StoreError::Write { path, source })
     }
 }
 

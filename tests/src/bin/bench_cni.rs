@@ -1,0 +1,189 @@
+//! Benchmark: ADD+DEL cycles of `nodeeni` and of Debian's host-device on the same veth stand-in, with
+//! the same static IPAM, exec'd directly from inside a node namespace, alternating, many runs. Also
+//! nodeeni with its built-in VPC addresses (no IPAM exec). Prints a markdown table: medians, ratios
+//! against host-device, peak RSS of the plugin process, binary sizes.
+//!
+//! Usage: bench-cni NODEENI_BINARY [RUNS]   (run as root; scripts/bench-cni builds and calls it)
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodeeni_tests::netns::TestNs;
+use nodeeni_tests::vpc::Vpc;
+use serde_json::{Value, json};
+
+const HOST_DEVICE: &str = "/usr/lib/cni/host-device";
+const MAC: &str = "0a:00:00:00:be:01";
+
+struct Sample {
+    elapsed: Duration,
+    max_rss_kib: i64,
+}
+
+/// Runs `bin` with the CNI environment and `conf` on stdin; returns time and the child's peak RSS.
+// The child is reaped by wait4 (not Child::wait), which is what hands us its rusage.
+#[allow(clippy::zombie_processes)]
+fn exec(bin: &Path, command: &str, conf: &Value, pod: &Path, cni_path: &str) -> Sample {
+    let input = conf.to_string();
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "bench")
+        .env("CNI_NETNS", pod)
+        .env("CNI_IFNAME", "net1")
+        .env("CNI_PATH", cni_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("stdin");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; pointers are to live locals.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    assert_eq!(rc, pid, "wait4");
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    }
+    let ok = std::process::ExitStatus::from_raw(status).success();
+    assert!(ok, "{} {command} failed: {out}", bin.display());
+    Sample { elapsed, max_rss_kib: usage.ru_maxrss }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Series {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+    rss: i64,
+}
+
+impl Series {
+    fn new() -> Self {
+        Self { add: Vec::new(), del: Vec::new(), rss: 0 }
+    }
+    fn cycle(&mut self, bin: &Path, conf: &Value, pod: &Path, cni_path: &str) {
+        let a = exec(bin, "ADD", conf, pod, cni_path);
+        let d = exec(bin, "DEL", conf, pod, cni_path);
+        self.add.push(a.elapsed);
+        self.del.push(d.elapsed);
+        self.rss = self.rss.max(a.max_rss_kib).max(d.max_rss_kib);
+    }
+    fn medians(&self) -> (Duration, Duration, Duration) {
+        let cycles: Vec<Duration> = self.add.iter().zip(&self.del).map(|(a, d)| *a + *d).collect();
+        (median(self.add.clone()), median(self.del.clone()), median(cycles))
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let nodeeni = PathBuf::from(args.next().expect("usage: bench-cni NODEENI_BINARY [RUNS]"));
+    let runs: usize = args.next().map_or(200, |r| r.parse().expect("RUNS is a number"));
+    let cni_path = format!("{}:/usr/lib/cni", nodeeni.parent().expect("dir").display());
+    let state = tempfile::tempdir().expect("state dir");
+
+    let node = TestNs::new("bench-node");
+    let vpc = Vpc::new("bench");
+    vpc.add_subnet("10.0.1.0/24");
+    vpc.plug(&node, "eth1", MAC, "10.0.1.0/24");
+    let pod = TestNs::new("bench-pod");
+
+    let ipam = json!({"type": "static", "addresses": [{"address": "10.0.1.20/24", "gateway": "10.0.1.1"}]});
+    let base = |t: &str| json!({"cniVersion": "1.0.0", "name": "bench", "type": t, "device": "eth1", "ipam": ipam});
+    let mut ours_static = base("nodeeni");
+    ours_static["stateDir"] = json!(state.path());
+    ours_static["sysfsRoot"] = json!(state.path().join("sys"));
+    let theirs = base("host-device");
+    // The VPC-address path: the ENI comes from the node state, no IPAM plugin is exec'd.
+    let node_state = json!({"version": 1, "enis": [{
+        "eniId": "eni-0000000000000be01", "pool": "bench", "mode": "kernel", "lifecycle": "ready",
+        "subnetCidr": "10.0.1.0/24", "primaryIp": "10.0.1.30", "mac": MAC, "updatedUnix": 0
+    }]});
+    std::fs::write(state.path().join("node-state.json"), node_state.to_string()).expect("node state");
+    let ours_vpc = json!({"cniVersion": "1.0.0", "name": "bench", "type": "nodeeni", "deviceID": "eni-0000000000000be01",
+        "stateDir": state.path(), "sysfsRoot": state.path().join("sys")});
+
+    let (mut ns, mut hd, mut vp) = (Series::new(), Series::new(), Series::new());
+    let pod_path = pod.path();
+    node.run(|| {
+        // Warm the page cache for all three before measuring.
+        for _ in 0..3 {
+            ns.cycle(&nodeeni, &ours_static, &pod_path, &cni_path);
+            hd.cycle(Path::new(HOST_DEVICE), &theirs, &pod_path, &cni_path);
+            vp.cycle(&nodeeni, &ours_vpc, &pod_path, &cni_path);
+        }
+        (ns, hd, vp) = (Series::new(), Series::new(), Series::new());
+        for _ in 0..runs {
+            ns.cycle(&nodeeni, &ours_static, &pod_path, &cni_path);
+            hd.cycle(Path::new(HOST_DEVICE), &theirs, &pod_path, &cni_path);
+            vp.cycle(&nodeeni, &ours_vpc, &pod_path, &cni_path);
+        }
+    });
+    assert!(node.has_link("eth1"), "the stand-in is back on the node after every cycle");
+
+    let (hd_add, hd_del, hd_cycle) = hd.medians();
+    let ratio = |d: Duration| format!("{:.2}×", d.as_secs_f64() / hd_cycle.as_secs_f64());
+    let size = |p: &Path| std::fs::metadata(p).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or_default();
+    println!("CNI benchmark: {runs} alternating ADD+DEL cycles per plugin on one veth stand-in (medians)\n");
+    println!("| plugin | IPAM | ADD ms | DEL ms | cycle ms | cycle vs host-device | peak RSS | binary |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| host-device (Debian) | static (exec) | {} | {} | {} | 1.00× | {} KiB | {} |",
+        ms(hd_add),
+        ms(hd_del),
+        ms(hd_cycle),
+        hd.rss,
+        size(Path::new(HOST_DEVICE))
+    );
+    let (a, d, c) = ns.medians();
+    println!(
+        "| nodeeni | static (exec) | {} | {} | {} | {} | {} KiB | {} |",
+        ms(a),
+        ms(d),
+        ms(c),
+        ratio(c),
+        ns.rss,
+        size(&nodeeni)
+    );
+    let (a, d, c) = vp.medians();
+    println!(
+        "| nodeeni | VPC addresses (built in) | {} | {} | {} | {} | {} KiB | {} |",
+        ms(a),
+        ms(d),
+        ms(c),
+        ratio(c),
+        vp.rss,
+        size(&nodeeni)
+    );
+    let static_alone: Vec<Duration> = (0..runs.min(50))
+        .map(|_| {
+            node.run(|| exec(Path::new("/usr/lib/cni/static"), "ADD", &ipam_only(&ipam), &pod_path, &cni_path).elapsed)
+        })
+        .collect();
+    println!(
+        "\nThe static IPAM exec alone (ADD, median of {}): {} ms — {:.2}× of host-device's cycle.",
+        static_alone.len(),
+        ms(median(static_alone.clone())),
+        median(static_alone).as_secs_f64() / hd_cycle.as_secs_f64()
+    );
+}
+
+fn ipam_only(ipam: &Value) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "bench", "type": "static", "ipam": ipam})
+}
