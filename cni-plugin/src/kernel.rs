@@ -70,10 +70,9 @@ pub fn move_in(
 /// inside the pod, then moved to the host. Returns whether it was found.
 pub fn move_out(pod: &mut Netlink, host_ns: &NetNs, mac: MacAddr, original: &str) -> Result<bool> {
     let Some(link) = pod.link_by_mac(mac)? else { return Ok(false) };
+    // Down for the rename (the kernel refuses to rename a running link); the move itself flushes the
+    // pod's addresses, so they are not deleted one by one.
     pod.set_up(link.index, false)?;
-    for addr in pod.addresses(link.index)? {
-        pod.del_address(link.index, &addr)?;
-    }
     if link.name != original {
         match pod.set_name(link.index, original) {
             Err(e) if e.errno() == Some(EEXIST) => pod.set_name(link.index, &parking_name(mac))?,

@@ -171,6 +171,23 @@ fn main() {
         vp.rss,
         size(&nodeeni)
     );
+    // The kernel's share: moving the link into the pod and back, as both plugins must (via ip(8), so
+    // this includes two short process launches).
+    let moves: Vec<Duration> = (0..runs.min(50))
+        .map(|_| {
+            let start = Instant::now();
+            node.ip(&["link", "set", "eth1", "netns", pod.name()]);
+            pod.ip(&["link", "set", "eth1", "netns", node.name()]);
+            start.elapsed()
+        })
+        .collect();
+    let floor = median(moves.clone());
+    println!(
+        "\nKernel floor: the link into the pod and back with ip(8), median of {}: {} ms ({:.2}× of host-device's cycle).",
+        moves.len(),
+        ms(floor),
+        floor.as_secs_f64() / hd_cycle.as_secs_f64()
+    );
     let static_alone: Vec<Duration> = (0..runs.min(50))
         .map(|_| {
             node.run(|| exec(Path::new("/usr/lib/cni/static"), "ADD", &ipam_only(&ipam), &pod_path, &cni_path).elapsed)
