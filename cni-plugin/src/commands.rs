@@ -51,8 +51,14 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
     let host_ns = NetNs::current()?;
     let mut host = Netlink::open()?;
     let target = device::resolve(ctx, &mut host)?;
-    let span =
-        tracing::info_span!("add", eni = ?target.eni_id, mac = ?target.mac, pci = ?target.pci, mode = ?target.mode);
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let span = tracing::info_span!(
+        "add",
+        eni = %shown(target.eni_id.as_ref().map(ToString::to_string)),
+        mac = %shown(target.mac.map(|m| m.to_string())),
+        pci = %shown(target.pci.map(|p| p.to_string())),
+        mode = ?target.mode,
+    );
     let _enter = span.enter();
     let outcome = (|| {
         let _lock = ctx.locks.lock(&target.lock_key(), ctx.lock_timeout)?;
