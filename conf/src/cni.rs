@@ -373,6 +373,12 @@ pub struct NetConf {
     pub sysfs_root: PathBuf,
     /// GC: `cni.dev/valid-attachments`, the attachments the runtime still uses.
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `args` (conventionally `{"cni": {...}}`), passed through untouched.
+    pub args: Option<Map<String, Value>>,
+    /// Capabilities the config declares (`{"deviceID": true}`); the runtime answers in runtimeConfig.
+    pub capabilities: BTreeMap<String, bool>,
+    /// What the runtime filled in for those capabilities.
+    pub runtime_config: Option<Map<String, Value>>,
     /// The whole document, for delegating to IPAM with everything the runtime sent.
     pub raw: Value,
 }
@@ -501,6 +507,16 @@ impl NetConf {
                 .filter(|n| (1..=600).contains(n))
                 .ok_or_else(|| field_err("lockTimeoutSeconds", "must be an integer in 1..=600"))?,
         };
+        let args = match m.get("args") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(a)) => Some(a.clone()),
+            Some(_) => return Err(field_err("args", "must be an object")),
+        };
+        let capabilities = match m.get("capabilities") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| field_err("capabilities", format!("must map names to booleans: {e}")))?,
+        };
         let valid_attachments = match m.get("cni.dev/valid-attachments") {
             None | Some(Value::Null) => None,
             Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| field_err("cni.dev/valid-attachments", e))?),
@@ -525,6 +541,9 @@ impl NetConf {
             lock_timeout_secs,
             sysfs_root: opt_str(m, "sysfsRoot")?.map_or_else(|| PathBuf::from("/sys"), PathBuf::from),
             valid_attachments,
+            args,
+            capabilities,
+            runtime_config: runtime_config.cloned(),
             raw,
         })
     }

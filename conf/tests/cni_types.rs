@@ -115,6 +115,21 @@ fn settings_have_defaults_and_ipam_is_kept_verbatim() {
 }
 
 #[test]
+fn args_capabilities_and_runtime_config_are_read() {
+    let mut v = with(base(), "args", json!({"cni": {"labels": [{"key": "app", "value": "upf"}]}}));
+    v["capabilities"] = json!({"deviceID": true, "mac": false});
+    v["runtimeConfig"] = json!({"deviceID": "eni-12345678", "extra": 1});
+    let c = conf(v).expect("valid");
+    assert!(c.args.expect("args").contains_key("cni"));
+    assert_eq!(c.capabilities.get("deviceID"), Some(&true));
+    assert_eq!(c.capabilities.get("mac"), Some(&false));
+    assert_eq!(c.runtime_config.expect("rc").get("extra"), Some(&json!(1)));
+    expect_code(conf(with(base(), "args", json!("K=V"))), 7, "args");
+    expect_code(conf(with(base(), "capabilities", json!({"deviceID": "yes"}))), 7, "capabilities");
+    expect_code(conf(with(base(), "runtimeConfig", json!([1]))), 7, "runtimeConfig");
+}
+
+#[test]
 fn environment_is_checked_per_command() {
     let add = [
         ("CNI_COMMAND", "ADD"),
