@@ -1,8 +1,14 @@
 //! The ENI pool: keeps each node's ENIs as declared, through EC2.
 //!
-//! What is here today is the node state the pool keeps and the CNI reads and updates under its lock
-//! ([`store`], from nodeeni-state, which the CNI links without the AWS SDK). The EC2 side — create,
-//! tag, attach, detach, delete with retries and a circuit breaker, reconcile, leak collection — is the
-//! pool work still to come (see the README's status section).
+//! - [`resilience`]: the one layer every EC2 call goes through: error classes, retries with jittered
+//!   exponential backoff, a circuit breaker, a token bucket with bounded concurrency for mutations,
+//!   and per-operation call counts;
+//! - [`store`]: the node state the pool keeps and the CNI reads and updates under its lock (from
+//!   nodeeni-state, which the CNI links without the AWS SDK).
+//!
+//! Still to come (see the README's status section): the EC2 client behind a narrow trait, reconcile,
+//! adoption after a crash, leak collection.
+
+pub mod resilience;
 
 pub use nodeeni_state::node as store;

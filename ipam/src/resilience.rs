@@ -1,0 +1,470 @@
+//! Every EC2 call goes through [`Resilient::call`]:
+//!
+//! - errors are classed: throttling and 5xx/timeouts are retried with jittered exponential backoff;
+//!   not-found on a delete or detach means already done; other client errors fail at once, carrying
+//!   EC2's code and message;
+//! - a circuit breaker (closed → open after `failureThreshold` consecutive retryable failures → after
+//!   `openTimeout` half-open, letting `halfOpenMaxRequests` through → closed after `successThreshold`
+//!   successes, open again on a failure) stops hammering an EC2 that is down; its state is observable;
+//! - mutating calls also take a token from a bucket (`mutatingPerSecond`, `burst`) and a slot from a
+//!   bounded pool (`maxConcurrent`), so a big pool does not trip EC2's request limits;
+//! - every attempt is counted per operation and outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nodeeni_conf::pool::{CircuitBreakerSettings, RateLimitSettings, RetrySettings};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+/// How an error should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// RequestLimitExceeded and friends: retry later, the service is protecting itself.
+    Throttled,
+    /// 5xx, timeouts, connection resets: retry.
+    Transient,
+    /// The object is gone: a delete or detach has nothing left to do.
+    NotFound,
+    /// A client error EC2 will repeat on every retry (bad parameter, no permission, limit reached).
+    Fatal,
+}
+
+/// Errors that can say which class they are in.
+pub trait Classify {
+    fn class(&self) -> ErrorClass;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E: std::error::Error + 'static> {
+    #[error("{op}: the EC2 circuit breaker is open after repeated failures; not calling")]
+    BreakerOpen { op: &'static str },
+    #[error("{op}: gave up after {attempts} attempts: {last}")]
+    Exhausted {
+        op: &'static str,
+        attempts: u32,
+        #[source]
+        last: E,
+    },
+    #[error("{op}: {error}")]
+    NotFound {
+        op: &'static str,
+        #[source]
+        error: E,
+    },
+    #[error("{op}: {error}")]
+    Fatal {
+        op: &'static str,
+        #[source]
+        error: E,
+    },
+}
+
+/// The breaker's state, as metrics and `status` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed { failures: u32 },
+    Open { since: Instant },
+    HalfOpen { in_flight: u32, successes: u32 },
+}
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    settings: CircuitBreakerSettings,
+    inner: Mutex<Inner>,
+}
+
+impl CircuitBreaker {
+    pub fn new(settings: CircuitBreakerSettings) -> Self {
+        Self { settings, inner: Mutex::new(Inner::Closed { failures: 0 }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn state(&self) -> BreakerState {
+        let mut inner = self.lock();
+        self.tick(&mut inner);
+        match *inner {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Open long enough: half-open.
+    fn tick(&self, inner: &mut Inner) {
+        if let Inner::Open { since } = *inner
+            && since.elapsed() >= Duration::from_millis(self.settings.open_timeout_ms)
+        {
+            tracing::info!("EC2 circuit breaker half-open: letting a trial call through");
+            *inner = Inner::HalfOpen { in_flight: 0, successes: 0 };
+        }
+    }
+
+    /// May a call go through now?
+    pub fn try_acquire(&self) -> bool {
+        let mut inner = self.lock();
+        self.tick(&mut inner);
+        match &mut *inner {
+            Inner::Closed { .. } => true,
+            Inner::Open { .. } => false,
+            Inner::HalfOpen { in_flight, .. } if *in_flight < self.settings.half_open_max_requests => {
+                *in_flight += 1;
+                true
+            }
+            Inner::HalfOpen { .. } => false,
+        }
+    }
+
+    /// The service answered (success, or an error that is the caller's fault).
+    pub fn on_success(&self) {
+        let mut inner = self.lock();
+        match &mut *inner {
+            Inner::Closed { failures } => *failures = 0,
+            Inner::HalfOpen { in_flight, successes } => {
+                *in_flight = in_flight.saturating_sub(1);
+                *successes += 1;
+                if *successes >= self.settings.success_threshold {
+                    tracing::info!("EC2 circuit breaker closed again");
+                    *inner = Inner::Closed { failures: 0 };
+                }
+            }
+            Inner::Open { .. } => {}
+        }
+    }
+
+    /// The service failed (throttled, 5xx, timeout).
+    pub fn on_failure(&self) {
+        let mut inner = self.lock();
+        match &mut *inner {
+            Inner::Closed { failures } => {
+                *failures += 1;
+                if *failures >= self.settings.failure_threshold {
+                    tracing::warn!(failures = *failures, "EC2 circuit breaker open");
+                    *inner = Inner::Open { since: Instant::now() };
+                }
+            }
+            Inner::HalfOpen { .. } => {
+                tracing::warn!("EC2 circuit breaker trial call failed; open again");
+                *inner = Inner::Open { since: Instant::now() };
+            }
+            Inner::Open { .. } => {}
+        }
+    }
+}
+
+/// A token bucket plus a bound on calls in flight, for mutating calls.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    bucket: Mutex<(f64, Instant)>,
+    in_flight: Semaphore,
+}
+
+impl RateLimiter {
+    pub fn new(s: &RateLimitSettings) -> Self {
+        Self {
+            per_second: f64::from(s.mutating_per_second),
+            burst: f64::from(s.burst),
+            bucket: Mutex::new((f64::from(s.burst), Instant::now())),
+            in_flight: Semaphore::new(s.max_concurrent as usize),
+        }
+    }
+
+    /// Waits for a token, then for a slot; the slot is held until the permit drops.
+    pub async fn acquire(&self) -> SemaphorePermit<'_> {
+        loop {
+            let wait = {
+                let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let refill = now.duration_since(b.1).as_secs_f64() * self.per_second;
+                b.0 = (b.0 + refill).min(self.burst);
+                b.1 = now;
+                if b.0 >= 1.0 {
+                    b.0 -= 1.0;
+                    None
+                } else {
+                    Some(Duration::from_secs_f64((1.0 - b.0) / self.per_second))
+                }
+            };
+            match wait {
+                None => break,
+                Some(d) => tokio::time::sleep(d).await,
+            }
+        }
+        // The semaphore is never closed, so acquire cannot fail; a closed one would mean shutdown.
+        match self.in_flight.acquire().await {
+            Ok(p) => p,
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Attempts per (operation, outcome): `ok`, `throttled`, `transient`, `not_found`, `fatal`,
+/// `breaker_open`.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl CallStats {
+    fn add(&self, op: &'static str, outcome: &'static str) {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry((op, outcome)).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Attempts of `op`, whatever their outcome.
+    pub fn attempts(&self, op: &str) -> u64 {
+        self.snapshot().iter().filter(|((o, _), _)| *o == op).map(|(_, n)| n).sum()
+    }
+}
+
+/// The resilience layer: one per EC2 client.
+#[derive(Debug)]
+pub struct Resilient {
+    retry: RetrySettings,
+    pub breaker: CircuitBreaker,
+    limiter: RateLimiter,
+    pub stats: CallStats,
+}
+
+impl Resilient {
+    pub fn new(retry: RetrySettings, breaker: CircuitBreakerSettings, rate: &RateLimitSettings) -> Self {
+        Self {
+            retry,
+            breaker: CircuitBreaker::new(breaker),
+            limiter: RateLimiter::new(rate),
+            stats: CallStats::default(),
+        }
+    }
+
+    /// The pause before retry number `attempt` (1-based): exponential from the base, capped, with
+    /// "equal jitter" (half fixed, half random) so many nodes retrying at once spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.retry.base_delay_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.retry.max_delay_ms);
+        let half = capped / 2;
+        Duration::from_millis(half + fastrand::u64(0..=half))
+    }
+
+    /// Runs `call` under the whole policy. `mutating` calls also go through the rate limiter.
+    pub async fn call<T, E, F, Fut>(&self, op: &'static str, mutating: bool, mut call: F) -> Result<T, CallError<E>>
+    where
+        E: Classify + std::error::Error + 'static,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if !self.breaker.try_acquire() {
+                self.stats.add(op, "breaker_open");
+                return Err(CallError::BreakerOpen { op });
+            }
+            let permit = if mutating { Some(self.limiter.acquire().await) } else { None };
+            let result = call().await;
+            drop(permit);
+            let error = match result {
+                Ok(v) => {
+                    self.breaker.on_success();
+                    self.stats.add(op, "ok");
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            match error.class() {
+                ErrorClass::NotFound => {
+                    self.breaker.on_success();
+                    self.stats.add(op, "not_found");
+                    return Err(CallError::NotFound { op, error });
+                }
+                ErrorClass::Fatal => {
+                    self.breaker.on_success();
+                    self.stats.add(op, "fatal");
+                    return Err(CallError::Fatal { op, error });
+                }
+                class @ (ErrorClass::Throttled | ErrorClass::Transient) => {
+                    self.breaker.on_failure();
+                    self.stats.add(op, if class == ErrorClass::Throttled { "throttled" } else { "transient" });
+                    if attempt >= self.retry.max_attempts {
+                        return Err(CallError::Exhausted { op, attempts: attempt, last: error });
+                    }
+                    let pause = self.backoff(attempt);
+                    tracing::warn!(op, attempt, ?pause, %error, "EC2 call failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake {0:?}")]
+    struct Fake(ErrorClass);
+
+    impl Classify for Fake {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+    }
+
+    fn layer(max_attempts: u32, failure_threshold: u32) -> Resilient {
+        Resilient::new(
+            RetrySettings { max_attempts, base_delay_ms: 100, max_delay_ms: 1_000 },
+            CircuitBreakerSettings {
+                failure_threshold,
+                success_threshold: 2,
+                open_timeout_ms: 5_000,
+                half_open_max_requests: 1,
+            },
+            &RateLimitSettings { mutating_per_second: 5, burst: 2, max_concurrent: 2 },
+        )
+    }
+
+    /// A call that fails with `class` `failures` times, then succeeds.
+    fn flaky(
+        calls: &AtomicU32,
+        failures: u32,
+        class: ErrorClass,
+    ) -> impl std::future::Future<Output = Result<u32, Fake>> {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        async move { if n < failures { Err(Fake(class)) } else { Ok(n) } }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_and_5xx_are_retried_until_success() {
+        let r = layer(5, 100);
+        let calls = AtomicU32::new(0);
+        let start = Instant::now();
+        let v = r.call("CreateNetworkInterface", false, || flaky(&calls, 2, ErrorClass::Throttled)).await.expect("ok");
+        assert_eq!(v, 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Two pauses: 50..=100 ms then 100..=200 ms.
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(150) && waited <= Duration::from_millis(300), "{waited:?}");
+        assert_eq!(r.stats.snapshot().get(&("CreateNetworkInterface", "throttled")), Some(&2));
+        let calls = AtomicU32::new(0);
+        r.call("DescribeInstances", false, || flaky(&calls, 1, ErrorClass::Transient)).await.expect("ok");
+        assert_eq!(r.stats.attempts("DescribeInstances"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_max_attempts() {
+        let r = layer(3, 100);
+        let calls = AtomicU32::new(0);
+        let err = r
+            .call("AttachNetworkInterface", false, || flaky(&calls, 99, ErrorClass::Transient))
+            .await
+            .expect_err("gives up");
+        assert!(matches!(err, CallError::Exhausted { attempts: 3, .. }), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_fail_fast_and_not_found_is_reported_as_such() {
+        let r = layer(5, 1);
+        let calls = AtomicU32::new(0);
+        let err =
+            r.call("CreateNetworkInterface", false, || flaky(&calls, 99, ErrorClass::Fatal)).await.expect_err("fatal");
+        assert!(matches!(err, CallError::Fatal { .. }));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry");
+        let calls = AtomicU32::new(0);
+        let err = r
+            .call("DeleteNetworkInterface", false, || flaky(&calls, 99, ErrorClass::NotFound))
+            .await
+            .expect_err("gone");
+        assert!(matches!(err, CallError::NotFound { .. }));
+        assert_eq!(r.breaker.state(), BreakerState::Closed, "the caller's errors never open the breaker");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_half_opens_and_closes() {
+        let r = layer(1, 3);
+        let calls = AtomicU32::new(0);
+        for _ in 0..3 {
+            let _ = r.call("DescribeInstances", false, || flaky(&calls, 99, ErrorClass::Transient)).await;
+        }
+        assert_eq!(r.breaker.state(), BreakerState::Open);
+        let before = calls.load(Ordering::SeqCst);
+        let err =
+            r.call("DescribeInstances", false, || flaky(&calls, 0, ErrorClass::Transient)).await.expect_err("open");
+        assert!(matches!(err, CallError::BreakerOpen { .. }));
+        assert_eq!(calls.load(Ordering::SeqCst), before, "an open breaker does not call");
+
+        tokio::time::advance(Duration::from_millis(5_000)).await;
+        assert_eq!(r.breaker.state(), BreakerState::HalfOpen);
+        // Half-open lets one trial through; a failure opens it again.
+        let _ = r.call("DescribeInstances", false, || flaky(&calls, u32::MAX, ErrorClass::Throttled)).await;
+        assert_eq!(r.breaker.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_millis(5_000)).await;
+        // Two successes (successThreshold) close it.
+        let ok = AtomicU32::new(0);
+        r.call("DescribeInstances", false, || flaky(&ok, 0, ErrorClass::Transient)).await.expect("trial 1");
+        assert_eq!(r.breaker.state(), BreakerState::HalfOpen);
+        r.call("DescribeInstances", false, || flaky(&ok, 0, ErrorClass::Transient)).await.expect("trial 2");
+        assert_eq!(r.breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_only_the_configured_number_of_trials() {
+        let b = CircuitBreaker::new(CircuitBreakerSettings {
+            failure_threshold: 1,
+            success_threshold: 1,
+            open_timeout_ms: 10,
+            half_open_max_requests: 2,
+        });
+        b.on_failure();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(b.try_acquire() && b.try_acquire());
+        assert!(!b.try_acquire(), "a third trial waits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mutations_are_rate_limited_and_bounded_in_flight() {
+        let r = layer(1, 100);
+        let start = Instant::now();
+        // burst 2, then 5 per second: the 7th token arrives after 1 s.
+        for _ in 0..7 {
+            drop(r.limiter.acquire().await);
+        }
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1_100), "{waited:?}");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let a = r.limiter.acquire().await;
+        let b = r.limiter.acquire().await;
+        let third = tokio::time::timeout(Duration::from_secs(5), r.limiter.acquire()).await;
+        assert!(third.is_err(), "max_concurrent 2: a third waits while two are in flight");
+        drop((a, b));
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let r = layer(10, 100);
+        for attempt in 1..=8 {
+            let full = (100u64 << (attempt - 1)).min(1_000);
+            for _ in 0..50 {
+                let d = r.backoff(attempt).as_millis() as u64;
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d} outside {}..={full}", full / 2);
+            }
+        }
+    }
+}
