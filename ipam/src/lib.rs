@@ -9,6 +9,7 @@
 //! Still to come (see the README's status section): the EC2 client behind a narrow trait, reconcile,
 //! adoption after a crash, leak collection.
 
+pub mod ec2;
 pub mod resilience;
 
 pub use nodeeni_state::node as store;

@@ -1,0 +1,171 @@
+//! The real EC2 client (aws-sdk-ec2 through our resilience layer) against moto in server mode.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType, Tag, TagSpecification};
+use nodeeni_conf::pool::Ec2Settings;
+use nodeeni_conf::{InstanceId, SecurityGroupId, SubnetId};
+use nodeeni_ipam::ec2::{AwsEc2, CreateEni, Ec2, tags};
+use nodeeni_tests::moto::Moto;
+
+/// A raw SDK client for setting the world up (and for checking what our client did).
+fn sdk(endpoint: &str) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(conf)
+}
+
+#[derive(Debug)]
+pub struct World {
+    pub vpc: String,
+    pub subnet_a: SubnetId,
+    pub subnet_b: SubnetId,
+    pub sg: SecurityGroupId,
+    pub instance: InstanceId,
+}
+
+fn name_tag(kind: ResourceType, name: &str) -> TagSpecification {
+    TagSpecification::builder().resource_type(kind).tags(Tag::builder().key("Name").value(name).build()).build()
+}
+
+/// A VPC with two subnets in two AZs, a security group, and the node's instance in the first AZ.
+async fn world(c: &aws_sdk_ec2::Client) -> World {
+    let vpc = c.create_vpc().cidr_block("10.0.0.0/16").send().await.expect("vpc");
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
+    let subnet = |cidr: &'static str, az: &'static str, name: &'static str| {
+        let vpc = vpc.clone();
+        async move {
+            let s = c
+                .create_subnet()
+                .vpc_id(vpc)
+                .cidr_block(cidr)
+                .availability_zone(az)
+                .tag_specifications(name_tag(ResourceType::Subnet, name))
+                .send()
+                .await
+                .expect("subnet");
+            s.subnet().and_then(|s| s.subnet_id()).expect("subnet id").parse::<SubnetId>().expect("valid id")
+        }
+    };
+    let subnet_a = subnet("10.0.1.0/24", "us-east-1a", "user-plane-a").await;
+    let subnet_b = subnet("10.0.2.0/24", "us-east-1b", "user-plane-b").await;
+    let sg =
+        c.create_security_group().group_name("enis").description("pool ENIs").vpc_id(&vpc).send().await.expect("sg");
+    let sg: SecurityGroupId = sg.group_id().expect("sg id").parse().expect("valid");
+    let images = c.describe_images().send().await.expect("images");
+    let ami = images.images().first().and_then(|i| i.image_id()).unwrap_or("ami-12c6146b").to_string();
+    let run = c
+        .run_instances()
+        .image_id(ami)
+        .min_count(1)
+        .max_count(1)
+        .instance_type(InstanceType::C5Large)
+        .subnet_id(subnet_a.as_str())
+        .send()
+        .await
+        .expect("instance");
+    let instance = run.instances().first().and_then(|i| i.instance_id()).expect("id").parse().expect("valid");
+    World { vpc, subnet_a, subnet_b, sg, instance }
+}
+
+#[tokio::test]
+async fn the_client_does_every_pool_operation_against_moto() {
+    let Some(moto) = Moto::start("the_client_does_every_pool_operation_against_moto") else { return };
+    let raw = sdk(&moto.endpoint);
+    let w = world(&raw).await;
+    let ec2 = AwsEc2::from_client(raw.clone(), &Ec2Settings::default());
+
+    let by_id = ec2.describe_subnets(std::slice::from_ref(&w.subnet_a), &[]).await.expect("subnets by id");
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(
+        (by_id[0].cidr.to_string().as_str(), by_id[0].availability_zone.as_str()),
+        ("10.0.1.0/24", "us-east-1a")
+    );
+    let by_name = ec2.describe_subnets(&[], &["user-plane-b".to_string()]).await.expect("subnets by name");
+    assert_eq!(by_name.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![w.subnet_b.clone()]);
+    assert_eq!(by_name[0].name.as_deref(), Some("user-plane-b"));
+    let groups = ec2.security_group_ids(&w.vpc, &["enis".to_string()]).await.expect("groups");
+    assert_eq!(groups, vec![("enis".to_string(), w.sg.clone())]);
+
+    let inst = ec2.describe_instance(&w.instance).await.expect("instance").expect("exists");
+    assert_eq!(inst.availability_zone.as_deref(), Some("us-east-1a"));
+    assert_eq!(inst.instance_type.as_deref(), Some("c5.large"));
+    assert_eq!(inst.used_device_indexes, [0], "only the primary ENI");
+    let limits = ec2.instance_limits("c5.large").await.expect("limits");
+    assert_eq!(limits.max_enis, 3, "c5.large takes 3 ENIs (from DescribeInstanceTypes)");
+
+    let tagset: BTreeMap<String, String> = [
+        (tags::CLUSTER.to_string(), "test".to_string()),
+        (tags::NODE.to_string(), w.instance.to_string()),
+        (tags::POOL.to_string(), "fast".to_string()),
+        ("team".to_string(), "core".to_string()),
+    ]
+    .into();
+    let eni = ec2
+        .create_eni(&CreateEni {
+            subnet_id: w.subnet_a.clone(),
+            security_groups: vec![w.sg.clone()],
+            description: Some("nodeeni fast".into()),
+            secondary_ip_count: 2,
+            tags: tagset.clone(),
+            client_token: "token-1".into(),
+        })
+        .await
+        .expect("create");
+    assert_eq!(eni.tags, tagset, "tags set in the create call");
+    assert_eq!(eni.secondary_ips.len(), 2);
+    assert!(eni.mac.is_some() && eni.primary_ip.is_some());
+    assert_eq!(eni.security_groups, [w.sg.to_string()]);
+
+    let attachment = ec2.attach_eni(&eni.id, &w.instance, 1).await.expect("attach");
+    ec2.set_delete_on_termination(&eni.id, &attachment, true).await.expect("delete on termination");
+    let seen = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    let att = seen.attachment.expect("attached");
+    assert_eq!((att.device_index, att.instance_id.as_deref()), (Some(1), Some(w.instance.as_str())));
+    assert_eq!(
+        ec2.describe_instance(&w.instance).await.expect("instance").expect("exists").used_device_indexes,
+        [0, 1]
+    );
+    let tagged = ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("by tag");
+    assert_eq!(tagged.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![eni.id.clone()]);
+    let other = ec2.enis_tagged(tags::CLUSTER, Some("another-cluster")).await.expect("by tag");
+    assert!(other.is_empty());
+
+    ec2.set_description(&eni.id, "changed").await.expect("description");
+    assert_eq!(ec2.describe_eni(&eni.id).await.expect("d").expect("e").description.as_deref(), Some("changed"));
+
+    ec2.detach_eni(&attachment, false).await.expect("detach");
+    let seen = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    assert_eq!(seen.status, "available");
+    ec2.delete_eni(&eni.id).await.expect("delete");
+    assert_eq!(ec2.describe_eni(&eni.id).await.expect("describe"), None);
+    ec2.delete_eni(&eni.id).await.expect("deleting a deleted ENI is done, not an error");
+
+    let stats = ec2.resilience.stats.snapshot();
+    assert_eq!(stats.get(&("CreateNetworkInterface", "ok")), Some(&1));
+    assert_eq!(stats.get(&("DeleteNetworkInterface", "not_found")), Some(&1));
+
+    // A client error fails fast with EC2's code.
+    let bad = ec2
+        .create_eni(&CreateEni {
+            subnet_id: "subnet-0000000000000dead".parse().expect("id"),
+            security_groups: vec![],
+            description: None,
+            secondary_ip_count: 0,
+            tags: BTreeMap::new(),
+            client_token: "token-2".into(),
+        })
+        .await
+        .expect_err("unknown subnet");
+    assert!(bad.to_string().contains("InvalidSubnetID.NotFound"), "{bad}");
+    let _ = raw
+        .describe_network_interfaces()
+        .filters(Filter::builder().name("tag-key").values(tags::CLUSTER).build())
+        .send()
+        .await;
+}
