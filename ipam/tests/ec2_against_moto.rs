@@ -2,76 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType, Tag, TagSpecification};
+mod common;
+
+use aws_sdk_ec2::types::Filter;
+use common::{sdk, world};
 use nodeeni_conf::pool::Ec2Settings;
-use nodeeni_conf::{InstanceId, SecurityGroupId, SubnetId};
 use nodeeni_ipam::ec2::{AwsEc2, CreateEni, Ec2, tags};
 use nodeeni_tests::moto::Moto;
-
-/// A raw SDK client for setting the world up (and for checking what our client did).
-fn sdk(endpoint: &str) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .build();
-    aws_sdk_ec2::Client::from_conf(conf)
-}
-
-#[derive(Debug)]
-pub struct World {
-    pub vpc: String,
-    pub subnet_a: SubnetId,
-    pub subnet_b: SubnetId,
-    pub sg: SecurityGroupId,
-    pub instance: InstanceId,
-}
-
-fn name_tag(kind: ResourceType, name: &str) -> TagSpecification {
-    TagSpecification::builder().resource_type(kind).tags(Tag::builder().key("Name").value(name).build()).build()
-}
-
-/// A VPC with two subnets in two AZs, a security group, and the node's instance in the first AZ.
-async fn world(c: &aws_sdk_ec2::Client) -> World {
-    let vpc = c.create_vpc().cidr_block("10.0.0.0/16").send().await.expect("vpc");
-    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
-    let subnet = |cidr: &'static str, az: &'static str, name: &'static str| {
-        let vpc = vpc.clone();
-        async move {
-            let s = c
-                .create_subnet()
-                .vpc_id(vpc)
-                .cidr_block(cidr)
-                .availability_zone(az)
-                .tag_specifications(name_tag(ResourceType::Subnet, name))
-                .send()
-                .await
-                .expect("subnet");
-            s.subnet().and_then(|s| s.subnet_id()).expect("subnet id").parse::<SubnetId>().expect("valid id")
-        }
-    };
-    let subnet_a = subnet("10.0.1.0/24", "us-east-1a", "user-plane-a").await;
-    let subnet_b = subnet("10.0.2.0/24", "us-east-1b", "user-plane-b").await;
-    let sg =
-        c.create_security_group().group_name("enis").description("pool ENIs").vpc_id(&vpc).send().await.expect("sg");
-    let sg: SecurityGroupId = sg.group_id().expect("sg id").parse().expect("valid");
-    let images = c.describe_images().send().await.expect("images");
-    let ami = images.images().first().and_then(|i| i.image_id()).unwrap_or("ami-12c6146b").to_string();
-    let run = c
-        .run_instances()
-        .image_id(ami)
-        .min_count(1)
-        .max_count(1)
-        .instance_type(InstanceType::C5Large)
-        .subnet_id(subnet_a.as_str())
-        .send()
-        .await
-        .expect("instance");
-    let instance = run.instances().first().and_then(|i| i.instance_id()).expect("id").parse().expect("valid");
-    World { vpc, subnet_a, subnet_b, sg, instance }
-}
 
 #[tokio::test]
 async fn the_client_does_every_pool_operation_against_moto() {

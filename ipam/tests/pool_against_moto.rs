@@ -1,0 +1,312 @@
+//! The pool's reconcile against moto: warm, shrink, remove, drain, refuse, survive crashes, collect
+//! leaks, repair drift. The host side is left out here (no netdevs appear for moto's ENIs).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{World, sdk, world};
+use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::{Pool, PoolConfig};
+use nodeeni_ipam::ec2::{AwsEc2, Ec2, tags};
+use nodeeni_ipam::reconcile::{CrashPoint, HostFacts, HostPrep, NodeIdentity, PoolError, Reconciler};
+use nodeeni_ipam::store::{Allocation, EniRecord, Lifecycle};
+use nodeeni_tests::moto::Moto;
+
+/// EC2-only tests: there is no netdev to prepare, so the host side reports nothing.
+#[derive(Debug)]
+struct NoHostSide;
+
+impl HostPrep for NoHostSide {
+    async fn prepare(&self, _pool: &Pool, _record: &EniRecord) -> Result<HostFacts, String> {
+        Ok(HostFacts::default())
+    }
+}
+
+struct Setup {
+    _moto: Moto,
+    raw: aws_sdk_ec2::Client,
+    w: World,
+    state: tempfile::TempDir,
+    endpoint: String,
+}
+
+async fn setup(test: &str) -> Option<Setup> {
+    let moto = Moto::start(test)?;
+    let raw = sdk(&moto.endpoint);
+    let w = world(&raw).await;
+    let endpoint = moto.endpoint.clone();
+    Some(Setup { _moto: moto, raw, w, state: tempfile::tempdir().expect("state"), endpoint })
+}
+
+impl Setup {
+    fn config(&self, pools: &str) -> PoolConfig {
+        let text = format!(
+            "clusterName: test\nstateDir: {}\nleakGraceSeconds: 300\nec2: {{endpointUrl: \"{}\", region: us-east-1}}\npools:\n{pools}",
+            self.state.path().display(),
+            self.endpoint
+        );
+        PoolConfig::from_text(&text, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn reconciler(&self, config: PoolConfig) -> Reconciler<AwsEc2, NoHostSide> {
+        let ec2 = AwsEc2::from_client(self.raw.clone(), &config.ec2);
+        let node = NodeIdentity {
+            instance_id: self.w.instance.clone(),
+            availability_zone: "us-east-1a".into(),
+            instance_type: "c5.large".into(),
+            labels: Default::default(),
+        };
+        let mut r = Reconciler::new(ec2, NoHostSide, config, node);
+        r.detach_timeout = std::time::Duration::from_secs(10);
+        r
+    }
+
+    fn fast(&self, per_subnet: u32) -> String {
+        format!(
+            "  - {{name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [{}], securityGroupNames: [enis], \
+             enisPerSubnet: {per_subnet}, secondaryIpCount: 1, deleteOnTermination: false, description: fast pool, tags: {{team: core}}}}\n",
+            self.w.subnet_a
+        )
+    }
+
+    async fn cluster_enis(&self, ec2: &AwsEc2) -> Vec<nodeeni_ipam::ec2::Eni> {
+        ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("describe")
+    }
+}
+
+#[tokio::test]
+async fn warming_a_pool_creates_tags_and_attaches_each_eni_with_three_mutations() {
+    let Some(s) = setup("warming_a_pool").await else { return };
+    let r = s.reconciler(s.config(&s.fast(2)));
+    let report = r.reconcile().await.expect("reconcile");
+    assert_eq!(report.created.len(), 2, "{report:?}");
+    assert!(report.refused.is_empty(), "{report:?}");
+    let enis = s.cluster_enis(&r.ec2).await;
+    assert_eq!(enis.len(), 2);
+    let indexes: BTreeSet<u32> = enis.iter().filter_map(|e| e.attachment.as_ref()?.device_index).collect();
+    assert_eq!(indexes, [1, 2].into(), "consecutive indexes from firstDeviceIndex");
+    for e in &enis {
+        assert_eq!(e.tags.get(tags::NODE).map(String::as_str), Some(s.w.instance.as_str()));
+        assert_eq!(e.tags.get(tags::POOL).map(String::as_str), Some("fast"));
+        assert_eq!(e.tags.get("team").map(String::as_str), Some("core"), "user tags");
+        assert!(e.tags.contains_key(tags::CREATED));
+        assert_eq!(e.secondary_ips.len(), 1);
+        assert_eq!(e.security_groups, [s.w.sg.to_string()], "group resolved by name");
+        assert_eq!(e.description.as_deref(), Some("fast pool"));
+        let a = e.attachment.as_ref().expect("attached");
+        assert_eq!(a.delete_on_termination, Some(false), "as configured");
+    }
+    let state = r.store.load(std::time::Duration::from_secs(1)).expect("state");
+    assert_eq!(state.enis.len(), 2);
+    for rec in &state.enis {
+        assert_eq!(rec.lifecycle, Lifecycle::Ready);
+        assert!(rec.mac.is_some() && rec.primary_ip.is_some() && rec.attachment_id.is_some());
+        assert_eq!(rec.subnet_cidr.map(|c| c.to_string()).as_deref(), Some("10.0.1.0/24"));
+        assert_eq!(rec.vpc_gateway().map(|g| g.to_string()).as_deref(), Some("10.0.1.1"));
+        assert_eq!(rec.vpc_addresses().len(), 2, "primary and secondary");
+    }
+    let stats = r.ec2.resilience.stats.snapshot();
+    let mutations: u64 = ["CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute"]
+        .iter()
+        .map(|op| stats.get(&(*op, "ok")).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(mutations, 6, "3 mutating calls per warmed ENI: {stats:?}");
+
+    // A second pass changes nothing.
+    let again = r.reconcile().await.expect("reconcile");
+    assert!(again.created.is_empty() && again.deleted.is_empty() && again.attached.is_empty(), "{again:?}");
+    assert_eq!(r.ec2.resilience.stats.attempts("CreateNetworkInterface"), 2);
+}
+
+#[tokio::test]
+async fn shrinking_then_removing_a_pool_detaches_and_deletes() {
+    let Some(s) = setup("shrink_remove").await else { return };
+    s.reconciler(s.config(&s.fast(2))).reconcile().await.expect("warm");
+    let r = s.reconciler(s.config(&s.fast(1)));
+    let report = r.reconcile().await.expect("shrink");
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    let left = s.cluster_enis(&r.ec2).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].attachment.as_ref().and_then(|a| a.device_index), Some(1), "the highest index goes");
+    let r = s.reconciler(s.config("  []\n"));
+    r.reconcile().await.expect("remove");
+    assert!(s.cluster_enis(&r.ec2).await.is_empty(), "nothing left in EC2");
+    assert!(r.store.load(std::time::Duration::from_secs(1)).expect("state").enis.is_empty());
+}
+
+#[tokio::test]
+async fn an_eni_held_by_a_pod_drains_instead_of_being_taken() {
+    let Some(s) = setup("drain_held").await else { return };
+    let r = s.reconciler(s.config(&s.fast(1)));
+    r.reconcile().await.expect("warm");
+    r.store
+        .update(std::time::Duration::from_secs(1), |st| {
+            st.enis[0].allocation =
+                Some(Allocation { container_id: "pod-1".into(), ifname: "net1".into(), netns: None, since_unix: 0 });
+            Ok::<_, nodeeni_ipam::store::StoreError>(())
+        })
+        .expect("claim");
+    let r = s.reconciler(s.config("  []\n"));
+    let report = r.reconcile().await.expect("remove pool");
+    assert_eq!(report.draining.len(), 1, "{report:?}");
+    assert_eq!(s.cluster_enis(&r.ec2).await.len(), 1, "still there while the pod has it");
+    assert_eq!(r.store.load(std::time::Duration::from_secs(1)).expect("state").enis[0].lifecycle, Lifecycle::Draining);
+    r.store
+        .update(std::time::Duration::from_secs(1), |st| {
+            st.enis[0].allocation = None;
+            Ok::<_, nodeeni_ipam::store::StoreError>(())
+        })
+        .expect("release");
+    let report = r.reconcile().await.expect("after release");
+    assert_eq!(report.deleted.len(), 1);
+    assert!(s.cluster_enis(&r.ec2).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_subnet_in_another_az_is_refused_and_other_pools_still_converge() {
+    let Some(s) = setup("wrong_az").await else { return };
+    let pools = format!(
+        "  - {{name: far, mode: host, subnetIds: [{}], firstDeviceIndex: 1}}\n  - {{name: near, mode: host, subnetNames: [signalling-a], firstDeviceIndex: 2}}\n",
+        s.w.subnet_b
+    );
+    let r = s.reconciler(s.config(&pools));
+    let report = r.reconcile().await.expect("reconcile");
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert!(report.refused[0].contains("us-east-1b") && report.refused[0].starts_with("far"), "{report:?}");
+    let enis = s.cluster_enis(&r.ec2).await;
+    assert_eq!(enis.len(), 1, "the near pool still got its ENI");
+    assert_eq!(enis[0].subnet_id.as_ref(), Some(&s.w.subnet_c), "subnet found by its Name tag");
+    let bad = format!(
+        "  - {{name: ghost, mode: host, subnetNames: [no-such-subnet], firstDeviceIndex: 1}}\n  - {}",
+        "{name: g2, mode: host, securityGroupNames: [nope], subnetIds: [SUB], firstDeviceIndex: 2}\n"
+            .replace("SUB", s.w.subnet_a.as_str())
+    );
+    let report = s.reconciler(s.config(&bad)).reconcile().await.expect("reconcile");
+    assert!(report.refused.iter().any(|r| r.contains("unknown subnet")), "{report:?}");
+    assert!(report.refused.iter().any(|r| r.contains("no security group named \"nope\"")), "{report:?}");
+}
+
+#[tokio::test]
+async fn two_pools_in_two_subnets() {
+    let Some(s) = setup("two_pools").await else { return };
+    let pools = format!(
+        "  - {{name: a, mode: kernel, resourceName: nodeeni.io/a, subnetIds: [{}], firstDeviceIndex: 1}}\n  - {{name: b, mode: dpdk, resourceName: nodeeni.io/b, subnetIds: [{}], firstDeviceIndex: 2}}\n",
+        s.w.subnet_a, s.w.subnet_c
+    );
+    let r = s.reconciler(s.config(&pools));
+    r.reconcile().await.expect("reconcile");
+    let state = r.store.load(std::time::Duration::from_secs(1)).expect("state");
+    let by_pool: BTreeSet<(String, String)> = state
+        .enis
+        .iter()
+        .map(|e| (e.pool.clone(), e.subnet_id.as_ref().map(|s| s.to_string()).unwrap_or_default()))
+        .collect();
+    assert_eq!(by_pool, [("a".into(), s.w.subnet_a.to_string()), ("b".into(), s.w.subnet_c.to_string())].into());
+    let dpdk = state.enis.iter().find(|e| e.pool == "b").expect("b");
+    assert_eq!(dpdk.dpdk_driver.as_deref(), Some("vfio-pci"));
+}
+
+async fn crash_then_restart(point: CrashPoint, test: &str) {
+    let Some(s) = setup(test).await else { return };
+    let mut crashing = s.reconciler(s.config(&s.fast(2)));
+    crashing.crash_at = Some(point);
+    let err = crashing.reconcile().await.expect_err("crash");
+    assert!(matches!(err, PoolError::Crash(p) if p == point), "{err}");
+    drop(crashing);
+    let r = s.reconciler(s.config(&s.fast(2)));
+    let report = r.reconcile().await.expect("restart");
+    let enis = s.cluster_enis(&r.ec2).await;
+    assert_eq!(enis.len(), 2, "exactly the declared count, nothing leaked: {report:?}");
+    assert!(enis.iter().all(|e| e.attachment.is_some()), "all attached");
+    let state = r.store.load(std::time::Duration::from_secs(1)).expect("state");
+    assert_eq!(state.enis.len(), 2);
+    assert!(state.enis.iter().all(|e| e.lifecycle == Lifecycle::Ready));
+    let ids: BTreeSet<_> = state.enis.iter().filter_map(|e| e.eni_id.clone()).collect();
+    assert_eq!(ids, enis.iter().map(|e| e.id.clone()).collect(), "the state names exactly EC2's ENIs");
+}
+
+#[tokio::test]
+async fn a_crash_between_create_and_attach_converges_without_a_leak() {
+    crash_then_restart(CrashPoint::AfterCreate, "crash_after_create").await;
+}
+
+#[tokio::test]
+async fn a_crash_between_attach_and_record_converges_without_a_leak() {
+    crash_then_restart(CrashPoint::AfterAttach, "crash_after_attach").await;
+}
+
+#[tokio::test]
+async fn leak_collection_deletes_only_old_enis_of_gone_nodes_in_this_cluster() {
+    let Some(s) = setup("leaks").await else { return };
+    let r = s.reconciler(s.config("  []\n"));
+    // A node that is gone: an instance, terminated.
+    let images = s.raw.describe_images().send().await.expect("images");
+    let ami = images.images().first().and_then(|i| i.image_id()).unwrap_or("ami-12c6146b").to_string();
+    let run = s
+        .raw
+        .run_instances()
+        .image_id(ami)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(s.w.subnet_a.as_str())
+        .send()
+        .await
+        .expect("run");
+    let gone = run.instances()[0].instance_id().expect("id").to_string();
+    s.raw.terminate_instances().instance_ids(&gone).send().await.expect("terminate");
+    let old = (nodeeni_ipam::store::now_unix() - 3600).to_string();
+    let young = nodeeni_ipam::store::now_unix().to_string();
+    let make = |cluster: &'static str, node: String, created: String| {
+        let raw = s.raw.clone();
+        let subnet = s.w.subnet_a.to_string();
+        async move {
+            let spec = aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface)
+                .tags(aws_sdk_ec2::types::Tag::builder().key(tags::CLUSTER).value(cluster).build())
+                .tags(aws_sdk_ec2::types::Tag::builder().key(tags::NODE).value(node).build())
+                .tags(aws_sdk_ec2::types::Tag::builder().key(tags::CREATED).value(created).build())
+                .build();
+            let out =
+                raw.create_network_interface().subnet_id(subnet).tag_specifications(spec).send().await.expect("create");
+            out.network_interface().and_then(|n| n.network_interface_id()).expect("id").to_string()
+        }
+    };
+    let leaked = make("test", gone.clone(), old.clone()).await;
+    let too_young = make("test", gone.clone(), young).await;
+    let other_cluster = make("someone-else", gone.clone(), old.clone()).await;
+    let live_node = make("test", s.w.instance.to_string(), old).await;
+    let deleted = r.collect_leaks().await.expect("collect");
+    assert_eq!(deleted.iter().map(|d| d.to_string()).collect::<Vec<_>>(), [leaked]);
+    let remaining: BTreeSet<String> =
+        r.ec2.enis_tagged(tags::NODE, None).await.expect("d").into_iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(remaining, [too_young, other_cluster, live_node].into());
+}
+
+#[tokio::test]
+async fn drift_outside_nodeeni_is_repaired() {
+    let Some(s) = setup("drift").await else { return };
+    let r = s.reconciler(s.config(&s.fast(1)));
+    r.reconcile().await.expect("warm");
+    let eni = s.cluster_enis(&r.ec2).await.remove(0);
+    // Someone detaches it and changes its description.
+    let attachment = eni.attachment.as_ref().expect("attached").id.clone();
+    r.ec2.detach_eni(&attachment, true).await.expect("detach outside");
+    r.ec2.set_description(&eni.id, "hand edited").await.expect("edit outside");
+    let report = r.reconcile().await.expect("repair");
+    assert!(report.repaired.iter().any(|x| x.contains("re-attached")), "{report:?}");
+    assert!(report.repaired.iter().any(|x| x.contains("description reset")), "{report:?}");
+    let now = r.ec2.describe_eni(&eni.id).await.expect("d").expect("exists");
+    assert_eq!(now.attachment.as_ref().and_then(|a| a.device_index), Some(1));
+    assert_eq!(now.description.as_deref(), Some("fast pool"));
+    // Someone deletes it: the record goes and a new ENI takes the slot.
+    let attachment = now.attachment.expect("attached").id;
+    r.ec2.detach_eni(&attachment, true).await.expect("detach");
+    r.ec2.delete_eni(&eni.id).await.expect("delete outside");
+    let report = r.reconcile().await.expect("repair");
+    assert!(report.repaired.iter().any(|x| x.contains("vanished")), "{report:?}");
+    assert_eq!(report.created.len(), 1);
+    let enis = s.cluster_enis(&r.ec2).await;
+    assert_eq!(enis.len(), 1);
+    assert_ne!(enis[0].id, eni.id);
+}
