@@ -10,6 +10,7 @@
 //! adoption after a crash, leak collection.
 
 pub mod ec2;
+pub mod host;
 pub mod reconcile;
 pub mod resilience;
 

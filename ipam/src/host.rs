@@ -1,0 +1,154 @@
+//! The host side of a pool ENI: find its netdev by the MAC EC2 reports (never by name or device
+//! index, which differ across instance types and above PCI slot 9), wait for it (bounded), record what
+//! the host knows of it, and prepare it as its pool declares — whatever the OS's own network tooling
+//! (ec2-net-utils, systemd-networkd) did to the hot-plugged interface meanwhile:
+//!
+//! - kernel pools: no addresses, the pool's MTU, up — ready to be moved into a pod;
+//! - host pools: renamed to the pool's stable name (`multus<device index>`), MTU, up, no addresses;
+//! - dpdk pools: bound to the pool's DPDK driver through the shared PCI layer.
+//!
+//! Netlink and sysfs are synchronous; they run on a blocking thread, never across an await.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nodeeni_conf::{MacAddr, Mode, Pool};
+use nodeeni_host::netlink::{Link, Netlink};
+use nodeeni_host::netns::NetNs;
+use nodeeni_host::pci::PciBus;
+use nodeeni_state::node::EniRecord;
+
+use crate::reconcile::{HostFacts, HostPrep};
+
+#[derive(Debug, Clone)]
+pub struct HostSide {
+    pub sysfs_root: PathBuf,
+    /// The node's network namespace, when it is not the daemon's own (tests).
+    pub netns: Option<PathBuf>,
+    /// How long a hot-plugged ENI may take to show up as a netdev.
+    pub netdev_wait: Duration,
+}
+
+impl HostSide {
+    pub fn new(sysfs_root: impl Into<PathBuf>) -> Self {
+        Self { sysfs_root: sysfs_root.into(), netns: None, netdev_wait: Duration::from_secs(60) }
+    }
+
+    fn netlink(&self) -> Result<Netlink, String> {
+        match &self.netns {
+            Some(p) => {
+                let ns = NetNs::open(p).map_err(|e| e.to_string())?;
+                Netlink::open_in(&ns).map_err(|e| e.to_string())
+            }
+            None => Netlink::open().map_err(|e| e.to_string()),
+        }
+    }
+
+    fn wait_for(&self, nl: &mut Netlink, mac: MacAddr) -> Result<Link, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(link) = nl.link_by_mac(mac).map_err(|e| e.to_string())? {
+                return Ok(link);
+            }
+            if start.elapsed() >= self.netdev_wait {
+                return Err(format!("no netdev with MAC {mac} appeared within {:?}", self.netdev_wait));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The synchronous work of [`HostPrep::prepare`].
+    pub fn prepare_blocking(&self, pool: &Pool, record: &EniRecord) -> Result<HostFacts, String> {
+        let mac = record.mac.ok_or("the record has no MAC yet")?;
+        let bus = PciBus::new(&self.sysfs_root);
+        if pool.mode == Mode::Dpdk
+            && let Some(pci) = record.pci
+            && bus.driver(pci).map_err(|e| e.to_string())?.as_deref() == Some(pool.dpdk_driver.as_str())
+        {
+            // Already bound (a restart): nothing to find, the netdev is gone by design.
+            return Ok(HostFacts {
+                ifname: None,
+                pci: Some(pci),
+                driver: record.driver.clone(),
+                ..facts_of(&bus, pci)
+            });
+        }
+        let mut nl = self.netlink()?;
+        let link = self.wait_for(&mut nl, mac)?;
+        let pci = bus.pci_of_netdev(&link.name);
+        let driver = match pci {
+            Some(p) => bus.driver(p).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let mut facts = HostFacts { ifname: Some(link.name.clone()), pci, driver, ..Default::default() };
+        if let Some(p) = pci {
+            let more = facts_of(&bus, p);
+            (facts.iommu_group, facts.numa_node) = (more.iommu_group, more.numa_node);
+        }
+        let err = |e: nodeeni_host::netlink::NetlinkError| format!("{}: {e}", link.name);
+        match pool.mode {
+            Mode::Kernel | Mode::Host => {
+                // The pool declares no host addresses: whatever the OS tooling added goes.
+                for addr in nl.addresses(link.index).map_err(err)? {
+                    tracing::info!(ifname = link.name, %addr, "removing an address the OS put on a pool ENI");
+                    nl.del_address(link.index, &addr).map_err(err)?;
+                }
+                if pool.mode == Mode::Host {
+                    let stable = pool.host_ifname(record.device_index.unwrap_or(0));
+                    if link.name != stable {
+                        if link.up {
+                            nl.set_up(link.index, false).map_err(err)?;
+                        }
+                        nl.set_name(link.index, &stable).map_err(err)?;
+                        tracing::info!(from = link.name, to = stable, "named host-pool ENI");
+                        facts.ifname = Some(stable);
+                    }
+                }
+                if let Some(mtu) = pool.mtu
+                    && mtu != link.mtu
+                {
+                    nl.set_mtu(link.index, mtu).map_err(err)?;
+                }
+                nl.set_up(link.index, true).map_err(err)?;
+            }
+            Mode::Dpdk => {
+                let pci = pci.ok_or_else(|| format!("{} has no PCI device to bind", link.name))?;
+                if let Some(mtu) = pool.mtu
+                    && mtu != link.mtu
+                {
+                    nl.set_mtu(link.index, mtu).map_err(err)?;
+                }
+                bus.bind(pci, pool.dpdk_driver.as_str(), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                tracing::info!(%pci, driver = %pool.dpdk_driver, "bound dpdk-pool ENI");
+            }
+        }
+        Ok(facts)
+    }
+}
+
+fn facts_of(bus: &PciBus, pci: nodeeni_conf::PciAddress) -> HostFacts {
+    HostFacts {
+        pci: Some(pci),
+        iommu_group: bus.iommu_group(pci).ok().flatten(),
+        numa_node: bus.numa_node(pci).ok().flatten(),
+        ..Default::default()
+    }
+}
+
+impl HostPrep for HostSide {
+    async fn prepare(&self, pool: &Pool, record: &EniRecord) -> Result<HostFacts, String> {
+        if record.allocation.is_some() {
+            // A pod has it; its netdev is in the pod's namespace.
+            return Ok(HostFacts {
+                ifname: record.host_ifname.clone(),
+                pci: record.pci,
+                driver: record.driver.clone(),
+                ..Default::default()
+            });
+        }
+        let (this, pool, record) = (self.clone(), pool.clone(), record.clone());
+        tokio::task::spawn_blocking(move || this.prepare_blocking(&pool, &record))
+            .await
+            .map_err(|e| format!("host preparation thread: {e}"))?
+    }
+}
