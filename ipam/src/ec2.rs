@@ -133,7 +133,9 @@ where
     R: HasStatus,
 {
     fn from(e: SdkError<E, R>) -> Self {
-        let no_response = matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_));
+        // No usable answer: timed out, never delivered, or cut off mid-response (a reset).
+        let no_response =
+            matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_));
         let status = e.raw_response().map(HasStatus::status);
         let code = e.code().map(str::to_string);
         let message = e.message().map(str::to_string).unwrap_or_else(|| match &e {

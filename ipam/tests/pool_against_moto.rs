@@ -5,75 +5,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{World, sdk, world};
-use nodeeni_conf::pool::LoadOptions;
-use nodeeni_conf::{Pool, PoolConfig};
-use nodeeni_ipam::ec2::{AwsEc2, Ec2, tags};
-use nodeeni_ipam::reconcile::{CrashPoint, HostFacts, HostPrep, NodeIdentity, PoolError, Reconciler};
-use nodeeni_ipam::store::{Allocation, EniRecord, Lifecycle};
-use nodeeni_tests::moto::Moto;
-
-/// EC2-only tests: there is no netdev to prepare, so the host side reports nothing.
-#[derive(Debug)]
-struct NoHostSide;
-
-impl HostPrep for NoHostSide {
-    async fn prepare(&self, _pool: &Pool, _record: &EniRecord) -> Result<HostFacts, String> {
-        Ok(HostFacts::default())
-    }
-}
-
-struct Setup {
-    _moto: Moto,
-    raw: aws_sdk_ec2::Client,
-    w: World,
-    state: tempfile::TempDir,
-    endpoint: String,
-}
-
-async fn setup(test: &str) -> Option<Setup> {
-    let moto = Moto::start(test)?;
-    let raw = sdk(&moto.endpoint);
-    let w = world(&raw).await;
-    let endpoint = moto.endpoint.clone();
-    Some(Setup { _moto: moto, raw, w, state: tempfile::tempdir().expect("state"), endpoint })
-}
-
-impl Setup {
-    fn config(&self, pools: &str) -> PoolConfig {
-        let text = format!(
-            "clusterName: test\nstateDir: {}\nleakGraceSeconds: 300\nec2: {{endpointUrl: \"{}\", region: us-east-1}}\npools:\n{pools}",
-            self.state.path().display(),
-            self.endpoint
-        );
-        PoolConfig::from_text(&text, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    fn reconciler(&self, config: PoolConfig) -> Reconciler<AwsEc2, NoHostSide> {
-        let ec2 = AwsEc2::from_client(self.raw.clone(), &config.ec2);
-        let node = NodeIdentity {
-            instance_id: self.w.instance.clone(),
-            availability_zone: "us-east-1a".into(),
-            instance_type: "c5.large".into(),
-            labels: Default::default(),
-        };
-        let mut r = Reconciler::new(ec2, NoHostSide, config, node);
-        r.detach_timeout = std::time::Duration::from_secs(10);
-        r
-    }
-
-    fn fast(&self, per_subnet: u32) -> String {
-        format!(
-            "  - {{name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [{}], securityGroupNames: [enis], \
-             enisPerSubnet: {per_subnet}, secondaryIpCount: 1, deleteOnTermination: false, description: fast pool, tags: {{team: core}}}}\n",
-            self.w.subnet_a
-        )
-    }
-
-    async fn cluster_enis(&self, ec2: &AwsEc2) -> Vec<nodeeni_ipam::ec2::Eni> {
-        ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("describe")
-    }
-}
+use common::setup;
+use nodeeni_ipam::ec2::{Ec2, tags};
+use nodeeni_ipam::reconcile::{CrashPoint, PoolError};
+use nodeeni_ipam::store::{Allocation, Lifecycle};
 
 #[tokio::test]
 async fn warming_a_pool_creates_tags_and_attaches_each_eni_with_three_mutations() {

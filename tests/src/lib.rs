@@ -6,6 +6,7 @@
 //!   ENIs whose node side carries the ENI's MAC;
 //! - [`sysfs`]: an emulated /sys/bus/pci tree with a kernel stand-in that honours bind/unbind.
 
+pub mod fault_proxy;
 pub mod moto;
 pub mod netns;
 pub mod root;

@@ -4,7 +4,12 @@
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
-use nodeeni_conf::{InstanceId, SecurityGroupId, SubnetId};
+use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::{InstanceId, Pool, PoolConfig, SecurityGroupId, SubnetId};
+use nodeeni_ipam::ec2::{AwsEc2, Ec2, tags};
+use nodeeni_ipam::reconcile::{HostFacts, HostPrep, NodeIdentity, Reconciler};
+use nodeeni_ipam::store::EniRecord;
+use nodeeni_tests::moto::Moto;
 
 /// A raw SDK client for setting the world up (and for checking what our client did).
 pub fn sdk(endpoint: &str) -> aws_sdk_ec2::Client {
@@ -71,4 +76,71 @@ pub async fn world(c: &aws_sdk_ec2::Client) -> World {
         .expect("instance");
     let instance = run.instances().first().and_then(|i| i.instance_id()).expect("id").parse().expect("valid");
     World { vpc, subnet_a, subnet_b, subnet_c, sg, instance }
+}
+
+/// EC2-only tests: there is no netdev to prepare, so the host side reports nothing.
+#[derive(Debug)]
+pub struct NoHostSide;
+
+impl HostPrep for NoHostSide {
+    async fn prepare(&self, _pool: &Pool, _record: &EniRecord) -> Result<HostFacts, String> {
+        Ok(HostFacts::default())
+    }
+}
+
+pub struct Setup {
+    pub moto: Moto,
+    pub raw: aws_sdk_ec2::Client,
+    pub w: World,
+    pub state: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+pub async fn setup(test: &str) -> Option<Setup> {
+    let moto = Moto::start(test)?;
+    let raw = sdk(&moto.endpoint);
+    let w = world(&raw).await;
+    let endpoint = moto.endpoint.clone();
+    Some(Setup { moto, raw, w, state: tempfile::tempdir().expect("state"), endpoint })
+}
+
+impl Setup {
+    pub fn config(&self, pools: &str) -> PoolConfig {
+        let text = format!(
+            "clusterName: test\nstateDir: {}\nleakGraceSeconds: 300\nec2: {{endpointUrl: \"{}\", region: us-east-1}}\npools:\n{pools}",
+            self.state.path().display(),
+            self.endpoint
+        );
+        PoolConfig::from_text(&text, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    pub fn reconciler(&self, config: PoolConfig) -> Reconciler<AwsEc2, NoHostSide> {
+        self.reconciler_via(config, &self.endpoint)
+    }
+
+    /// A reconciler whose EC2 client talks to `endpoint` (a fault-injecting proxy, say).
+    pub fn reconciler_via(&self, config: PoolConfig, endpoint: &str) -> Reconciler<AwsEc2, NoHostSide> {
+        let ec2 = AwsEc2::from_client(sdk(endpoint), &config.ec2);
+        let node = NodeIdentity {
+            instance_id: self.w.instance.clone(),
+            availability_zone: "us-east-1a".into(),
+            instance_type: "c5.large".into(),
+            labels: Default::default(),
+        };
+        let mut r = Reconciler::new(ec2, NoHostSide, config, node);
+        r.detach_timeout = std::time::Duration::from_secs(10);
+        r
+    }
+
+    pub fn fast(&self, per_subnet: u32) -> String {
+        format!(
+            "  - {{name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [{}], securityGroupNames: [enis], \
+             enisPerSubnet: {per_subnet}, secondaryIpCount: 1, deleteOnTermination: false, description: fast pool, tags: {{team: core}}}}\n",
+            self.w.subnet_a
+        )
+    }
+
+    pub async fn cluster_enis(&self, ec2: &AwsEc2) -> Vec<nodeeni_ipam::ec2::Eni> {
+        ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("describe")
+    }
 }

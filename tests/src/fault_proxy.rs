@@ -1,0 +1,141 @@
+//! An HTTP proxy between the AWS SDK and moto that injects faults: EC2 throttling errors, 500s, delays
+//! and connection resets, chosen per request by a schedule. Faults are injected before forwarding, so
+//! a faulted request never reaches moto. One request per connection (`Connection: close`).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What to do with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Forward,
+    /// 503 RequestLimitExceeded, as EC2 throttles.
+    Throttle,
+    /// 500 InternalError.
+    ServerError,
+    /// Forward after a pause.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Reset,
+}
+
+type Schedule = dyn Fn(u64) -> Fault + Send + Sync;
+
+#[derive(Debug)]
+pub struct FaultProxy {
+    pub endpoint: String,
+    stop: Arc<AtomicBool>,
+    pub requests: Arc<AtomicU64>,
+}
+
+fn ec2_error(status: &str, code: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>fault</RequestID></Response>"
+    );
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP request: the head (with any Connection header replaced by `close`) and its body.
+fn read_request(client: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = client.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = client.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut lines: Vec<&str> =
+        head.trim_end().split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
+    lines.push("Connection: close");
+    let mut out = (lines.join("\r\n") + "\r\n\r\n").into_bytes();
+    out.extend_from_slice(&buf[head_end..head_end + length]);
+    Some(out)
+}
+
+fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
+    let Some(request) = read_request(&mut client) else { return };
+    match fault {
+        Fault::Throttle => {
+            let _ = client.write_all(&ec2_error("503 Service Unavailable", "RequestLimitExceeded"));
+            return;
+        }
+        Fault::ServerError => {
+            let _ = client.write_all(&ec2_error("500 Internal Server Error", "InternalError"));
+            return;
+        }
+        Fault::Reset => return,
+        Fault::Delay(d) => std::thread::sleep(d),
+        Fault::Forward => {}
+    }
+    let Ok(mut up) = TcpStream::connect(upstream) else { return };
+    if up.write_all(&request).is_err() {
+        return;
+    }
+    let mut response = Vec::new();
+    let _ = up.read_to_end(&mut response);
+    let _ = client.write_all(&response);
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (`127.0.0.1:port`), asking `schedule` what to do with request number n.
+    pub fn start(upstream: &str, schedule: impl Fn(u64) -> Fault + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let schedule: Arc<Schedule> = Arc::new(schedule);
+        let upstream = upstream.to_string();
+        {
+            let (stop, requests) = (stop.clone(), requests.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let _ = client.set_nonblocking(false);
+                            let n = requests.fetch_add(1, Ordering::SeqCst);
+                            let fault = schedule(n);
+                            let upstream = upstream.clone();
+                            std::thread::spawn(move || serve(client, &upstream, fault));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            });
+        }
+        Self { endpoint: format!("http://127.0.0.1:{port}"), stop, requests }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
