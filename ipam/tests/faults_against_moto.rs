@@ -25,7 +25,7 @@ async fn retries_absorb_throttling_server_errors_delays_and_resets() {
         4 => Fault::Reset,
         _ => Fault::Forward,
     });
-    let pools = format!("{}", s.fast(2));
+    let pools = s.fast(2);
     let mut config = s.config(&pools);
     config.ec2.retry.max_attempts = 8;
     config.ec2.retry.base_delay_ms = 5;
