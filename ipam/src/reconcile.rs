@@ -85,6 +85,26 @@ pub struct Report {
     pub refused: Vec<String>,
 }
 
+impl Report {
+    fn absorb(&mut self, other: Report) {
+        self.created.extend(other.created);
+        self.attached.extend(other.attached);
+        self.adopted.extend(other.adopted);
+        self.deleted.extend(other.deleted);
+        self.repaired.extend(other.repaired);
+        self.draining.extend(other.draining);
+        self.refused.extend(other.refused);
+    }
+}
+
+/// What [`Reconciler::drain`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    pub deleted: Vec<EniId>,
+    /// Still on the node when the time ran out (held by pods).
+    pub remaining: Vec<EniId>,
+}
+
 #[derive(Debug)]
 pub struct Reconciler<E: Ec2, H: HostPrep> {
     pub ec2: E,
@@ -323,43 +343,62 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             }
         }
 
-        // Create and attach what is missing; repair what drifted.
+        // Create and attach what is missing; repair what drifted. Capacity and device indexes are
+        // decided first, then every slot converges at once (the rate limiter bounds the mutations).
+        let state = self.store.load(STORE_TIMEOUT)?;
+        let attached_indexes: Vec<u32> =
+            mine.iter().filter_map(|e| e.attachment.as_ref().and_then(|a| a.device_index)).collect();
+        let mut free = limits.max_enis.saturating_sub(used.len() as u32);
+        let mut work = Vec::new();
         for r in &resolved {
             for slot in Self::slots(r) {
-                let state = self.store.load(STORE_TIMEOUT)?;
                 let existing = state
                     .enis
                     .iter()
                     .find(|e| e.pool == slot.pool && e.device_index == Some(slot.device_index))
                     .cloned();
-                let rec = match existing {
-                    Some(rec) => rec,
-                    None => {
-                        if used.len() as u32 >= limits.max_enis {
-                            report.refused.push(format!(
-                                "{}: the instance takes {} ENIs and has {} already",
-                                slot.pool,
-                                limits.max_enis,
-                                used.len()
-                            ));
-                            continue;
-                        }
-                        if used.contains(&slot.device_index)
-                            && !mine
-                                .iter()
-                                .any(|e| e.attachment.as_ref().and_then(|a| a.device_index) == Some(slot.device_index))
-                        {
-                            report.refused.push(format!(
-                                "{}: device index {} is taken by another ENI",
-                                slot.pool, slot.device_index
-                            ));
-                            continue;
-                        }
-                        self.create(r, &slot, &mut report).await?
+                if existing.is_none() {
+                    if free == 0 {
+                        report.refused.push(format!(
+                            "{}: the instance takes {} ENIs and has no free slot for device index {}",
+                            slot.pool, limits.max_enis, slot.device_index
+                        ));
+                        continue;
                     }
-                };
-                self.ensure_attached(r, &slot, rec, &mut used, &mut report).await?;
+                    if used.contains(&slot.device_index) && !attached_indexes.contains(&slot.device_index) {
+                        report
+                            .refused
+                            .push(format!("{}: device index {} is taken by another ENI", slot.pool, slot.device_index));
+                        continue;
+                    }
+                    free -= 1;
+                    used.push(slot.device_index);
+                }
+                work.push((r, slot, existing));
             }
+        }
+        let results = futures_util::future::join_all(work.into_iter().map(|(r, slot, existing)| async move {
+            let mut part = Report::default();
+            let rec = match existing {
+                Some(rec) => rec,
+                None => self.create(r, &slot, &mut part).await?,
+            };
+            self.ensure_attached(r, &slot, rec, &mut part).await?;
+            Ok::<_, PoolError>(part)
+        }))
+        .await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(part) => report.absorb(part),
+                Err(e) => {
+                    tracing::error!(error = %e, "converging a slot failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(report)
     }
@@ -433,7 +472,6 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         r: &Resolved<'_>,
         slot: &Slot,
         rec: EniRecord,
-        used: &mut Vec<u32>,
         report: &mut Report,
     ) -> Result<(), PoolError> {
         let Some(id) = rec.eni_id.clone() else { return Ok(()) };
@@ -448,7 +486,6 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             }
             let attachment = self.ec2.attach_eni(&id, &self.node.instance_id, slot.device_index).await?;
             tracing::info!(eni = %id, attachment, device_index = slot.device_index, "attached ENI");
-            used.push(slot.device_index);
             report.attached.push(id.clone());
             self.crash(CrashPoint::AfterAttach)?;
             self.ec2.set_delete_on_termination(&id, &attachment, r.pool.delete_on_termination).await?;
@@ -544,6 +581,57 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         self.update(|s| s.enis.retain(|r| r.eni_id.as_ref() != Some(id)))?;
         report.deleted.push(id.clone());
         Ok(())
+    }
+
+    /// Empties the node: every ENI of this node is detached and deleted; ENIs held by pods are waited
+    /// for until `timeout`. Reports what it deleted and what it could not remove.
+    pub async fn drain(&self, timeout: Duration) -> Result<DrainReport, PoolError> {
+        let start = tokio::time::Instant::now();
+        let mut out = DrainReport::default();
+        loop {
+            let mine = self.mine().await?;
+            let mut report = Report::default();
+            self.sync_state(&mine, &mut report)?;
+            for rec in self.store.load(STORE_TIMEOUT)?.enis {
+                if let Some(id) = rec.eni_id.clone() {
+                    self.remove(&rec, &id, &mine, &mut report).await?;
+                }
+            }
+            out.deleted.extend(report.deleted);
+            out.remaining = self.store.load(STORE_TIMEOUT)?.enis.iter().filter_map(|e| e.eni_id.clone()).collect();
+            if out.remaining.is_empty() || start.elapsed() >= timeout {
+                if !out.remaining.is_empty() {
+                    tracing::warn!(remaining = ?out.remaining, "drain timed out; these are still held by pods");
+                }
+                return Ok(out);
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(timeout.saturating_sub(start.elapsed()))).await;
+        }
+    }
+
+    /// Reconciles every `interval`, and at once whenever `now` is notified, until `stop` is notified.
+    /// A failed pass is logged and handed to `on_pass` like a good one; the loop goes on.
+    pub async fn run(
+        &self,
+        interval: Duration,
+        now: &tokio::sync::Notify,
+        stop: &tokio::sync::Notify,
+        mut on_pass: impl FnMut(&Result<Report, PoolError>),
+    ) {
+        loop {
+            let result = self.reconcile().await;
+            match &result {
+                Ok(r) if r != &Report::default() => tracing::info!(report = ?r, "reconciled"),
+                Ok(_) => tracing::debug!("reconciled; nothing to do"),
+                Err(e) => tracing::error!(error = %e, "reconcile failed; retrying at the next pass"),
+            }
+            on_pass(&result);
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = now.notified() => tracing::debug!("reconcile requested"),
+                _ = stop.notified() => return,
+            }
+        }
     }
 
     /// Deletes ENIs of this cluster that are `available`, older than the grace period, and whose node

@@ -245,3 +245,74 @@ async fn drift_outside_nodeeni_is_repaired() {
     assert_eq!(enis.len(), 1);
     assert_ne!(enis[0].id, eni.id);
 }
+
+#[tokio::test]
+async fn drain_empties_the_node_and_reports_what_pods_still_hold() {
+    let Some(s) = setup("drain").await else { return };
+    let r = s.reconciler(s.config(&s.fast(2)));
+    r.reconcile().await.expect("warm");
+    let held = r
+        .store
+        .update(std::time::Duration::from_secs(1), |st| {
+            st.enis[0].allocation =
+                Some(Allocation { container_id: "pod-1".into(), ifname: "net1".into(), netns: None, since_unix: 0 });
+            Ok::<_, nodeeni_ipam::store::StoreError>(st.enis[0].eni_id.clone().expect("id"))
+        })
+        .expect("claim");
+    let report = r.drain(std::time::Duration::from_millis(800)).await.expect("drain");
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    assert_eq!(report.remaining, [held.clone()], "the pod's ENI is waited for, not taken");
+    assert_eq!(s.cluster_enis(&r.ec2).await.len(), 1);
+    r.store
+        .update(std::time::Duration::from_secs(1), |st| {
+            st.enis[0].allocation = None;
+            Ok::<_, nodeeni_ipam::store::StoreError>(())
+        })
+        .expect("release");
+    let report = r.drain(std::time::Duration::from_secs(5)).await.expect("drain");
+    assert_eq!((report.deleted, report.remaining.len()), (vec![held], 0));
+    assert!(s.cluster_enis(&r.ec2).await.is_empty(), "every pool ENI detached and deleted in EC2");
+}
+
+#[tokio::test]
+async fn the_loop_reconciles_periodically_and_on_demand() {
+    use std::time::Duration;
+    let Some(s) = setup("loop").await else { return };
+    let r = s.reconciler(s.config(&s.fast(1)));
+    let (now, stop) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+    let record = |passes: &mut Vec<Result<nodeeni_ipam::reconcile::Report, String>>, res: &Result<_, PoolError>| {
+        passes.push(res.as_ref().cloned().map_err(|e: &PoolError| e.to_string()))
+    };
+
+    // Periodic: nobody asks; drift made after the first pass is repaired by a later one.
+    let mut passes = Vec::new();
+    let driver = async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let eni = s.cluster_enis(&r.ec2).await.remove(0);
+        r.ec2.set_description(&eni.id, "edited by hand").await.expect("edit");
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        stop.notify_one();
+        eni
+    };
+    let (_, eni) = tokio::join!(r.run(Duration::from_millis(700), &now, &stop, |res| record(&mut passes, res)), driver);
+    assert!(passes.len() >= 3, "{passes:?}");
+    assert_eq!(passes[0].as_ref().expect("first pass").created.len(), 1);
+    assert!(
+        passes.iter().any(|p| p.as_ref().is_ok_and(|r| r.repaired.iter().any(|x| x.contains("description")))),
+        "{passes:?}"
+    );
+    assert_eq!(r.ec2.describe_eni(&eni.id).await.expect("d").expect("e").description.as_deref(), Some("fast pool"));
+
+    // On demand: a long interval, and a notify runs a pass at once.
+    let mut passes = Vec::new();
+    let driver = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        r.ec2.set_description(&eni.id, "edited again").await.expect("edit");
+        now.notify_one();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.notify_one();
+    };
+    tokio::join!(r.run(Duration::from_secs(3600), &now, &stop, |res| record(&mut passes, res)), driver);
+    assert_eq!(passes.len(), 2, "one pass at start, one on demand: {passes:?}");
+    assert!(passes[1].as_ref().is_ok_and(|r| r.repaired.iter().any(|x| x.contains("description"))), "{passes:?}");
+}
