@@ -261,7 +261,7 @@ async fn drain_empties_the_node_and_reports_what_pods_still_hold() {
         .expect("claim");
     let report = r.drain(std::time::Duration::from_millis(800)).await.expect("drain");
     assert_eq!(report.deleted.len(), 1, "{report:?}");
-    assert_eq!(report.remaining, [held.clone()], "the pod's ENI is waited for, not taken");
+    assert_eq!(report.remaining, std::slice::from_ref(&held), "the pod's ENI is waited for, not taken");
     assert_eq!(s.cluster_enis(&r.ec2).await.len(), 1);
     r.store
         .update(std::time::Duration::from_secs(1), |st| {
