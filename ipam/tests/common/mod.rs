@@ -39,6 +39,11 @@ fn name_tag(kind: ResourceType, name: &str) -> TagSpecification {
 
 /// A VPC with subnets in two AZs, a security group, and the node's instance in the first AZ.
 pub async fn world(c: &aws_sdk_ec2::Client) -> World {
+    world_with(c, InstanceType::C5Large).await
+}
+
+/// The same world with the node's instance of `instance_type`.
+pub async fn world_with(c: &aws_sdk_ec2::Client, instance_type: InstanceType) -> World {
     let vpc = c.create_vpc().cidr_block("10.0.0.0/16").send().await.expect("vpc");
     let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
     let subnet = |cidr: &'static str, az: &'static str, name: &'static str| {
@@ -69,7 +74,7 @@ pub async fn world(c: &aws_sdk_ec2::Client) -> World {
         .image_id(ami)
         .min_count(1)
         .max_count(1)
-        .instance_type(InstanceType::C5Large)
+        .instance_type(instance_type)
         .subnet_id(subnet_a.as_str())
         .send()
         .await
