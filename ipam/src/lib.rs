@@ -11,6 +11,7 @@
 
 pub mod ec2;
 pub mod host;
+pub mod identity;
 pub mod reconcile;
 pub mod resilience;
 

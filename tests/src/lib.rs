@@ -7,6 +7,7 @@
 //! - [`sysfs`]: an emulated /sys/bus/pci tree with a kernel stand-in that honours bind/unbind.
 
 pub mod fault_proxy;
+pub mod imds;
 pub mod moto;
 pub mod netns;
 pub mod root;
