@@ -377,13 +377,21 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 work.push((r, slot, existing));
             }
         }
+        let mine = &mine;
         let results = futures_util::future::join_all(work.into_iter().map(|(r, slot, existing)| async move {
             let mut part = Report::default();
-            let rec = match existing {
-                Some(rec) => rec,
-                None => self.create(r, &slot, &mut part).await?,
+            // What EC2 said of the ENI already (the tag listing, or the create's answer): no describe per ENI.
+            let (rec, known) = match existing {
+                Some(rec) => {
+                    let known = rec.eni_id.as_ref().and_then(|id| mine.iter().find(|e| &e.id == id).cloned());
+                    (rec, known)
+                }
+                None => {
+                    let (rec, eni) = self.create(r, &slot, &mut part).await?;
+                    (rec, Some(eni))
+                }
             };
-            self.ensure_attached(r, &slot, rec, &mut part).await?;
+            self.ensure_attached(r, &slot, rec, known, &mut part).await?;
             Ok::<_, PoolError>(part)
         }))
         .await;
@@ -403,7 +411,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         Ok(report)
     }
 
-    async fn create(&self, r: &Resolved<'_>, slot: &Slot, report: &mut Report) -> Result<EniRecord, PoolError> {
+    async fn create(&self, r: &Resolved<'_>, slot: &Slot, report: &mut Report) -> Result<(EniRecord, Eni), PoolError> {
         let pool = r.pool;
         let token = format!("{}-{}-{}-{}", self.node.instance_id, pool.name, slot.device_index, now_unix());
         // Intent first: a crash after the create finds the ENI again by this token.
@@ -453,18 +461,20 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         tracing::info!(eni = %eni.id, pool = pool.name, device_index = slot.device_index, reason = "pool below its declared size", "created ENI");
         report.created.push(eni.id.clone());
         self.crash(CrashPoint::AfterCreate)?;
-        self.update(|s| {
-            let rec = s.enis.iter_mut().find(|e| e.client_token.as_ref() == Some(&token) && e.eni_id.is_none());
-            rec.map(|rec| {
-                Self::fill_from(rec, &eni, Some(&slot.subnet));
-                rec.lifecycle = Lifecycle::Attaching;
-                rec.clone()
-            })
-        })?
-        .ok_or_else(|| PoolError::Refused {
-            pool: pool.name.clone(),
-            msg: "the create intent vanished from the node state".into(),
-        })
+        let rec = self
+            .update(|s| {
+                let rec = s.enis.iter_mut().find(|e| e.client_token.as_ref() == Some(&token) && e.eni_id.is_none());
+                rec.map(|rec| {
+                    Self::fill_from(rec, &eni, Some(&slot.subnet));
+                    rec.lifecycle = Lifecycle::Attaching;
+                    rec.clone()
+                })
+            })?
+            .ok_or_else(|| PoolError::Refused {
+                pool: pool.name.clone(),
+                msg: "the create intent vanished from the node state".into(),
+            })?;
+        Ok((rec, eni))
     }
 
     async fn ensure_attached(
@@ -472,11 +482,12 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         r: &Resolved<'_>,
         slot: &Slot,
         rec: EniRecord,
+        known: Option<Eni>,
         report: &mut Report,
     ) -> Result<(), PoolError> {
         let Some(id) = rec.eni_id.clone() else { return Ok(()) };
-        let Some(eni) = self.ec2.describe_eni(&id).await? else { return Ok(()) };
-        let mut eni = eni;
+        // Not in EC2's listing: a vanished ENI still held by a pod; nothing to attach.
+        let Some(mut eni) = known else { return Ok(()) };
         let attached_here =
             eni.attachment.as_ref().is_some_and(|a| a.instance_id.as_deref() == Some(self.node.instance_id.as_str()));
         if !attached_here {
@@ -489,7 +500,13 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             report.attached.push(id.clone());
             self.crash(CrashPoint::AfterAttach)?;
             self.ec2.set_delete_on_termination(&id, &attachment, r.pool.delete_on_termination).await?;
-            eni = self.ec2.describe_eni(&id).await?.unwrap_or(eni);
+            eni.attachment = Some(crate::ec2::Attachment {
+                id: attachment,
+                instance_id: Some(self.node.instance_id.to_string()),
+                device_index: Some(slot.device_index),
+                status: "attached".into(),
+                delete_on_termination: Some(r.pool.delete_on_termination),
+            });
         } else if let Some(a) = &eni.attachment
             && a.delete_on_termination != Some(r.pool.delete_on_termination)
         {
