@@ -116,6 +116,8 @@ pub struct Reconciler<E: Ec2, H: HostPrep> {
     pub crash_at: Option<CrashPoint>,
     /// How long to wait for a detach to finish.
     pub detach_timeout: Duration,
+    /// How long to wait for EC2 to confirm an attachment.
+    pub attach_timeout: Duration,
 }
 
 /// A pool with its subnets and security groups resolved in EC2.
@@ -136,7 +138,16 @@ struct Slot {
 impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
     pub fn new(ec2: E, host: H, config: PoolConfig, node: NodeIdentity) -> Self {
         let store = NodeStore::new(&config.state_dir);
-        Self { ec2, host, config, node, store, crash_at: None, detach_timeout: Duration::from_secs(60) }
+        Self {
+            ec2,
+            host,
+            config,
+            node,
+            store,
+            crash_at: None,
+            detach_timeout: Duration::from_secs(60),
+            attach_timeout: Duration::from_secs(60),
+        }
     }
 
     fn crash(&self, at: CrashPoint) -> Result<(), PoolError> {
@@ -408,6 +419,8 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         if let Some(e) = first_error {
             return Err(e);
         }
+        let attached = report.attached.clone();
+        self.confirm_attachments(&attached, &mut report).await?;
         Ok(report)
     }
 
@@ -598,6 +611,35 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         self.update(|s| s.enis.retain(|r| r.eni_id.as_ref() != Some(id)))?;
         report.deleted.push(id.clone());
         Ok(())
+    }
+
+    /// Waits (bounded by `attach_timeout`) until EC2 reports every attachment made in this pass as
+    /// `attached`, with one listing per poll for all of them rather than a describe per ENI.
+    async fn confirm_attachments(&self, attached: &[EniId], report: &mut Report) -> Result<(), PoolError> {
+        if attached.is_empty() {
+            return Ok(());
+        }
+        let start = tokio::time::Instant::now();
+        loop {
+            let mine = self.mine().await?;
+            let pending: Vec<&EniId> = attached
+                .iter()
+                .filter(|id| {
+                    !mine.iter().any(|e| &e.id == *id && e.attachment.as_ref().is_some_and(|a| a.status == "attached"))
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= self.attach_timeout {
+                for id in pending {
+                    tracing::error!(eni = %id, "attachment not confirmed by EC2 in time");
+                    report.refused.push(format!("{id}: attachment not confirmed within {:?}", self.attach_timeout));
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Empties the node: every ENI of this node is detached and deleted; ENIs held by pods are waited
