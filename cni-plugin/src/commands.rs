@@ -142,6 +142,15 @@ fn addresses_for(ctx: &Ctx, target: &Target) -> Result<CniResult> {
     Ok(result)
 }
 
+/// The addresses, or, when getting them failed, the record forgotten (nothing was changed yet, and a
+/// delegate whose ADD failed has cleaned up after itself: no IPAM DEL for it).
+fn addresses_or_forget(ctx: &Ctx, target: &Target, record: &AttachmentRecord) -> Result<CniResult> {
+    addresses_for(ctx, target).or_else(|e| {
+        ctx.attachments.remove(&record.container_id, &record.ifname)?;
+        Err(e)
+    })
+}
+
 fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, pod_ns: &NetNs) -> Result<CniResult> {
     let (_, ifname) = ctx.attachment_key()?;
     let mac = target.mac.ok_or_else(|| PluginError::DeviceNotFound("the device has no MAC".into()))?;
@@ -158,14 +167,7 @@ fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, p
     record.host = Some(kernel::capture(host, &link)?);
     ctx.attachments.save(&record)?;
 
-    // A delegate whose ADD failed has cleaned up after itself: no IPAM DEL for it then.
-    let addresses = match addresses_for(ctx, target) {
-        Ok(a) => a,
-        Err(e) => {
-            ctx.attachments.remove(&record.container_id, &record.ifname)?;
-            return Err(e);
-        }
-    };
+    let addresses = addresses_or_forget(ctx, target, &record)?;
     let steps = (|| {
         let mtu = ctx.conf.mtu.or(target.record.as_ref().and_then(|r| r.mtu));
         let moved = kernel::move_in(host, &mut pod, pod_ns, &link, ifname, mtu, &addresses)?;
@@ -198,13 +200,7 @@ fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
     record.driver_before = Some(before.driver.clone());
     record.netdevs_before = before.netdevs.clone();
     ctx.attachments.save(&record)?;
-    let addresses = match addresses_for(ctx, target) {
-        Ok(a) => a,
-        Err(e) => {
-            ctx.attachments.remove(&record.container_id, &record.ifname)?;
-            return Err(e);
-        }
-    };
+    let addresses = addresses_or_forget(ctx, target, &record)?;
     let steps = (|| {
         dpdk::bind(ctx, pci, &target.dpdk_driver)?;
         let (_, ifname) = ctx.attachment_key()?;

@@ -269,28 +269,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 tracing::info!(eni = %eni.id, pool, known_pool = pool_names.contains(&pool), "adopting an ENI tagged for this node");
                 let mode = self.config.pool(&pool).map_or(Mode::Kernel, |p| p.mode);
                 let mut rec = EniRecord {
-                    eni_id: Some(eni.id.clone()),
-                    pool,
-                    mode,
-                    lifecycle: Lifecycle::Attaching,
-                    subnet_id: None,
-                    subnet_cidr: None,
-                    gateway: None,
-                    primary_ip: None,
-                    secondary_ips: vec![],
-                    mac: None,
                     device_index: eni.attachment.as_ref().and_then(|a| a.device_index),
-                    attachment_id: None,
-                    host_ifname: None,
-                    pci: None,
-                    driver: None,
-                    dpdk_driver: None,
-                    iommu_group: None,
-                    numa_node: None,
-                    mtu: None,
-                    allocation: None,
                     client_token: token.cloned(),
-                    updated_unix: now_unix(),
+                    ..EniRecord::new(pool, mode, Lifecycle::Attaching)
                 };
                 Self::fill_from(&mut rec, eni, None);
                 s.enis.push(rec);
@@ -430,28 +411,14 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         // Intent first: a crash after the create finds the ENI again by this token.
         self.update(|s| {
             s.enis.push(EniRecord {
-                eni_id: None,
-                pool: pool.name.clone(),
-                mode: pool.mode,
-                lifecycle: Lifecycle::Creating,
                 subnet_id: Some(slot.subnet.id.clone()),
                 subnet_cidr: Some(slot.subnet.cidr),
                 gateway: Some(slot.subnet.cidr.vpc_gateway()),
-                primary_ip: None,
-                secondary_ips: vec![],
-                mac: None,
                 device_index: Some(slot.device_index),
-                attachment_id: None,
-                host_ifname: None,
-                pci: None,
-                driver: None,
                 dpdk_driver: (pool.mode == Mode::Dpdk).then(|| pool.dpdk_driver.to_string()),
-                iommu_group: None,
-                numa_node: None,
                 mtu: pool.mtu,
-                allocation: None,
                 client_token: Some(token.clone()),
-                updated_unix: now_unix(),
+                ..EniRecord::new(pool.name.clone(), pool.mode, Lifecycle::Creating)
             })
         })?;
         let mut tagset = pool.tags.clone();

@@ -22,27 +22,9 @@ fn pool(mode: &str, extra: &str) -> Pool {
 fn record(mac: &str, device_index: u32, mode: Mode) -> EniRecord {
     EniRecord {
         eni_id: Some("eni-0000000000000c0de".parse().expect("id")),
-        pool: "p".into(),
-        mode,
-        lifecycle: Lifecycle::Attaching,
-        subnet_id: None,
-        subnet_cidr: None,
-        gateway: None,
-        primary_ip: None,
-        secondary_ips: vec![],
         mac: Some(mac.parse().expect("mac")),
         device_index: Some(device_index),
-        attachment_id: None,
-        host_ifname: None,
-        pci: None,
-        driver: None,
-        dpdk_driver: None,
-        iommu_group: None,
-        numa_node: None,
-        mtu: None,
-        allocation: None,
-        client_token: None,
-        updated_unix: 0,
+        ..EniRecord::new("p", mode, Lifecycle::Attaching)
     }
 }
 

@@ -110,6 +110,34 @@ pub struct EniRecord {
 }
 
 impl EniRecord {
+    /// A record of `pool`'s ENI in `lifecycle`, with nothing known yet.
+    pub fn new(pool: impl Into<String>, mode: Mode, lifecycle: Lifecycle) -> Self {
+        Self {
+            eni_id: None,
+            pool: pool.into(),
+            mode,
+            lifecycle,
+            subnet_id: None,
+            subnet_cidr: None,
+            gateway: None,
+            primary_ip: None,
+            secondary_ips: Vec::new(),
+            mac: None,
+            device_index: None,
+            attachment_id: None,
+            host_ifname: None,
+            pci: None,
+            driver: None,
+            dpdk_driver: None,
+            iommu_group: None,
+            numa_node: None,
+            mtu: None,
+            allocation: None,
+            client_token: None,
+            updated_unix: now_unix(),
+        }
+    }
+
     /// The ENI's VPC addresses with the subnet's prefix length, primary first.
     pub fn vpc_addresses(&self) -> Vec<IpNet> {
         let Some(cidr) = self.subnet_cidr else { return Vec::new() };
@@ -267,27 +295,13 @@ mod tests {
     fn record(id: &str, pool: &str) -> EniRecord {
         EniRecord {
             eni_id: Some(id.parse().expect("id")),
-            pool: pool.into(),
-            mode: Mode::Kernel,
-            lifecycle: Lifecycle::Ready,
-            subnet_id: None,
             subnet_cidr: Some("10.0.1.0/24".parse().expect("cidr")),
-            gateway: None,
             primary_ip: Some("10.0.1.20".parse().expect("ip")),
             secondary_ips: vec!["10.0.1.21".parse().expect("ip")],
             mac: Some("0a:00:00:00:00:01".parse().expect("mac")),
             device_index: Some(1),
-            attachment_id: None,
             host_ifname: Some("eth1".into()),
-            pci: None,
-            driver: None,
-            dpdk_driver: None,
-            iommu_group: None,
-            numa_node: None,
-            mtu: None,
-            allocation: None,
-            client_token: None,
-            updated_unix: 0,
+            ..EniRecord::new(pool, Mode::Kernel, Lifecycle::Ready)
         }
     }
 
