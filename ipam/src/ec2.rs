@@ -72,7 +72,11 @@ pub struct Instance {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstanceLimits {
+    /// ENIs the instance takes on network card 0, where the pool attaches (the whole instance's
+    /// limit on single-card types).
     pub max_enis: u32,
+    /// Network cards the instance type has.
+    pub network_cards: u32,
     pub ipv4_per_eni: u32,
 }
 
@@ -380,8 +384,17 @@ impl Ec2 for AwsEc2 {
             .await?;
         let info =
             resp.instance_types().first().and_then(|t| t.network_info()).ok_or_else(|| missing("network info"))?;
+        let total = info.maximum_network_interfaces().and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
+        // Multi-card types list each card's limit; the pool attaches on card 0.
+        let card0 = info
+            .network_cards()
+            .iter()
+            .find(|c| c.network_card_index().unwrap_or(0) == 0)
+            .and_then(|c| c.maximum_network_interfaces())
+            .and_then(|n| u32::try_from(n).ok());
         Ok(InstanceLimits {
-            max_enis: info.maximum_network_interfaces().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
+            max_enis: card0.unwrap_or(total).min(total),
+            network_cards: info.maximum_network_cards().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
             ipv4_per_eni: info.ipv4_addresses_per_interface().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
         })
     }

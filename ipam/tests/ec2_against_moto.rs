@@ -35,6 +35,7 @@ async fn the_client_does_every_pool_operation_against_moto() {
     assert_eq!(inst.used_device_indexes, [0], "only the primary ENI");
     let limits = ec2.instance_limits("c5.large").await.expect("limits");
     assert_eq!(limits.max_enis, 3, "c5.large takes 3 ENIs (from DescribeInstanceTypes)");
+    assert_eq!(limits.network_cards, 1);
 
     let tagset: BTreeMap<String, String> = [
         (tags::CLUSTER.to_string(), "test".to_string()),

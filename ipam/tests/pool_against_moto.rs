@@ -316,3 +316,26 @@ async fn the_loop_reconciles_periodically_and_on_demand() {
     assert_eq!(passes.len(), 2, "one pass at start, one on demand: {passes:?}");
     assert!(passes[1].as_ref().is_ok_and(|r| r.repaired.iter().any(|x| x.contains("description"))), "{passes:?}");
 }
+
+#[tokio::test]
+async fn a_full_instance_or_a_taken_index_is_refused_clearly() {
+    let Some(s) = setup("no_free_index").await else { return };
+    // Someone else's ENI already sits at device index 1.
+    let other = s.raw.create_network_interface().subnet_id(s.w.subnet_a.as_str()).send().await.expect("create");
+    let other_id = other.network_interface().and_then(|n| n.network_interface_id()).expect("id").to_string();
+    s.raw
+        .attach_network_interface()
+        .network_interface_id(&other_id)
+        .instance_id(s.w.instance.as_str())
+        .device_index(1)
+        .send()
+        .await
+        .expect("attach");
+    // c5.large takes 3 ENIs: the primary and the foreign one leave room for one more.
+    let r = s.reconciler(s.config(&s.fast(3)));
+    let report = r.reconcile().await.expect("reconcile");
+    assert!(report.refused.iter().any(|x| x.contains("device index 1 is taken by another ENI")), "{report:?}");
+    assert!(report.refused.iter().any(|x| x.contains("the instance takes 3 ENIs")), "{report:?}");
+    assert_eq!(report.created.len(), 1, "the one free slot is used: {report:?}");
+    assert_eq!(s.cluster_enis(&r.ec2).await.len(), 1);
+}
