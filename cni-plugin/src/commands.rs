@@ -175,21 +175,7 @@ fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, p
         let iface = kernel::interface(&moved, &sandbox, target.pci.map(|p| p.to_string()));
         merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() })
     })();
-    match steps {
-        Ok(result) => {
-            record.phase = Phase::Added;
-            record.result = Some(result.clone());
-            ctx.attachments.save(&record)?;
-            Ok(result)
-        }
-        Err(e) => match undo_kernel(ctx, &record, Some(&mut pod), host, host_ns) {
-            Ok(()) => {
-                ctx.attachments.remove(&record.container_id, &record.ifname)?;
-                Err(e)
-            }
-            Err(undo) => Err(PluginError::UndoFailed { error: Box::new(e), undo: undo.to_string() }),
-        },
-    }
+    finish_add(ctx, record, steps, |record| undo_kernel(ctx, record, Some(&mut pod), host, host_ns))
 }
 
 fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
@@ -208,6 +194,18 @@ fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
         let iface = dpdk::interface(ifname, netns.as_deref(), target.mac.map(|m| m.to_string()), pci);
         merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() })
     })();
+    // bind() already rolled the driver back on failure; what is left to undo is IPAM.
+    finish_add(ctx, record, steps, |record| ipam_del(ctx, record))
+}
+
+/// Ends an ADD: on success the record says Added, with the result CHECK and a repeated ADD use; on
+/// failure `undo` runs, and the record is forgotten only if undoing worked (a DEL retry needs it).
+fn finish_add(
+    ctx: &Ctx,
+    mut record: AttachmentRecord,
+    steps: Result<CniResult>,
+    undo: impl FnOnce(&AttachmentRecord) -> Result<()>,
+) -> Result<CniResult> {
     match steps {
         Ok(result) => {
             record.phase = Phase::Added;
@@ -215,17 +213,13 @@ fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
             ctx.attachments.save(&record)?;
             Ok(result)
         }
-        Err(e) => {
-            // bind() already rolled the driver back; what is left is IPAM and the record.
-            let undo = ipam_del(ctx, &record);
-            match undo {
-                Ok(()) => {
-                    ctx.attachments.remove(&record.container_id, &record.ifname)?;
-                    Err(e)
-                }
-                Err(u) => Err(PluginError::UndoFailed { error: Box::new(e), undo: u.to_string() }),
+        Err(e) => match undo(&record) {
+            Ok(()) => {
+                ctx.attachments.remove(&record.container_id, &record.ifname)?;
+                Err(e)
             }
-        }
+            Err(u) => Err(PluginError::UndoFailed { error: Box::new(e), undo: u.to_string() }),
+        },
     }
 }
 
