@@ -1,0 +1,148 @@
+//! What a container gets for its ENIs, in the conventions DPDK apps and Multus already read from the
+//! SR-IOV device plugin:
+//!
+//! - `PCIDEVICE_<RESOURCE>` = the PCI addresses, comma-separated; `PCIDEVICE_<RESOURCE>_INFO` = JSON
+//!   keyed by PCI address with the device ID (the ENI ID) and, for DPDK, the vfio mounts;
+//!   `NODEENI_ENI_IDS_<RESOURCE>` = the ENI IDs;
+//! - DPDK: device nodes `/dev/vfio/vfio` and the IOMMU group's node, read-write. Most EC2 instances have
+//!   no IOMMU, so vfio runs in no-IOMMU mode and the host node is `/dev/vfio/noiommu-<group>`; the
+//!   container always sees `/dev/vfio/<group>`;
+//! - a Network Plumbing WG device-info file per device (`<resource with / as ->-<id>-device.json`,
+//!   type pci, version 1.1.0, read-only), removed when the device leaves.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use nodeeni_conf::{EniId, Mode, ResourceName};
+use nodeeni_proto::deviceplugin::v1beta1 as api;
+use serde_json::json;
+
+use crate::devices::{Device, pcidevice_env};
+
+pub const DEFAULT_DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
+
+#[derive(Debug, Clone)]
+pub struct AllocateSettings {
+    pub resource: ResourceName,
+    pub mode: Mode,
+    /// Where device nodes live (`/dev`; a temp tree in tests).
+    pub dev_root: PathBuf,
+    pub devinfo_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    #[error("{eni}: no vfio node for IOMMU group {group} under {dir} (is the device bound to vfio-pci?)")]
+    NoVfioNode { eni: EniId, group: u32, dir: PathBuf },
+    #[error("{eni}: DPDK devices need a PCI address and an IOMMU group; the node state has none yet")]
+    NotBound { eni: EniId },
+    #[error("device-info file {path}: {source}")]
+    DevInfo { path: PathBuf, source: std::io::Error },
+}
+
+/// The host and container paths of a vfio group's node.
+fn vfio_group_node(settings: &AllocateSettings, d: &Device, group: u32) -> Result<(PathBuf, String), AllocateError> {
+    let dir = settings.dev_root.join("vfio");
+    let container = format!("/dev/vfio/{group}");
+    for host in [dir.join(group.to_string()), dir.join(format!("noiommu-{group}"))] {
+        if host.exists() {
+            return Ok((host, container));
+        }
+    }
+    Err(AllocateError::NoVfioNode { eni: d.eni_id.clone(), group, dir })
+}
+
+/// The response for one container asking for `devices`.
+pub fn container_response(
+    settings: &AllocateSettings,
+    devices: &[&Device],
+) -> Result<api::ContainerAllocateResponse, AllocateError> {
+    let resource = settings.resource.as_str();
+    let env = pcidevice_env(resource);
+    let mut info = serde_json::Map::new();
+    let mut specs = Vec::new();
+    let mut pcis = Vec::new();
+    if settings.mode == Mode::Dpdk && !devices.is_empty() {
+        specs.push(api::DeviceSpec {
+            container_path: "/dev/vfio/vfio".into(),
+            host_path: settings.dev_root.join("vfio/vfio").display().to_string(),
+            permissions: "rw".into(),
+        });
+    }
+    for d in devices {
+        let mut entry = json!({"generic": {"deviceID": d.eni_id.to_string()}});
+        if settings.mode == Mode::Dpdk {
+            let (Some(_), Some(group)) = (d.pci, d.iommu_group) else {
+                return Err(AllocateError::NotBound { eni: d.eni_id.clone() });
+            };
+            let (host, container) = vfio_group_node(settings, d, group)?;
+            entry["vfio"] = json!({"dev-mount": container, "mount": "/dev/vfio/vfio"});
+            specs.push(api::DeviceSpec {
+                container_path: container,
+                host_path: host.display().to_string(),
+                permissions: "rw".into(),
+            });
+        }
+        if let Some(pci) = d.pci {
+            pcis.push(pci.to_string());
+            info.insert(pci.to_string(), entry);
+        }
+    }
+    let mut envs = std::collections::HashMap::new();
+    envs.insert(env.clone(), pcis.join(","));
+    envs.insert(format!("{env}_INFO"), serde_json::Value::Object(info).to_string());
+    envs.insert(
+        format!("NODEENI_ENI_IDS_{}", env.trim_start_matches("PCIDEVICE_")),
+        devices.iter().map(|d| d.eni_id.to_string()).collect::<Vec<_>>().join(","),
+    );
+    Ok(api::ContainerAllocateResponse {
+        envs,
+        mounts: vec![],
+        devices: specs,
+        annotations: Default::default(),
+        cdi_devices: vec![],
+    })
+}
+
+/// `<resource with / as ->-<device id>-device.json`.
+pub fn devinfo_path(settings: &AllocateSettings, eni: &EniId) -> PathBuf {
+    settings.devinfo_dir.join(format!("{}-{eni}-device.json", settings.resource.as_str().replace('/', "-")))
+}
+
+/// Writes the device-info file for a device with a PCI address (read-only, replaced atomically).
+pub fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<PathBuf>, AllocateError> {
+    let Some(pci) = d.pci else { return Ok(None) };
+    let path = devinfo_path(settings, &d.eni_id);
+    let err = |source| AllocateError::DevInfo { path: path.clone(), source };
+    std::fs::create_dir_all(&settings.devinfo_dir).map_err(err)?;
+    let body = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": pci.to_string()}});
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, body.to_string()).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(Some(path))
+}
+
+/// Removes the device-info files of this resource's devices that are no longer in `current`.
+pub fn remove_stale_devinfo(settings: &AllocateSettings, current: &[Device]) -> Result<Vec<PathBuf>, AllocateError> {
+    let prefix = format!("{}-", settings.resource.as_str().replace('/', "-"));
+    let keep: BTreeMap<PathBuf, ()> = current.iter().map(|d| (devinfo_path(settings, &d.eni_id), ())).collect();
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(&settings.devinfo_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(source) => return Err(AllocateError::DevInfo { path: settings.devinfo_dir.clone(), source }),
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let ours =
+            name.starts_with(&prefix) && name.ends_with("-device.json") && name[prefix.len()..].starts_with("eni-");
+        if ours && !keep.contains_key(&path) {
+            std::fs::remove_file(&path).map_err(|source| AllocateError::DevInfo { path: path.clone(), source })?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
