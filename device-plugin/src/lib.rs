@@ -7,4 +7,5 @@
 
 pub mod allocate;
 pub mod devices;
+pub mod registration;
 pub mod service;

@@ -1,0 +1,142 @@
+//! Serving a resource to the kubelet: serve on our socket first, then register with kubelet.sock.
+//! When the kubelet restarts it deletes every plugin socket and makes a new kubelet.sock; we watch the
+//! folder with inotify (a push, not a poll), and on either event serve again and register again.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nodeeni_conf::ResourceName;
+use nodeeni_proto::deviceplugin::v1beta1 as api;
+use nodeeni_proto::uds;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::service::PluginService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("cannot reach the kubelet at {path}: {source}")]
+    Dial { path: PathBuf, source: tonic::transport::Error },
+    #[error("the kubelet refused to register {resource}: {status}")]
+    Refused { resource: String, status: tonic::Status },
+    #[error("cannot serve on {path}: {source}")]
+    Serve { path: PathBuf, source: std::io::Error },
+    #[error("cannot watch {path}: {source}")]
+    Watch { path: PathBuf, source: nix::Error },
+}
+
+/// Where one resource is served.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The kubelet's device-plugin folder (`/var/lib/kubelet/device-plugins`).
+    pub dir: PathBuf,
+    /// Our socket's file name in it, e.g. `nodeeni-dpdk.sock`.
+    pub socket: String,
+    pub resource: ResourceName,
+}
+
+impl Endpoint {
+    pub fn for_resource(dir: impl Into<PathBuf>, resource: ResourceName) -> Self {
+        let socket = format!("nodeeni-{}.sock", resource.short_name());
+        Self { dir: dir.into(), socket, resource }
+    }
+}
+
+/// Registers `ep` with the kubelet (version v1beta1, our options).
+pub async fn register(ep: &Endpoint) -> Result<(), RegisterError> {
+    let path = ep.dir.join(api::KUBELET_SOCKET);
+    let channel = uds::connect(&path).await.map_err(|source| RegisterError::Dial { path: path.clone(), source })?;
+    let mut client = api::registration_client::RegistrationClient::new(channel);
+    client
+        .register(api::RegisterRequest {
+            version: api::VERSION.into(),
+            endpoint: ep.socket.clone(),
+            resource_name: ep.resource.to_string(),
+            options: Some(PluginService::options()),
+        })
+        .await
+        .map_err(|status| RegisterError::Refused { resource: ep.resource.to_string(), status })?;
+    tracing::info!(resource = %ep.resource, socket = ep.socket, "registered with the kubelet");
+    Ok(())
+}
+
+/// Reports, from a blocking thread, when `socket` is deleted or kubelet.sock is created in `dir`.
+fn watch_folder(dir: &Path, socket: &str) -> Result<mpsc::UnboundedReceiver<()>, RegisterError> {
+    let inotify =
+        Inotify::init(InitFlags::IN_CLOEXEC).map_err(|source| RegisterError::Watch { path: dir.into(), source })?;
+    inotify
+        .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE)
+        .map_err(|source| RegisterError::Watch { path: dir.into(), source })?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ours, kubelet) = (OsString::from(socket), OsString::from(api::KUBELET_SOCKET));
+    std::thread::spawn(move || {
+        while let Ok(events) = inotify.read_events() {
+            let wake = events.iter().any(|e| {
+                (e.mask.contains(AddWatchFlags::IN_DELETE) && e.name.as_ref() == Some(&ours))
+                    || (e.mask.contains(AddWatchFlags::IN_CREATE) && e.name.as_ref() == Some(&kubelet))
+            });
+            if wake && tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Serves `service` at `ep` and keeps it registered across kubelet restarts, until `stop` fires.
+pub async fn serve_and_register(service: PluginService, ep: Endpoint, stop: &Notify) -> Result<(), RegisterError> {
+    let mut events = watch_folder(&ep.dir, &ep.socket)?;
+    let path = ep.dir.join(&ep.socket);
+    loop {
+        // Serve first: the kubelet calls back as soon as we register.
+        let incoming = uds::bind(&path).map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
+        let (quit, quit_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(api::device_plugin_server::DevicePluginServer::new(service.clone()))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = quit_rx.await;
+                }),
+        );
+        // Register, and again whenever the kubelet comes back; serve anew only if our socket is gone.
+        loop {
+            // The kubelet may not be up yet (or is restarting): keep trying, briefly apart.
+            loop {
+                match register(&ep).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "registration failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = stop.notified() => {
+                                let _ = quit.send(());
+                                let _ = server.await;
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            // What happened until now (our own rebind's delete, the kubelet coming up) this
+            // registration already answers; only what comes after it means another restart.
+            while events.try_recv().is_ok() {}
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = stop.notified() => {
+                    let _ = quit.send(());
+                    let _ = server.await;
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(());
+                }
+            }
+            if !path.exists() {
+                tracing::info!(resource = %ep.resource, "our socket was removed (kubelet restart); serving and registering again");
+                break;
+            }
+            tracing::info!(resource = %ep.resource, "the kubelet came back; registering again");
+        }
+        let _ = quit.send(());
+        let _ = server.await;
+    }
+}
