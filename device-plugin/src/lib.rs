@@ -7,5 +7,6 @@
 
 pub mod allocate;
 pub mod devices;
+pub mod health;
 pub mod registration;
 pub mod service;
