@@ -10,3 +10,4 @@ pub mod devices;
 pub mod health;
 pub mod registration;
 pub mod service;
+pub mod sriov;

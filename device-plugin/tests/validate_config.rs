@@ -50,3 +50,33 @@ fn help_names_the_commands() {
     let (ok, out, _) = run(&["validate-config", "--help"]);
     assert!(ok && out.contains("--cluster-name"), "{out}");
 }
+
+#[test]
+fn status_shows_the_node_state_as_a_table_or_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = serde_json::json!({"version": 1, "enis": [
+        {"eniId": "eni-0000000000000a021", "pool": "fast", "mode": "kernel", "lifecycle": "ready", "deviceIndex": 1,
+         "hostIfname": "eth1", "mac": "0a:00:00:00:00:21", "primaryIp": "10.0.1.20", "updatedUnix": 0,
+         "allocation": {"containerId": "pod-1", "ifname": "net1", "sinceUnix": 0}},
+        {"eniId": "eni-0000000000000d0d1", "pool": "dp", "mode": "dpdk", "lifecycle": "draining", "pci": "0000:00:06.0", "updatedUnix": 0}
+    ]});
+    std::fs::write(dir.path().join("node-state.json"), state.to_string()).expect("state");
+    let d = dir.path().to_str().expect("utf8");
+    let (ok, out, err) = run(&["status", "--state-dir", d]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("ENI") && lines[0].contains("HELD BY"));
+    assert!(
+        lines[1].contains("eni-0000000000000a021") && lines[1].contains("eth1") && lines[1].contains("pod-1/net1"),
+        "{out}"
+    );
+    assert!(lines[2].contains("draining") && lines[2].contains("0000:00:06.0"), "{out}");
+    let (ok, out, _) = run(&["status", "--state-dir", d, "--json"]);
+    assert!(ok);
+    let back: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(back["enis"][1]["lifecycle"], "draining");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = run(&["status", "--state-dir", empty.path().to_str().expect("utf8")]);
+    assert!(!ok && err.contains("no node state"), "{err}");
+}

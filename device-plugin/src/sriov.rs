@@ -1,0 +1,86 @@
+//! For users who keep the SR-IOV network device plugin: its `config.json` (a `resourceList` with a
+//! `pciAddresses` selector per resource), written atomically so that plugin never reads half a file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nodeeni_conf::{Mode, PoolConfig};
+use nodeeni_state::atomic::write_atomic;
+use nodeeni_state::node::{Lifecycle, NodeState};
+use serde_json::json;
+
+/// The config for the resources of `config`'s kernel and dpdk pools, from the ENIs `state` has Ready.
+pub fn config_json(config: &PoolConfig, state: &NodeState) -> serde_json::Value {
+    let mut by_resource: BTreeMap<String, (Mode, Vec<String>)> = BTreeMap::new();
+    for pool in &config.pools {
+        let Some(resource) = &pool.resource_name else { continue };
+        let entry = by_resource.entry(resource.to_string()).or_insert((pool.mode, Vec::new()));
+        for e in state.enis.iter().filter(|e| e.pool == pool.name && e.lifecycle == Lifecycle::Ready) {
+            if let Some(pci) = e.pci {
+                entry.1.push(pci.to_string());
+            }
+        }
+    }
+    let list: Vec<serde_json::Value> = by_resource
+        .into_iter()
+        .map(|(resource, (mode, mut pcis))| {
+            pcis.sort();
+            let (prefix, name) = resource.split_once('/').unwrap_or(("nodeeni.io", resource.as_str()));
+            json!({
+                "resourcePrefix": prefix,
+                "resourceName": name,
+                "deviceType": if mode == Mode::Dpdk { "accelerator" } else { "netDevice" },
+                "selectors": {"pciAddresses": pcis},
+            })
+        })
+        .collect();
+    json!({"resourceList": list})
+}
+
+/// Writes the config to `path` atomically.
+pub fn write_config(path: &Path, config: &PoolConfig, state: &NodeState) -> std::io::Result<()> {
+    let body = serde_json::to_vec_pretty(&config_json(config, state)).map_err(std::io::Error::other)?;
+    write_atomic(path, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodeeni_conf::pool::LoadOptions;
+    use nodeeni_state::node::EniRecord;
+
+    #[test]
+    fn lists_ready_enis_per_resource_and_writes_atomically() {
+        let config = PoolConfig::from_text(
+            "clusterName: c\npools:\n  - {name: dp, mode: dpdk, resourceName: nodeeni.io/dpdk, subnetIds: [subnet-12345678], enisPerSubnet: 2}\n  - {name: m, mode: host, subnetIds: [subnet-12345678], firstDeviceIndex: 5}\n",
+            &LoadOptions::default(),
+        )
+        .expect("config");
+        let mut state = NodeState::default();
+        for (pci, lifecycle) in [
+            ("0000:00:07.0", Lifecycle::Ready),
+            ("0000:00:06.0", Lifecycle::Ready),
+            ("0000:00:08.0", Lifecycle::Draining),
+        ] {
+            state.enis.push(EniRecord {
+                pci: Some(pci.parse().expect("pci")),
+                ..EniRecord::new("dp", Mode::Dpdk, lifecycle)
+            });
+        }
+        let v = config_json(&config, &state);
+        let list = v["resourceList"].as_array().expect("list");
+        assert_eq!(list.len(), 1, "host pools are not advertised");
+        assert_eq!(list[0]["resourcePrefix"], "nodeeni.io");
+        assert_eq!(list[0]["resourceName"], "dpdk");
+        assert_eq!(
+            list[0]["selectors"]["pciAddresses"],
+            json!(["0000:00:06.0", "0000:00:07.0"]),
+            "Ready ones only, sorted"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        write_config(&path, &config, &state).expect("write");
+        let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(back, v);
+    }
+}
