@@ -15,11 +15,8 @@ use crate::error::{PluginError, Result};
 use crate::{dpdk, ipam, kernel};
 
 /// Our interface and addresses appended to whatever earlier plugins in the chain reported.
-fn merge(prev: Option<&serde_json::Value>, ours: CniResult) -> Result<CniResult> {
-    let mut out = match prev {
-        Some(p) => CniResult::parse(p)?,
-        None => CniResult::default(),
-    };
+fn merge(prev: Option<&CniResult>, ours: CniResult) -> CniResult {
+    let mut out = prev.cloned().unwrap_or_default();
     let index = out.interfaces.len();
     out.interfaces.extend(ours.interfaces);
     out.ips.extend(ours.ips.into_iter().map(|mut ip| {
@@ -30,7 +27,7 @@ fn merge(prev: Option<&serde_json::Value>, ours: CniResult) -> Result<CniResult>
     if out.dns.is_empty() {
         out.dns = ours.dns;
     }
-    Ok(out)
+    out
 }
 
 pub fn add(ctx: &Ctx) -> Result<CniResult> {
@@ -61,7 +58,9 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
     );
     let _enter = span.enter();
     let outcome = (|| {
-        let _lock = ctx.locks.lock(&target.lock_key(), ctx.lock_timeout)?;
+        // resolve() guarantees a MAC (kernel) or a PCI address (DPDK); the ENI ID stands in otherwise.
+        let key = target.lock_key().or_else(|| target.eni_id.as_ref().map(ToString::to_string)).unwrap_or_default();
+        let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
         match target.mode {
             HandOver::Kernel => add_kernel(ctx, &target, &mut host, &host_ns, &pod_ns),
             HandOver::Dpdk => add_dpdk(ctx, &target),
@@ -173,7 +172,7 @@ fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, p
         let moved = kernel::move_in(host, &mut pod, pod_ns, &link, ifname, mtu, &addresses)?;
         let sandbox = pod_ns.path().display().to_string();
         let iface = kernel::interface(&moved, &sandbox, target.pci.map(|p| p.to_string()));
-        merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() })
+        Ok(merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() }))
     })();
     finish_add(ctx, record, steps, |record| undo_kernel(ctx, record, Some(&mut pod), host, host_ns))
 }
@@ -192,7 +191,7 @@ fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
         let (_, ifname) = ctx.attachment_key()?;
         let netns = ctx.netns_path().map(|p| p.display().to_string());
         let iface = dpdk::interface(ifname, netns.as_deref(), target.mac.map(|m| m.to_string()), pci);
-        merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() })
+        Ok(merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() }))
     })();
     // bind() already rolled the driver back on failure; what is left to undo is IPAM.
     finish_add(ctx, record, steps, |record| ipam_del(ctx, record))
@@ -261,12 +260,9 @@ fn undo_kernel(
 
 /// Undoes whatever `record` says was done, under the device lock, then forgets it.
 fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
-    let key = match (record.mode, record.mac, record.pci) {
-        (HandOver::Kernel, Some(mac), _) => mac.to_string(),
-        (_, _, Some(pci)) => pci.to_string(),
-        (_, Some(mac), _) => mac.to_string(),
-        _ => format!("{}@{}", record.container_id, record.ifname),
-    };
+    let key = device::lock_key(record.mode, record.mac, record.pci)
+        .or_else(|| record.eni_id.as_ref().map(ToString::to_string))
+        .unwrap_or_default();
     let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
     match record.mode {
         HandOver::Kernel => {
@@ -327,10 +323,7 @@ pub fn check(ctx: &Ctx) -> Result<()> {
         .ok_or_else(|| PluginError::CheckMismatch(format!("no finished ADD for {container}/{ifname}")))?;
     // The chain's final result, as the runtime passes it, is what must hold now; plugins after us may
     // have changed what we set (tuning's MTU). Our own record stands in when no prevResult came.
-    let expected = match &ctx.conf.prev_result {
-        Some(prev) => CniResult::parse(prev)?,
-        None => record.result.clone().unwrap_or_default(),
-    };
+    let expected = ctx.conf.prev_result.clone().or_else(|| record.result.clone()).unwrap_or_default();
     match record.mode {
         HandOver::Kernel => {
             let netns = ctx.netns_path().ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;

@@ -27,26 +27,32 @@ pub struct Target {
 }
 
 impl Target {
-    /// The per-device lock's key: the MAC for netdevs, the PCI address for DPDK.
-    pub fn lock_key(&self) -> String {
-        match (self.mode, self.mac, self.pci) {
-            (HandOver::Kernel, Some(mac), _) => mac.to_string(),
-            (_, _, Some(pci)) => pci.to_string(),
-            (_, Some(mac), _) => mac.to_string(),
-            _ => self.eni_id.as_ref().map_or_else(|| "unknown".to_string(), |e| e.to_string()),
-        }
+    pub fn lock_key(&self) -> Option<String> {
+        lock_key(self.mode, self.mac, self.pci)
     }
 }
 
-fn describe(sel: &DeviceSelector) -> String {
-    sel.to_string()
+/// The per-device lock's key: the MAC for netdevs, the PCI address for DPDK. ADD (from the target)
+/// and DEL (from the record) must compute it alike, or they would not exclude each other.
+pub fn lock_key(mode: HandOver, mac: Option<MacAddr>, pci: Option<PciAddress>) -> Option<String> {
+    match (mode, mac, pci) {
+        (HandOver::Kernel, Some(mac), _) => Some(mac.to_string()),
+        (_, _, Some(pci)) => Some(pci.to_string()),
+        (_, Some(mac), _) => Some(mac.to_string()),
+        _ => None,
+    }
 }
 
-/// Claims `pick`'s record for this attachment in the node state, refusing one held by another pod.
-fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<usize>) -> Result<EniRecord> {
+/// Claims `pick`'s record for this attachment in the node state, in one locked pass, refusing one
+/// held by another pod. `None` when `pick` finds no record, or there is no node state (standalone use,
+/// which must not create any file).
+fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> Result<Option<EniRecord>> {
+    if !ctx.node.exists() {
+        return Ok(None);
+    }
     let (container, ifname) = ctx.attachment_key()?;
     ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
-        let i = pick(state)?;
+        let Some(i) = pick(state)? else { return Ok(None) };
         let rec = &mut state.enis[i];
         let id = rec.eni_id.as_ref().map_or("an ENI".to_string(), |e| e.to_string());
         if rec.mode == Mode::Host {
@@ -75,7 +81,7 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<usize>) -> Result<En
             since_unix: now_unix(),
         });
         rec.updated_unix = now_unix();
-        Ok(rec.clone())
+        Ok(Some(rec.clone()))
     })
 }
 
@@ -95,13 +101,6 @@ pub fn release(ctx: &Ctx, container: &str, ifname: &str) -> Result<Option<EniId>
         }
         Ok::<_, PluginError>(released)
     })
-}
-
-fn load_state(ctx: &Ctx) -> Result<Option<NodeState>> {
-    if !ctx.node.exists() {
-        return Ok(None);
-    }
-    Ok(Some(ctx.node.load(ctx.lock_timeout)?))
 }
 
 fn index_where(state: &NodeState, f: impl Fn(&EniRecord) -> bool) -> Option<usize> {
@@ -141,31 +140,23 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
                         && e.allocation.as_ref().is_some_and(|a| a.container_id == container && a.ifname == ifname)
                 })
                 .or_else(|| index_where(s, |e| e.pool == *pool && e.is_free()))
+                .map(Some)
                 .ok_or_else(|| {
                     let total = s.enis.iter().filter(|e| e.pool == *pool).count();
                     PluginError::PoolExhausted(format!("pool {pool} has no free ENI ({total} in the pool)"))
                 })
-            })?;
+            })?
+            .ok_or_else(|| PluginError::PoolExhausted(format!("pool {pool} has no ENI")))?;
             (Some(rec.clone()), true, rec.pci, rec.mac, None)
         }
         DeviceSelector::Eni(id) => {
-            let known = load_state(ctx)?.is_some_and(|s| s.eni(id).is_some());
-            if !known {
-                return Err(PluginError::DeviceNotFound(format!("ENI {id} is not in this node's state")));
-            }
-            let rec = claim(ctx, |s| {
-                index_where(s, |e| e.eni_id.as_ref() == Some(id))
-                    .ok_or_else(|| PluginError::DeviceNotFound(format!("ENI {id} is not in this node's state")))
-            })?;
+            let rec = claim(ctx, |s| Ok(index_where(s, |e| e.eni_id.as_ref() == Some(id))))?
+                .ok_or_else(|| PluginError::DeviceNotFound(format!("ENI {id} is not in this node's state")))?;
             (Some(rec.clone()), true, rec.pci, rec.mac, None)
         }
         DeviceSelector::Pci(p) => {
             let p = *p;
-            if load_state(ctx)?.is_some_and(|s| s.by_pci(p).is_some()) {
-                let rec = claim(ctx, |s| {
-                    index_where(s, |e| e.pci == Some(p))
-                        .ok_or_else(|| PluginError::DeviceNotFound(format!("PCI device {p}")))
-                })?;
+            if let Some(rec) = claim(ctx, |s| Ok(index_where(s, |e| e.pci == Some(p))))? {
                 (Some(rec.clone()), true, Some(p), rec.mac, None)
             } else {
                 if !ctx.bus.exists(p) {
@@ -184,7 +175,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         DeviceSelector::Ifname(name) => {
             let link = host.link_by_name(name.as_str())?;
             let Some(link) = link else {
-                return Err(not_on_host(ctx, &describe(&selector), |r| {
+                return Err(not_on_host(ctx, &selector.to_string(), |r| {
                     r.host.as_ref().is_some_and(|h| h.name == name.as_str())
                 }));
             };
@@ -195,7 +186,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         DeviceSelector::Mac(m) => {
             let link = host.link_by_mac(*m)?;
             if link.is_none() {
-                return Err(not_on_host(ctx, &describe(&selector), |r| r.mac == Some(*m)));
+                return Err(not_on_host(ctx, &selector.to_string(), |r| r.mac == Some(*m)));
             }
             let rec = pool_record_by_mac(ctx, Some(*m))?;
             let pci = link.as_ref().and_then(|l| ctx.bus.pci_of_netdev(&l.name));
@@ -226,8 +217,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
     };
     if mode == HandOver::Dpdk && pci.is_none() {
         return Err(PluginError::DeviceNotFound(format!(
-            "{} has no PCI address, which DPDK mode needs (is it a real ENA device?)",
-            describe(&selector)
+            "{selector} has no PCI address, which DPDK mode needs (is it a real ENA device?)"
         )));
     }
     if mode == HandOver::Kernel && mac.is_none() {
@@ -239,8 +229,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         mac = link.and_then(|l| l.mac);
         if mac.is_none() {
             return Err(PluginError::DeviceNotFound(format!(
-                "{} has no netdev in the host network namespace (driver {current_driver:?})",
-                describe(&selector)
+                "{selector} has no netdev in the host network namespace (driver {current_driver:?})"
             )));
         }
     }
@@ -249,13 +238,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
 
 fn pool_record_by_mac(ctx: &Ctx, mac: Option<MacAddr>) -> Result<Option<EniRecord>> {
     let Some(mac) = mac else { return Ok(None) };
-    if load_state(ctx)?.is_none_or(|s| s.by_mac(mac).is_none()) {
-        return Ok(None);
-    }
-    claim(ctx, |s| {
-        index_where(s, |e| e.mac == Some(mac)).ok_or_else(|| PluginError::DeviceNotFound(format!("MAC {mac}")))
-    })
-    .map(Some)
+    claim(ctx, |s| Ok(index_where(s, |e| e.mac == Some(mac))))
 }
 
 /// A device missing from the host: in use by another attachment, or unknown.

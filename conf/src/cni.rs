@@ -365,7 +365,8 @@ pub struct NetConf {
     pub ipam: Option<Value>,
     pub ipam_type: Option<String>,
     pub dns: Dns,
-    pub prev_result: Option<Value>,
+    /// The chain's result so far, parsed (of any supported version).
+    pub prev_result: Option<CniResult>,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
     pub state_dir: PathBuf,
@@ -496,10 +497,11 @@ impl NetConf {
             None | Some(Value::Null) => Dns::default(),
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| field_err("dns", e))?,
         };
-        let prev_result = m.get("prevResult").filter(|v| !v.is_null()).cloned();
-        if let Some(pr) = &prev_result {
-            CniResult::parse(pr).map_err(|e| field_err("prevResult", e.msg))?;
-        }
+        let prev_result = m
+            .get("prevResult")
+            .filter(|v| !v.is_null())
+            .map(|pr| CniResult::parse(pr).map_err(|e| field_err("prevResult", e.msg)))
+            .transpose()?;
         let lock_timeout_secs = match m.get("lockTimeoutSeconds") {
             None | Some(Value::Null) => DEFAULT_LOCK_TIMEOUT_SECS,
             Some(v) => v

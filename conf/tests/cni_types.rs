@@ -112,6 +112,14 @@ fn settings_have_defaults_and_ipam_is_kept_verbatim() {
     assert_eq!((c.ipam, c.ipam_type.as_deref()), (Some(ipam), Some("static")));
     assert_eq!(c.dns.nameservers, ["10.1.0.2"]);
     assert_eq!(c.valid_attachments.expect("gc list")[0].ifname, "net1");
+    // A prevResult is kept parsed, whatever version wrote it.
+    let prev = json!({"cniVersion": "0.3.1", "interfaces": [{"name": "eth0"}], "ips": [{"version": "4", "address": "10.9.0.2/24", "interface": 0}]});
+    let c = conf(with(base(), "prevResult", prev)).expect("prevResult");
+    let prev = c.prev_result.expect("parsed");
+    assert_eq!(
+        (prev.interfaces[0].name.as_str(), prev.ips[0].address.to_string()),
+        ("eth0", "10.9.0.2/24".to_string())
+    );
 }
 
 #[test]
