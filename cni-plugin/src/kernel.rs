@@ -95,9 +95,11 @@ pub fn move_out(pod: &mut Netlink, host_ns: &NetNs, mac: MacAddr, original: &str
 /// link was found.
 pub fn restore_on_host(host: &mut Netlink, mac: MacAddr, before: &HostLinkState) -> Result<bool> {
     let Some(link) = host.link_by_mac(mac)? else { return Ok(false) };
+    let mut up = link.up;
     if link.name != before.name {
         if link.up {
             host.set_up(link.index, false)?;
+            up = false;
         }
         host.set_name(link.index, &before.name)?;
     }
@@ -109,8 +111,7 @@ pub fn restore_on_host(host: &mut Netlink, mac: MacAddr, before: &HostLinkState)
         host.add_address(link.index, addr)?;
     }
     host.set_alias(link.index, before.alias.as_deref().unwrap_or(""))?;
-    let now = host.link_by_index(link.index)?.is_some_and(|l| l.up);
-    if now != before.up {
+    if up != before.up {
         host.set_up(link.index, before.up)?;
     }
     Ok(true)

@@ -10,7 +10,7 @@
 //! - a Network Plumbing WG device-info file per device (`<resource with / as ->-<id>-device.json`,
 //!   type pci, version 1.1.0, read-only), removed when the device leaves.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -127,7 +127,7 @@ pub fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<P
 /// Removes the device-info files of this resource's devices that are no longer in `current`.
 pub fn remove_stale_devinfo(settings: &AllocateSettings, current: &[Device]) -> Result<Vec<PathBuf>, AllocateError> {
     let prefix = format!("{}-", settings.resource.as_str().replace('/', "-"));
-    let keep: BTreeMap<PathBuf, ()> = current.iter().map(|d| (devinfo_path(settings, &d.eni_id), ())).collect();
+    let keep: BTreeSet<PathBuf> = current.iter().map(|d| devinfo_path(settings, &d.eni_id)).collect();
     let mut removed = Vec::new();
     let entries = match std::fs::read_dir(&settings.devinfo_dir) {
         Ok(e) => e,
@@ -139,7 +139,7 @@ pub fn remove_stale_devinfo(settings: &AllocateSettings, current: &[Device]) -> 
         let path = entry.path();
         let ours =
             name.starts_with(&prefix) && name.ends_with("-device.json") && name[prefix.len()..].starts_with("eni-");
-        if ours && !keep.contains_key(&path) {
+        if ours && !keep.contains(&path) {
             std::fs::remove_file(&path).map_err(|source| AllocateError::DevInfo { path: path.clone(), source })?;
             removed.push(path);
         }

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 mod common;
 
-use aws_sdk_ec2::types::Filter;
 use common::{sdk, world};
 use nodeeni_conf::pool::Ec2Settings;
 use nodeeni_ipam::ec2::{AwsEc2, CreateEni, Ec2, tags};
@@ -101,9 +100,4 @@ async fn the_client_does_every_pool_operation_against_moto() {
         .await
         .expect_err("unknown subnet");
     assert!(bad.to_string().contains("InvalidSubnetID.NotFound"), "{bad}");
-    let _ = raw
-        .describe_network_interfaces()
-        .filters(Filter::builder().name("tag-key").values(tags::CLUSTER).build())
-        .send()
-        .await;
 }

@@ -20,7 +20,8 @@ pub enum LockError {
 /// A held lock; released (and its file removed) on drop.
 #[derive(Debug)]
 pub struct LockGuard {
-    file: File,
+    /// Held open for the guard's life: the flock lives as long as this descriptor.
+    _held: File,
     path: PathBuf,
     remove_on_release: bool,
 }
@@ -28,11 +29,10 @@ pub struct LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         // Unlink while still holding the lock: nobody can lock this inode and think it current.
+        // Closing `file`, dropped right after this, releases the flock.
         if self.remove_on_release {
             let _ = std::fs::remove_file(&self.path);
         }
-        // Closing `file` (dropped right after this) releases the flock.
-        let _ = &self.file;
     }
 }
 
@@ -71,7 +71,7 @@ pub fn acquire(
             let ours = file.metadata().map_err(io)?;
             match std::fs::metadata(path) {
                 Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                    return Ok(LockGuard { file, path: path.to_path_buf(), remove_on_release });
+                    return Ok(LockGuard { _held: file, path: path.to_path_buf(), remove_on_release });
                 }
                 _ => continue,
             }
