@@ -255,7 +255,7 @@ fn undo_kernel(
     if let Err(e) = ipam_del(ctx, record) {
         errors.push(e.to_string());
     }
-    if errors.is_empty() { Ok(()) } else { Err(PluginError::DeviceNotFound(errors.join("; "))) }
+    if errors.is_empty() { Ok(()) } else { Err(PluginError::Cleanup(errors.join("; "))) }
 }
 
 /// Undoes whatever `record` says was done, under the device lock, then forgets it.
@@ -405,6 +405,6 @@ pub fn gc(ctx: &Ctx) -> Result<()> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(PluginError::DeviceNotFound(format!("GC could not release: {}", errors.join("; "))))
+        Err(PluginError::Cleanup(format!("GC could not release: {}", errors.join("; "))))
     }
 }

@@ -37,6 +37,9 @@ pub enum PluginError {
     Ipam { plugin: String, code: Option<u32>, msg: String },
     #[error("CHECK: {0}")]
     CheckMismatch(String),
+    /// Undoing what an ADD did failed (every step was tried); the record stays so a DEL can retry.
+    #[error("cleanup failed: {0}")]
+    Cleanup(String),
     /// A step failed and undoing it failed as well: both are reported.
     #[error("{error}; undoing it also failed: {undo}")]
     UndoFailed { error: Box<PluginError>, undo: String },
@@ -60,6 +63,7 @@ impl PluginError {
             PluginError::Attachment(_) => codes::IO_FAILURE,
             PluginError::Ipam { .. } => codes::IPAM,
             PluginError::CheckMismatch(_) => codes::CHECK_MISMATCH,
+            PluginError::Cleanup(_) => codes::CLEANUP,
             PluginError::UndoFailed { error, .. } => return CniError { msg: self.to_string(), ..error.to_cni() },
         };
         CniError::new(code, self.to_string(), "")

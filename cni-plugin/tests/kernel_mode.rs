@@ -294,3 +294,24 @@ fn contention_on_one_device_waits_then_reports_try_again_later() {
     assert_eq!(wins, 1);
     assert_eq!(b.records().len(), 1);
 }
+
+#[test]
+fn a_failed_cleanup_is_reported_and_del_can_retry() {
+    if !require_root("a_failed_cleanup_is_reported_and_del_can_retry") {
+        return;
+    }
+    let b = NodeBox::new("kclean");
+    b.eni("eth1", MAC);
+    let pod = b.pod("kclean");
+    let conf = b.conf("1.0.0", json!({"device": "eth1"}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    // Something else takes the ENI's original name on the node meanwhile.
+    b.node.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "squat"]);
+    let out = b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1");
+    out.expect_code(108, "restoring it on the host");
+    assert_eq!(b.records(), ["c1@net1.json"], "the record stays for a retry");
+    b.node.ip(&["link", "del", "eth1"]);
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert_eq!(b.node.mac_of("eth1"), MAC, "the ENI is back under its name");
+    assert!(b.records().is_empty());
+}

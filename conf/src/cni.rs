@@ -117,6 +117,8 @@ pub mod codes {
     pub const CHECK_MISMATCH: u32 = 106;
     /// Ours: the pool has no free ENI.
     pub const POOL_EXHAUSTED: u32 = 107;
+    /// Ours: undoing an attachment failed; its record is kept so DEL can retry.
+    pub const CLEANUP: u32 = 108;
 }
 
 /// An error as the spec writes it on stdout: `{cniVersion, code, msg, details}`.
