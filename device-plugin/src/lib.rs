@@ -6,8 +6,11 @@
 //! - [`service`]: the kubelet device-plugin API v1beta1 for one resource.
 
 pub mod allocate;
+pub mod daemon;
 pub mod devices;
 pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod registration;
 pub mod service;
 pub mod sriov;

@@ -86,6 +86,16 @@ fn watch_folder(dir: &Path, socket: &str) -> Result<mpsc::UnboundedReceiver<()>,
 
 /// Serves `service` at `ep` and keeps it registered across kubelet restarts, until `stop` fires.
 pub async fn serve_and_register(service: PluginService, ep: Endpoint, stop: &Notify) -> Result<(), RegisterError> {
+    serve_and_register_reporting(service, ep, stop, || {}).await
+}
+
+/// [`serve_and_register`], calling `on_registered` after each successful registration.
+pub async fn serve_and_register_reporting(
+    service: PluginService,
+    ep: Endpoint,
+    stop: &Notify,
+    on_registered: impl Fn(),
+) -> Result<(), RegisterError> {
     let mut events = watch_folder(&ep.dir, &ep.socket)?;
     let path = ep.dir.join(&ep.socket);
     loop {
@@ -104,7 +114,10 @@ pub async fn serve_and_register(service: PluginService, ep: Endpoint, stop: &Not
             // The kubelet may not be up yet (or is restarting): keep trying, briefly apart.
             loop {
                 match register(&ep).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        on_registered();
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "registration failed; retrying");
                         tokio::select! {

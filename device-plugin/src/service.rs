@@ -13,16 +13,31 @@ use tonic::{Request, Response, Status};
 
 use crate::allocate::{AllocateSettings, container_response, write_devinfo};
 use crate::devices::Device;
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct PluginService {
     settings: Arc<AllocateSettings>,
     devices: watch::Receiver<Vec<Device>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl PluginService {
     pub fn new(settings: AllocateSettings, devices: watch::Receiver<Vec<Device>>) -> Self {
-        Self { settings: Arc::new(settings), devices }
+        Self { settings: Arc::new(settings), devices, metrics: None }
+    }
+
+    /// Counts allocations and refusals in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics: Some(metrics), ..self }
+    }
+
+    fn refused(&self, status: Status) -> Status {
+        if let Some(m) = &self.metrics {
+            m.allocation_failed(self.settings.resource.as_str());
+        }
+        tracing::warn!(resource = %self.settings.resource, error = status.message(), "allocation refused");
+        status
     }
 
     pub fn options() -> api::DevicePluginOptions {
@@ -116,19 +131,21 @@ impl api::device_plugin_server::DevicePlugin for PluginService {
         for c in req.into_inner().container_requests {
             let mut picked = Vec::new();
             for id in &c.devices_ids {
-                let d = devices
-                    .iter()
-                    .find(|d| d.eni_id.as_str() == id)
-                    .ok_or_else(|| Status::not_found(format!("{id} is not a device of {}", self.settings.resource)))?;
+                let d = devices.iter().find(|d| d.eni_id.as_str() == id).ok_or_else(|| {
+                    self.refused(Status::not_found(format!("{id} is not a device of {}", self.settings.resource)))
+                })?;
                 if !d.healthy {
-                    return Err(Status::failed_precondition(format!("{id} is unhealthy")));
+                    return Err(self.refused(Status::failed_precondition(format!("{id} is unhealthy"))));
                 }
                 picked.push(d);
             }
-            let response =
-                container_response(&self.settings, &picked).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            let response = container_response(&self.settings, &picked)
+                .map_err(|e| self.refused(Status::failed_precondition(e.to_string())))?;
             for d in &picked {
-                write_devinfo(&self.settings, d).map_err(|e| Status::internal(e.to_string()))?;
+                write_devinfo(&self.settings, d).map_err(|e| self.refused(Status::internal(e.to_string())))?;
+            }
+            if let Some(m) = &self.metrics {
+                m.allocated(self.settings.resource.as_str(), picked.len());
             }
             tracing::info!(resource = %self.settings.resource, devices = ?c.devices_ids, "allocated");
             container_responses.push(response);

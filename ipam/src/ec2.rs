@@ -204,6 +204,71 @@ pub trait Ec2: Send + Sync {
     fn describe_eni(&self, id: &EniId) -> impl Future<Output = Ec2Result<Option<Eni>>> + Send;
 }
 
+/// A shared client (the daemon's reconciler and its metrics read the same call counts and breaker).
+impl<T: Ec2> Ec2 for std::sync::Arc<T> {
+    fn describe_subnets(
+        &self,
+        ids: &[SubnetId],
+        names: &[String],
+    ) -> impl Future<Output = Ec2Result<Vec<Subnet>>> + Send {
+        (**self).describe_subnets(ids, names)
+    }
+    fn security_group_ids(
+        &self,
+        vpc_id: &str,
+        names: &[String],
+    ) -> impl Future<Output = Ec2Result<Vec<(String, SecurityGroupId)>>> + Send {
+        (**self).security_group_ids(vpc_id, names)
+    }
+    fn describe_instance(&self, id: &InstanceId) -> impl Future<Output = Ec2Result<Option<Instance>>> + Send {
+        (**self).describe_instance(id)
+    }
+    fn instance_limits(&self, instance_type: &str) -> impl Future<Output = Ec2Result<InstanceLimits>> + Send {
+        (**self).instance_limits(instance_type)
+    }
+    fn create_eni(&self, req: &CreateEni) -> impl Future<Output = Ec2Result<Eni>> + Send {
+        (**self).create_eni(req)
+    }
+    fn attach_eni(
+        &self,
+        eni: &EniId,
+        instance: &InstanceId,
+        device_index: u32,
+    ) -> impl Future<Output = Ec2Result<String>> + Send {
+        (**self).attach_eni(eni, instance, device_index)
+    }
+    fn set_delete_on_termination(
+        &self,
+        eni: &EniId,
+        attachment_id: &str,
+        delete: bool,
+    ) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).set_delete_on_termination(eni, attachment_id, delete)
+    }
+    fn set_security_groups(
+        &self,
+        eni: &EniId,
+        groups: &[SecurityGroupId],
+    ) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).set_security_groups(eni, groups)
+    }
+    fn set_description(&self, eni: &EniId, description: &str) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).set_description(eni, description)
+    }
+    fn detach_eni(&self, attachment_id: &str, force: bool) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).detach_eni(attachment_id, force)
+    }
+    fn delete_eni(&self, eni: &EniId) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).delete_eni(eni)
+    }
+    fn enis_tagged(&self, tag: &str, value: Option<&str>) -> impl Future<Output = Ec2Result<Vec<Eni>>> + Send {
+        (**self).enis_tagged(tag, value)
+    }
+    fn describe_eni(&self, id: &EniId) -> impl Future<Output = Ec2Result<Option<Eni>>> + Send {
+        (**self).describe_eni(id)
+    }
+}
+
 /// The real client.
 #[derive(Debug)]
 pub struct AwsEc2 {

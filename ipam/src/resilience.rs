@@ -211,11 +211,34 @@ impl RateLimiter {
     }
 }
 
+/// Upper bounds (seconds) of the EC2 latency histogram's buckets; the last bucket is +Inf.
+pub const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// One operation's attempt latencies: cumulative-free bucket counts (one per [`LATENCY_BUCKETS`] bound
+/// plus +Inf), their sum and count.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Latency {
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Latency {
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum_seconds += secs;
+        self.count += 1;
+    }
+}
+
 /// Attempts per (operation, outcome): `ok`, `throttled`, `transient`, `not_found`, `fatal`,
-/// `breaker_open`.
+/// `breaker_open`; and each operation's attempt latency.
 #[derive(Debug, Default)]
 pub struct CallStats {
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Latency>>,
 }
 
 impl CallStats {
@@ -223,8 +246,16 @@ impl CallStats {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry((op, outcome)).or_default() += 1;
     }
 
+    fn observe(&self, op: &'static str, took: Duration) {
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).entry(op).or_default().observe(took);
+    }
+
     pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str), u64> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn latency(&self) -> BTreeMap<&'static str, Latency> {
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Attempts of `op`, whatever their outcome.
@@ -276,7 +307,10 @@ impl Resilient {
                 return Err(CallError::BreakerOpen { op });
             }
             let permit = if mutating { Some(self.limiter.acquire().await) } else { None };
+            // The attempt alone: waiting for the rate limiter is not EC2's latency.
+            let started = Instant::now();
             let result = call().await;
+            self.stats.observe(op, started.elapsed());
             drop(permit);
             let error = match result {
                 Ok(v) => {
@@ -365,6 +399,37 @@ mod tests {
         let calls = AtomicU32::new(0);
         r.call("DescribeInstances", false, || flaky(&calls, 1, ErrorClass::Transient)).await.expect("ok");
         assert_eq!(r.stats.attempts("DescribeInstances"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_attempt_lands_in_its_latency_bucket() {
+        let r = layer(5, 100);
+        let calls = AtomicU32::new(0);
+        // Two attempts of 30 ms (one throttled, one ok) and, for another op, one of 2 s.
+        r.call("DescribeNetworkInterfaces", false, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if n == 0 { Err(Fake(ErrorClass::Throttled)) } else { Ok(n) }
+            }
+        })
+        .await
+        .expect("ok");
+        r.call("DeleteNetworkInterface", true, || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<_, Fake>(0)
+        })
+        .await
+        .expect("ok");
+        let latency = r.stats.latency();
+        let describe = &latency["DescribeNetworkInterfaces"];
+        assert_eq!(describe.count, 2);
+        let bucket_50ms = LATENCY_BUCKETS.iter().position(|b| *b == 0.05).expect("bucket");
+        assert_eq!(describe.buckets[bucket_50ms], 2, "30 ms attempts fall in the (25 ms, 50 ms] bucket");
+        assert!((describe.sum_seconds - 0.06).abs() < 0.005, "{}", describe.sum_seconds);
+        let delete = &latency["DeleteNetworkInterface"];
+        let bucket_2_5s = LATENCY_BUCKETS.iter().position(|b| *b == 2.5).expect("bucket");
+        assert_eq!((delete.count, delete.buckets[bucket_2_5s]), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
 use common::{sdk, world};
 use nodeeni_conf::PoolConfig;
 use nodeeni_conf::pool::LoadOptions;
@@ -16,35 +13,12 @@ use nodeeni_ipam::ec2::AwsEc2;
 use nodeeni_ipam::host::HostSide;
 use nodeeni_ipam::reconcile::{NodeIdentity, Reconciler};
 use nodeeni_ipam::store::Lifecycle;
+use nodeeni_tests::hotplug::HotPlug;
 use nodeeni_tests::moto::Moto;
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::root::require_root;
 use nodeeni_tests::sysfs::FakeSysfs;
-
-/// Plugs a veth into `node` for every ENI attached to `instance`, named eth<device index>.
-async fn hot_plug(raw: aws_sdk_ec2::Client, instance: String, node: String, stop: Arc<AtomicBool>) {
-    let mut plugged = BTreeSet::new();
-    while !stop.load(Ordering::SeqCst) {
-        let filter = Filter::builder().name("attachment.instance-id").values(&instance).build();
-        if let Ok(out) = raw.describe_network_interfaces().filters(filter).send().await {
-            for ni in out.network_interfaces() {
-                let (Some(mac), Some(index)) = (ni.mac_address(), ni.attachment().and_then(|a| a.device_index()))
-                else {
-                    continue;
-                };
-                if index == 0 || !plugged.insert(mac.to_string()) {
-                    continue;
-                }
-                let name = format!("eth{index}");
-                let peer = format!("hp{index}");
-                let _ = std::process::Command::new("ip")
-                    .args(["-n", &node, "link", "add", &name, "address", mac, "type", "veth", "peer", "name", &peer])
-                    .status();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use nodeeni_tests::vpc::Vpc;
 
 #[tokio::test]
 async fn warmed_enis_are_found_by_mac_and_prepared_per_pool() {
@@ -55,7 +29,9 @@ async fn warmed_enis_are_found_by_mac_and_prepared_per_pool() {
     let raw = sdk(&moto.endpoint);
     let w = world(&raw).await;
     let node = TestNs::new("pool-host");
-    let sysfs = FakeSysfs::new();
+    let sysfs = Arc::new(FakeSysfs::new());
+    let vpc = Arc::new(Vpc::new("pool-host"));
+    vpc.add_subnet("10.0.1.0/24");
     let state = tempfile::tempdir().expect("state");
     let text = format!(
         "clusterName: test\nstateDir: {}\npools:\n  - {{name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [{}], mtu: 9001, firstDeviceIndex: 1}}\n  - {{name: masters, mode: host, subnetIds: [{}], mtu: 9001, firstDeviceIndex: 2}}\n",
@@ -76,11 +52,16 @@ async fn warmed_enis_are_found_by_mac_and_prepared_per_pool() {
         labels: Default::default(),
     };
     let r = Reconciler::new(AwsEc2::from_client(raw.clone(), &config.ec2), host, config, identity);
-    let stop = Arc::new(AtomicBool::new(false));
-    let plug = tokio::spawn(hot_plug(raw.clone(), w.instance.to_string(), node.name().to_string(), stop.clone()));
+    let plug = HotPlug::start(
+        &moto.endpoint,
+        w.instance.as_str(),
+        node.name(),
+        vpc.clone(),
+        vec![(w.subnet_a.to_string(), "10.0.1.0/24".into())],
+        sysfs.clone(),
+    );
     let report = r.reconcile().await.expect("reconcile");
-    stop.store(true, Ordering::SeqCst);
-    plug.await.expect("hot plug task");
+    drop(plug);
     assert_eq!(report.created.len(), 2, "{report:?}");
 
     let state = r.store.load(Duration::from_secs(1)).expect("state");

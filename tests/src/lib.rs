@@ -4,12 +4,23 @@
 //! - [`netns`]: uniquely named network namespaces (/run/netns is shared with other processes);
 //! - [`vpc`]: a "VPC" namespace with one bridge per subnet holding the gateway, and veth stand-ins for
 //!   ENIs whose node side carries the ENI's MAC;
-//! - [`sysfs`]: an emulated /sys/bus/pci tree with a kernel stand-in that honours bind/unbind.
+//! - [`sysfs`]: an emulated /sys/bus/pci tree with a kernel stand-in that honours bind/unbind;
+//! - [`ec2world`]: moto worlds (VPC, subnets, security group, the node's instance);
+//! - [`hotplug`]: the kernel's side of an EC2 attach/detach: veth + PCI device appear/disappear;
+//! - [`kubelet`]: a kubelet stand-in (Registration on kubelet.sock, a client for plugin sockets);
+//! - [`process`]: the daemon as a child process; [`bins`]: the workspace's binaries, the libcni driver;
+//! - [`nodebox`]: all of it assembled into one node.
 
+pub mod bins;
+pub mod ec2world;
 pub mod fault_proxy;
+pub mod hotplug;
 pub mod imds;
+pub mod kubelet;
 pub mod moto;
 pub mod netns;
+pub mod nodebox;
+pub mod process;
 pub mod root;
 pub mod sysfs;
 pub mod vpc;

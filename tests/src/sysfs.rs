@@ -108,6 +108,13 @@ impl FakeSysfs {
             .unwrap_or_default()
     }
 
+    /// Removes a device as a hot unplug does: its driver lets go, its netdev and its folder vanish.
+    pub fn remove_device(&self, pci: &str) {
+        detach(self.root(), pci);
+        let _ = std::fs::remove_dir_all(self.dev(pci));
+        self.shared.lock().expect("lock").netdev_names.remove(pci);
+    }
+
     pub fn driver_override_of(&self, pci: &str) -> String {
         std::fs::read_to_string(self.dev(pci).join("driver_override")).unwrap_or_default().trim().to_string()
     }

@@ -40,9 +40,16 @@ impl Vpc {
 
     /// Plugs an ENI stand-in into `node` as `ifname` with `mac`, wired to subnet `cidr`.
     pub fn plug(&self, node: &TestNs, ifname: &str, mac: &str, cidr: &str) {
+        self.plug_into(node.name(), ifname, mac, cidr);
+    }
+
+    /// [`Vpc::plug`] into the namespace named `node`.
+    pub fn plug_into(&self, node: &str, ifname: &str, mac: &str, cidr: &str) {
         let peer = format!("p{}", self.peers.fetch_add(1, Ordering::Relaxed));
         let bridge = self.bridge_of(cidr);
-        node.ip(&[
+        crate::netns::ip(&[
+            "-n",
+            node,
             "link",
             "add",
             ifname,
@@ -55,7 +62,8 @@ impl Vpc {
             &peer,
             "netns",
             self.ns.name(),
-        ]);
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
         self.ns.ip(&["link", "set", &peer, "master", &bridge, "up"]);
     }
 

@@ -2,8 +2,7 @@
 
 #![allow(dead_code)]
 
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::InstanceType;
 use nodeeni_conf::pool::LoadOptions;
 use nodeeni_conf::{InstanceId, Pool, PoolConfig, SecurityGroupId, SubnetId};
 use nodeeni_ipam::ec2::{AwsEc2, Ec2, tags};
@@ -11,17 +10,9 @@ use nodeeni_ipam::reconcile::{HostFacts, HostPrep, NodeIdentity, Reconciler};
 use nodeeni_ipam::store::EniRecord;
 use nodeeni_tests::moto::Moto;
 
-/// A raw SDK client for setting the world up (and for checking what our client did).
-pub fn sdk(endpoint: &str) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .build();
-    aws_sdk_ec2::Client::from_conf(conf)
-}
+pub use nodeeni_tests::ec2world::sdk;
 
+/// The harness's moto world with typed IDs.
 #[derive(Debug)]
 pub struct World {
     pub vpc: String,
@@ -33,10 +24,6 @@ pub struct World {
     pub instance: InstanceId,
 }
 
-fn name_tag(kind: ResourceType, name: &str) -> TagSpecification {
-    TagSpecification::builder().resource_type(kind).tags(Tag::builder().key("Name").value(name).build()).build()
-}
-
 /// A VPC with subnets in two AZs, a security group, and the node's instance in the first AZ.
 pub async fn world(c: &aws_sdk_ec2::Client) -> World {
     world_with(c, InstanceType::C5Large).await
@@ -44,43 +31,15 @@ pub async fn world(c: &aws_sdk_ec2::Client) -> World {
 
 /// The same world with the node's instance of `instance_type`.
 pub async fn world_with(c: &aws_sdk_ec2::Client, instance_type: InstanceType) -> World {
-    let vpc = c.create_vpc().cidr_block("10.0.0.0/16").send().await.expect("vpc");
-    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
-    let subnet = |cidr: &'static str, az: &'static str, name: &'static str| {
-        let vpc = vpc.clone();
-        async move {
-            let s = c
-                .create_subnet()
-                .vpc_id(vpc)
-                .cidr_block(cidr)
-                .availability_zone(az)
-                .tag_specifications(name_tag(ResourceType::Subnet, name))
-                .send()
-                .await
-                .expect("subnet");
-            s.subnet().and_then(|s| s.subnet_id()).expect("subnet id").parse::<SubnetId>().expect("valid id")
-        }
-    };
-    let subnet_a = subnet("10.0.1.0/24", "us-east-1a", "user-plane-a").await;
-    let subnet_b = subnet("10.0.2.0/24", "us-east-1b", "user-plane-b").await;
-    let subnet_c = subnet("10.0.3.0/24", "us-east-1a", "signalling-a").await;
-    let sg =
-        c.create_security_group().group_name("enis").description("pool ENIs").vpc_id(&vpc).send().await.expect("sg");
-    let sg: SecurityGroupId = sg.group_id().expect("sg id").parse().expect("valid");
-    let images = c.describe_images().send().await.expect("images");
-    let ami = images.images().first().and_then(|i| i.image_id()).unwrap_or("ami-12c6146b").to_string();
-    let run = c
-        .run_instances()
-        .image_id(ami)
-        .min_count(1)
-        .max_count(1)
-        .instance_type(instance_type)
-        .subnet_id(subnet_a.as_str())
-        .send()
-        .await
-        .expect("instance");
-    let instance = run.instances().first().and_then(|i| i.instance_id()).expect("id").parse().expect("valid");
-    World { vpc, subnet_a, subnet_b, subnet_c, sg, instance }
+    let w = nodeeni_tests::ec2world::world_with(c, instance_type).await;
+    World {
+        vpc: w.vpc,
+        subnet_a: w.subnet_a.parse().expect("subnet id"),
+        subnet_b: w.subnet_b.parse().expect("subnet id"),
+        subnet_c: w.subnet_c.parse().expect("subnet id"),
+        sg: w.sg.parse().expect("sg id"),
+        instance: w.instance.parse().expect("instance id"),
+    }
 }
 
 /// EC2-only tests: there is no netdev to prepare, so the host side reports nothing.

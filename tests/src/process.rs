@@ -1,0 +1,81 @@
+//! A daemon run as a child process, as a node runs it: its log goes to a file, and it is stopped
+//! (SIGTERM), killed (SIGKILL) or, on drop, killed and reaped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program args…` with `env`, stdout and stderr into `log`.
+    pub fn spawn(program: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Self {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(file.try_clone().expect("dup log")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Self { child: Some(child), log: log.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit.
+    pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait up to 30 s; None when it had to be killed.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        self.stop_with(Signal::SIGTERM, Duration::from_secs(30))
+    }
+
+    /// SIGKILL, as a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.stop_with(Signal::SIGKILL, Duration::from_secs(5));
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
