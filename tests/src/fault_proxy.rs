@@ -104,8 +104,10 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
 }
 
 impl FaultProxy {
-    /// Proxies to `upstream` (`127.0.0.1:port`), asking `schedule` what to do with request number n.
+    /// Proxies to `upstream` (`127.0.0.1:port`, or moto's `http://127.0.0.1:port`), asking `schedule`
+    /// what to do with request number n.
     pub fn start(upstream: &str, schedule: impl Fn(u64) -> Fault + Send + Sync + 'static) -> Self {
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");

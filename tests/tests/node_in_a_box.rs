@@ -212,3 +212,318 @@ async fn scenario_1_multus_style_flow() {
     let in_moto = cluster_enis(&nb.raw, CLUSTER).await;
     assert_eq!(in_moto.len(), 4, "exactly the declared ENIs exist in EC2: {in_moto:?}");
 }
+
+fn fast_pool(nb: &NodeBox, count: u32) -> String {
+    format!(
+        "  - {{name: fast, mode: kernel, resourceName: {KERNEL_RESOURCE}, subnetIds: [{}], securityGroupIds: [{}], enisPerSubnet: {count}, firstDeviceIndex: 1, mtu: 9001}}\n",
+        nb.world.subnet_a, nb.world.sg
+    )
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The daemon's own life: a kubelet restart re-registers within 2 s; a link taken down reaches the
+/// stream as Unhealthy within 1 s; a valid config change is applied and an invalid one keeps the
+/// old config (both counted); SIGTERM stops serving, removes the socket and leaves every ENI attached;
+/// a restart adopts them without a single create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
+    if !require_root("daemon_reregisters_reloads_and_stops_without_touching_enis") {
+        return;
+    }
+    let Some(mut nb) = NodeBox::start("e2e-life").await else { return };
+    nb.write_config(&fast_pool(&nb, 2));
+    nb.start_daemon();
+    let state = nb.wait_for_state("2 ENIs ready", WARM, |s| all_ready(s, 2)).await;
+    let ids = ids_of(&state, "fast");
+    let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
+
+    // Kubelet restart: sockets deleted, new kubelet.sock; serve again and register again within 2 s.
+    nb.kubelet.restart().await;
+    let start = Instant::now();
+    nb.kubelet.wait_registered(KERNEL_RESOURCE, 2, Duration::from_secs(2)).await;
+    let took = start.elapsed();
+    assert!(nb.plugin_dir().join(&reg.endpoint).exists(), "our socket is back");
+    eprintln!("re-registered {took:?} after the kubelet restart");
+
+    // Health: the ENI's netdev goes down → Unhealthy within 1 s; up again → Healthy.
+    let mut client = nb.kubelet.client(&reg.endpoint).await;
+    let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
+    stream_until(&mut stream, "both healthy", Duration::from_secs(5), |l| healthy_ids(l) == ids).await;
+    let rec =
+        state.enis.iter().find(|e| e.eni_id.as_ref().map(ToString::to_string) == Some(ids[0].clone())).expect("rec");
+    let ifname = link_with_mac(nb.node.name(), &rec.mac.expect("mac").to_string()).expect("netdev");
+    nb.node.ip(&["link", "set", &ifname, "down"]);
+    let start = Instant::now();
+    let list = stream_until(&mut stream, "link down → Unhealthy", Duration::from_secs(1), |l| {
+        l.iter().any(|d| d.id == ids[0] && d.health == api::UNHEALTHY)
+    })
+    .await;
+    eprintln!("link down reached the stream in {:?}", start.elapsed());
+    assert!(list.iter().any(|d| d.id == ids[1] && d.health == api::HEALTHY), "the other ENI is unaffected");
+    let refused = allocate(&mut client, &ids[..1]).await.expect_err("an unhealthy device is refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    nb.node.ip(&["link", "set", &ifname, "up"]);
+    stream_until(&mut stream, "link up → Healthy", Duration::from_secs(1), |l| healthy_ids(l) == ids).await;
+
+    // A valid change is applied: a third ENI.
+    nb.write_config(&fast_pool(&nb, 3));
+    let state = nb.wait_for_state("3 ENIs after the reload", WARM, |s| all_ready(s, 3)).await;
+    assert!(ids.iter().all(|id| ids_of(&state, "fast").contains(id)), "the first two stay");
+    // An invalid file keeps the old configuration, says why, counts it.
+    nb.write_config_text("clusterName: nib\npools:\n  - {name: fast, mode: warp}\n");
+    let start = Instant::now();
+    while nb.metrics().get("nodeeni_config_reloads_total{result=\"invalid\"}") != Some(&1.0) {
+        assert!(start.elapsed() < Duration::from_secs(10), "invalid reload not counted:\n{}", nb.daemon_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nb.metrics().get("nodeeni_config_reloads_total{result=\"ok\"}"), Some(&1.0));
+    assert!(nb.daemon_log().contains("keeping the old configuration"), "{}", nb.daemon_log());
+    tokio::time::sleep(Duration::from_secs(3)).await; // at least one more pass under the kept config
+    assert!(all_ready(&nb.state(), 3), "the old configuration still rules");
+    let ids = ids_of(&nb.state(), "fast");
+
+    // SIGTERM: stops serving, removes our socket, exits 0; EC2 untouched.
+    let status = nb.daemon.as_mut().expect("daemon").terminate().expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", nb.daemon_log());
+    assert!(!nb.plugin_dir().join(&reg.endpoint).exists(), "our socket is removed");
+    let in_moto = cluster_enis(&nb.raw, CLUSTER).await;
+    assert_eq!(in_moto.len(), 3, "{in_moto:?}");
+    assert!(in_moto.iter().all(|(_, status)| status == "in-use"), "every ENI stays attached: {in_moto:?}");
+
+    // Started on the invalid file, the daemon refuses at once and says why.
+    nb.start_daemon();
+    let status = nb.daemon.as_mut().expect("daemon").wait(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| !s.success()), "refuses an invalid config: {status:?}");
+    assert!(nb.daemon_log().contains("pools[0].mode"), "names the problem:\n{}", nb.daemon_log());
+
+    // A restart adopts what is there: same ENIs, no create.
+    nb.write_config(&fast_pool(&nb, 3));
+    nb.start_daemon();
+    nb.kubelet.wait_registered(KERNEL_RESOURCE, 3, Duration::from_secs(30)).await;
+    let start = Instant::now();
+    while nb.metrics().get("nodeeni_reconcile_total{result=\"ok\"}").is_none_or(|n| *n < 1.0) {
+        assert!(start.elapsed() < Duration::from_secs(30), "no pass after the restart:\n{}", nb.daemon_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = nb.metrics();
+    assert_eq!(m.get("nodeeni_ec2_calls_total{operation=\"CreateNetworkInterface\",outcome=\"ok\"}"), None, "{m:?}");
+    assert_eq!(ids_of(&nb.state(), "fast"), ids);
+}
+
+/// Scenario 2, pod churn: 200 ADD/DEL cycles through libcni. Afterwards no leaked interface, no
+/// growth in the daemon's open files, no attachment record and no lock file left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_2_pod_churn_leaves_nothing_behind() {
+    if !require_root("scenario_2_pod_churn_leaves_nothing_behind") {
+        return;
+    }
+    let Some(driver) = bins::libcni_driver() else { return };
+    let Some(mut nb) = NodeBox::start("e2e-churn").await else { return };
+    nb.write_config(&fast_pool(&nb, 1));
+    nb.start_daemon();
+    let state = nb.wait_for_state("1 ENI ready", WARM, |s| all_ready(s, 1)).await;
+    let eni = ids_of(&state, "fast").remove(0);
+    let mac = state.enis[0].mac.expect("mac").to_string();
+    nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
+    let pid = nb.daemon.as_ref().and_then(|d| d.pid()).expect("pid");
+    let fds_before = open_fds(pid);
+    let links_before = nb.node.link_names();
+
+    let pod = TestNs::new("e2e-churn-pod");
+    let conf = nb.write_cni_conf("fast");
+    let cap = format!("deviceID={eni}");
+    let cycles = 200;
+    let start = Instant::now();
+    for i in 0..cycles {
+        let at = PodNet { conf: conf.clone(), container: format!("churn-{i}"), pod: pod.path(), ifname: "net1".into() };
+        let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
+        assert!(ok, "cycle {i} ADD: {out}");
+        let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
+        assert!(ok, "cycle {i} DEL: {out}");
+    }
+    let took = start.elapsed();
+    eprintln!("{cycles} cycles in {took:?}: {:.1} cycles/s", cycles as f64 / took.as_secs_f64());
+
+    assert_eq!(pod.link_names(), vec!["lo".to_string()], "nothing left in the pod");
+    assert_eq!(nb.node.link_names(), links_before, "the node's links are as before");
+    assert!(link_with_mac(nb.node.name(), &mac).is_some());
+    let fds_after = open_fds(pid);
+    assert!(fds_after <= fds_before + 2, "the daemon's open files grew: {fds_before} → {fds_after}");
+    let leftovers = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(nb.state_dir().join(sub))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    assert!(leftovers("attachments").is_empty(), "attachment records left: {:?}", leftovers("attachments"));
+    assert!(leftovers("locks").is_empty(), "lock files left: {:?}", leftovers("locks"));
+    assert!(nb.state().enis.iter().all(|e| e.allocation.is_none()));
+    assert_eq!(cluster_enis(&nb.raw, CLUSTER).await.len(), 1);
+}
+
+/// Scenario 3: the daemon is killed (SIGKILL) in the middle of warming up and started again: the
+/// declared number of ENIs exactly, none leaked in EC2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_3_sigkill_during_warm_up_leaks_nothing() {
+    if !require_root("scenario_3_sigkill_during_warm_up_leaks_nothing") {
+        return;
+    }
+    let Some(mut nb) = NodeBox::start("e2e-kill").await else { return };
+    // Slow EC2 down (every call 150 ms later) so the kill lands mid-warm-up.
+    let proxy = nodeeni_tests::fault_proxy::FaultProxy::start(&nb.moto.endpoint, |_| {
+        nodeeni_tests::fault_proxy::Fault::Delay(Duration::from_millis(150))
+    });
+    nb.ec2_endpoint = proxy.endpoint.clone();
+    nb.write_config(&fast_pool(&nb, 4));
+    nb.start_daemon();
+    let start = Instant::now();
+    loop {
+        let created = cluster_enis(&nb.raw, CLUSTER).await.len();
+        if created >= 1 {
+            break;
+        }
+        assert!(start.elapsed() < WARM, "no ENI created:\n{}", nb.daemon_log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    nb.daemon.as_mut().expect("daemon").kill();
+    let mid = nb.state();
+    assert!(!all_ready(&mid, 4), "the kill landed mid-warm-up: {mid:?}");
+    eprintln!(
+        "killed with {} ENI(s) in EC2 and records {:?}",
+        cluster_enis(&nb.raw, CLUSTER).await.len(),
+        mid.enis.iter().map(|e| format!("{:?}", e.lifecycle)).collect::<Vec<_>>()
+    );
+    nb.start_daemon();
+    nb.wait_for_state("4 ENIs ready after the restart", WARM, |s| all_ready(s, 4)).await;
+    // A pass or two later nothing more appears.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_moto = cluster_enis(&nb.raw, CLUSTER).await;
+    assert_eq!(in_moto.len(), 4, "exactly the declared ENIs, none leaked: {in_moto:?}");
+    assert!(in_moto.iter().all(|(_, s)| s == "in-use"), "{in_moto:?}");
+    assert!(all_ready(&nb.state(), 4));
+}
+
+/// Scenario 4: with the daemon down, CNI DEL still succeeds and the ENI returns to the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_4_del_works_with_the_daemon_down() {
+    if !require_root("scenario_4_del_works_with_the_daemon_down") {
+        return;
+    }
+    let Some(driver) = bins::libcni_driver() else { return };
+    let Some(mut nb) = NodeBox::start("e2e-down").await else { return };
+    nb.write_config(&fast_pool(&nb, 1));
+    nb.start_daemon();
+    let state = nb.wait_for_state("1 ENI ready", WARM, |s| all_ready(s, 1)).await;
+    let eni = ids_of(&state, "fast").remove(0);
+    let mac = state.enis[0].mac.expect("mac").to_string();
+    let pod = TestNs::new("e2e-down-pod");
+    let at =
+        PodNet { conf: nb.write_cni_conf("fast"), container: "pod-1".into(), pod: pod.path(), ifname: "net1".into() };
+    let cap = format!("deviceID={eni}");
+    let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
+    assert!(ok, "ADD: {out}");
+    assert!(link_with_mac(nb.node.name(), &mac).is_none(), "the ENI is in the pod");
+
+    nb.daemon.as_mut().expect("daemon").kill();
+    let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
+    assert!(ok, "DEL with the daemon down: {out}");
+    assert!(!pod.has_link("net1"));
+    let ifname = link_with_mac(nb.node.name(), &mac).expect("the ENI is back on the node");
+    assert_eq!(nb.node.mtu_and_up(&ifname), (9001, true));
+    assert!(nb.state().enis.iter().all(|e| e.allocation.is_none()), "released in the node state");
+}
+
+/// Scenario 5: drain: the pool pauses, every ENI is detached and deleted in EC2, and an ENI held by
+/// a pod is waited for until the pod lets go; `--resume` brings the pool back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
+    if !require_root("scenario_5_drain_waits_for_pods_and_empties_the_node") {
+        return;
+    }
+    let Some(driver) = bins::libcni_driver() else { return };
+    let Some(mut nb) = NodeBox::start("e2e-drain").await else { return };
+    nb.write_config(&fast_pool(&nb, 2));
+    nb.start_daemon();
+    let state = nb.wait_for_state("2 ENIs ready", WARM, |s| all_ready(s, 2)).await;
+    let ids = ids_of(&state, "fast");
+    let pod = TestNs::new("e2e-drain-pod");
+    let at =
+        PodNet { conf: nb.write_cni_conf("fast"), container: "pod-1".into(), pod: pod.path(), ifname: "net1".into() };
+    let cap = format!("deviceID={}", ids[0]);
+    let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
+    assert!(ok, "ADD: {out}");
+
+    let bin = bins::path("nodeeni-device-plugin");
+    let config = nb.config_path().display().to_string();
+    let drain_args = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["drain".to_string(), "--config".into(), config.clone()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let env =
+        [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_EC2_METADATA_DISABLED", "true")];
+    let log = nb.dir.path().join("drain.log");
+    let mut drain = nodeeni_tests::process::Process::spawn(&bin, &drain_args(&["--timeout", "60s"]), &env, &log);
+
+    // The free ENI goes; the held one waits for its pod.
+    let start = Instant::now();
+    loop {
+        let left: Vec<String> = cluster_enis(&nb.raw, CLUSTER).await.into_iter().map(|(id, _)| id).collect();
+        if left == vec![ids[0].clone()] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "free ENI not deleted: {left:?}\n{}", drain.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(drain.running(), "drain waits for the held ENI:\n{}", drain.log_text());
+    assert_eq!(cluster_enis(&nb.raw, CLUSTER).await.len(), 1, "the daemon does not re-create while drained");
+
+    // The pod goes away; drain finishes.
+    let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
+    assert!(ok, "DEL: {out}");
+    let status = drain.wait(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "drain finishes with 0: {status:?}\n{}", drain.log_text());
+    assert!(drain.log_text().contains("drained: 2 ENI(s)"), "{}", drain.log_text());
+    assert!(cluster_enis(&nb.raw, CLUSTER).await.is_empty(), "every pool ENI deleted in EC2");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(cluster_enis(&nb.raw, CLUSTER).await.is_empty(), "and the paused daemon made none");
+
+    // Resume: the pool comes back.
+    let out = std::process::Command::new(&bin).args(drain_args(&["--resume"])).output().expect("resume");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    nb.wait_for_state("2 ENIs after resume", WARM, |s| all_ready(s, 2)).await;
+}
+
+/// Scenario 6: EC2 throttles, fails and stalls during warm-up (through the fault-injecting proxy);
+/// the pool still converges to exactly what is declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_warm_up_converges_through_ec2_faults() {
+    if !require_root("scenario_6_warm_up_converges_through_ec2_faults") {
+        return;
+    }
+    use nodeeni_tests::fault_proxy::{Fault, FaultProxy};
+    let Some(mut nb) = NodeBox::start("e2e-faults").await else { return };
+    // Of every 10 requests: 2 throttled, 1 server error, 1 reset, 1 delayed 300 ms.
+    let proxy = FaultProxy::start(&nb.moto.endpoint, |n| match n % 10 {
+        1 | 6 => Fault::Throttle,
+        3 => Fault::ServerError,
+        8 => Fault::Reset,
+        4 => Fault::Delay(Duration::from_millis(300)),
+        _ => Fault::Forward,
+    });
+    nb.ec2_endpoint = proxy.endpoint.clone();
+    nb.write_config(&nb.standard_pools());
+    nb.start_daemon();
+    nb.wait_for_state("4 ENIs ready through faults", WARM, |s| all_ready(s, 4)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_moto = cluster_enis(&nb.raw, CLUSTER).await;
+    assert_eq!(in_moto.len(), 4, "exactly the declared ENIs: {in_moto:?}");
+    let m = nb.metrics();
+    let throttled: f64 = m.iter().filter(|(k, _)| k.contains("outcome=\"throttled\"")).map(|(_, v)| v).sum();
+    let transient: f64 = m.iter().filter(|(k, _)| k.contains("outcome=\"transient\"")).map(|(_, v)| v).sum();
+    assert!(throttled > 0.0 && transient > 0.0, "faults were met and retried: {m:?}");
+    eprintln!("converged through {throttled} throttled and {transient} transient failures");
+}
