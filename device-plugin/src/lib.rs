@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod devices;
 pub mod health;
 pub mod http;
+pub mod install;
 pub mod metrics;
 pub mod registration;
 pub mod service;

@@ -102,6 +102,16 @@ enum Cmd {
         #[arg(long)]
         resume: bool,
     },
+    /// Install a binary (the `nodeeni` CNI plugin) into a folder atomically: copy under a temporary
+    /// name, make executable, rename over the old one. The DaemonSet's init container runs this.
+    InstallCni {
+        /// The binary to install.
+        #[arg(long, default_value = "/usr/local/bin/nodeeni")]
+        from: PathBuf,
+        /// The CNI binary folder.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        to: PathBuf,
+    },
     /// Show the node's pool ENIs as the node state has them: a table, or JSON with --json.
     Status {
         /// The state folder (stateDir of the pool config).
@@ -370,6 +380,16 @@ fn main() -> ExitCode {
             drain(config, cluster_name, timeout, imds_endpoint, resume)
         }
         Cmd::ValidateConfig { file, cluster_name } => validate(&file, cluster_name),
+        Cmd::InstallCni { from, to } => match nodeeni_device_plugin::install::install_binary(&from, &to) {
+            Ok(path) => {
+                println!("installed {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Status { state_dir, json } => status(&state_dir, json),
     }
 }

@@ -42,6 +42,8 @@ pub struct NodeBox {
     pub ec2_endpoint: String,
     pub moto: Moto,
     pub metrics_port: u16,
+    /// The node's EC2 instance type.
+    pub instance_type: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -50,12 +52,17 @@ fn free_port() -> u16 {
 }
 
 impl NodeBox {
-    /// Builds the box; None (said on stderr) when moto is missing and CI is not set. Needs root.
+    /// Builds the box on a c5.4xlarge (8 ENIs: room for the primary and every pool of the
+    /// scenarios); None (said on stderr) when moto is missing and CI is not set. Needs root.
     pub async fn start(label: &str) -> Option<Self> {
+        Self::start_on(label, "c5.4xlarge").await
+    }
+
+    /// [`NodeBox::start`] on an instance of `instance_type`.
+    pub async fn start_on(label: &str, instance_type: &str) -> Option<Self> {
         let moto = Moto::start(label)?;
         let raw = sdk(&moto.endpoint);
-        // c5.4xlarge takes 8 ENIs: room for the primary and every pool of the scenarios.
-        let world = world_with(&raw, aws_sdk_ec2::types::InstanceType::C54xlarge).await;
+        let world = world_with(&raw, aws_sdk_ec2::types::InstanceType::from(instance_type)).await;
         let vpc = Arc::new(Vpc::new(label));
         for (_, cidr) in world.cidrs() {
             vpc.add_subnet(&cidr);
@@ -87,6 +94,7 @@ impl NodeBox {
             ec2_endpoint,
             moto,
             metrics_port: free_port(),
+            instance_type: instance_type.to_string(),
             dir,
         })
     }
@@ -124,11 +132,12 @@ impl NodeBox {
         format!(
             "apiVersion: nodeeni.io/v1alpha1\nkind: PoolConfig\nclusterName: {CLUSTER}\nstateDir: {state}\n\
              reconcileIntervalSeconds: 2\nleakGraceSeconds: 3600\n\
-             node: {{instanceId: {instance}, availabilityZone: us-east-1a, instanceType: c5.4xlarge}}\n\
+             node: {{instanceId: {instance}, availabilityZone: us-east-1a, instanceType: {instance_type}}}\n\
              ec2: {{endpointUrl: \"{ec2}\", region: us-east-1, retry: {{maxAttempts: 8, baseDelayMs: 50, maxDelayMs: 400}}}}\n\
              pools:\n{pools}",
             state = self.state_dir().display(),
             instance = self.world.instance,
+            instance_type = self.instance_type,
             ec2 = self.ec2_endpoint,
         )
     }

@@ -1,0 +1,249 @@
+//! What an operator applies (deploy/, the Dockerfile), checked offline: every manifest against the
+//! Kubernetes schemas (kubernetes-validate, strict) and yamllint; the ConfigMap's pools through
+//! `validate-config`; the NetworkAttachmentDefinitions' CNI configs through the plugin's own parser;
+//! the IAM policy against the EC2 operations the pool's code calls.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy"))
+        .expect("deploy/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "the deploy folder holds the manifests: {files:?}");
+    files
+}
+
+/// Every YAML document of every manifest, as JSON values.
+fn documents() -> Vec<(PathBuf, Value)> {
+    let mut out = Vec::new();
+    for f in manifests() {
+        let text = std::fs::read_to_string(&f).expect("read");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if !v.is_null() {
+                out.push((f.clone(), v));
+            }
+        }
+    }
+    out
+}
+
+/// A tool from the venv scripts/install-deps keeps; None (skipped, said) without it unless CI is set.
+fn venv_tool(name: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("NODEENI_VENV").map(PathBuf::from).unwrap_or_else(|| "/var/cache/nodeeni/venv".into());
+    let tool = venv.join("bin").join(name);
+    if tool.is_file() {
+        return Some(tool);
+    }
+    assert!(std::env::var_os("CI").is_none(), "{} is missing; scripts/install-deps installs it", tool.display());
+    eprintln!("SKIPPED: no {} (run scripts/install-deps)", tool.display());
+    None
+}
+
+#[test]
+fn every_manifest_validates_against_the_kubernetes_schemas() {
+    let Some(tool) = venv_tool("kubernetes-validate") else { return };
+    let out = Command::new(tool).arg("--strict").args(manifests()).output().expect("kubernetes-validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    // Kinds with a schema must have passed, not been skipped.
+    for kind in ["configmap/nodeeni-pools", "daemonset/nodeeni", "namespace/nodeeni", "serviceaccount/nodeeni"] {
+        assert!(text.contains(&format!("passed for resource {kind}")), "{kind} was validated: {text}");
+    }
+}
+
+#[test]
+fn manifests_are_yamllint_clean() {
+    let Some(tool) = venv_tool("yamllint") else { return };
+    let out = Command::new(tool)
+        .args(["--strict", "-c"])
+        .arg(repo().join(".yamllint"))
+        .args(manifests())
+        .output()
+        .expect("yamllint");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn pools_yaml() -> String {
+    let (_, cm) = documents().into_iter().find(|(_, d)| d["kind"] == "ConfigMap").expect("the ConfigMap");
+    cm["data"]["pools.yaml"].as_str().expect("data.pools.yaml").to_string()
+}
+
+#[test]
+fn the_configmap_pools_pass_validate_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pools.yaml");
+    std::fs::write(&file, pools_yaml()).expect("write");
+    let out = Command::new(nodeeni_tests::bins::path("nodeeni-device-plugin"))
+        .arg("validate-config")
+        .arg(&file)
+        .output()
+        .expect("validate-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("kernel") && text.contains("dpdk"), "a kernel and a DPDK pool: {text}");
+}
+
+#[test]
+fn network_attachments_name_configured_resources_and_parse_as_our_netconf() {
+    let config = nodeeni_conf::PoolConfig::from_text(&pools_yaml(), &Default::default()).expect("pools");
+    let resources: BTreeSet<String> =
+        config.pools.iter().filter_map(|p| p.resource_name.as_ref().map(ToString::to_string)).collect();
+    let nads: Vec<Value> =
+        documents().into_iter().map(|(_, d)| d).filter(|d| d["kind"] == "NetworkAttachmentDefinition").collect();
+    assert_eq!(nads.len(), 2, "a kernel and a DPDK network");
+    let mut modes = BTreeSet::new();
+    for nad in &nads {
+        assert_eq!(nad["apiVersion"], "k8s.cni.cncf.io/v1");
+        let resource = nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"].as_str().expect("annotation");
+        assert!(resources.contains(resource), "{resource} is a resource of the ConfigMap's pools: {resources:?}");
+        let conf = nad["spec"]["config"].as_str().expect("spec.config");
+        let parsed = nodeeni_conf::cni::NetConf::parse(conf.as_bytes()).unwrap_or_else(|e| panic!("{conf}: {e:?}"));
+        assert_eq!(parsed.plugin_type, "nodeeni");
+        assert_eq!(parsed.capabilities.get("deviceID"), Some(&true), "Multus passes the allocated ENI as deviceID");
+        modes.insert(format!("{:?}", parsed.mode));
+    }
+    assert_eq!(modes.len(), 2, "one kernel, one DPDK: {modes:?}");
+}
+
+/// `create_network_interface` → `CreateNetworkInterface`.
+fn pascal(snake: &str) -> String {
+    snake.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
+}
+
+#[test]
+fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
+    // What the pool's EC2 client calls: the SDK operations on `self.client`, cross-checked with the
+    // names the resilience layer counts them under.
+    let source = std::fs::read_to_string(repo().join("ipam/src/ec2.rs")).expect("ec2.rs");
+    let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut sdk_ops = BTreeSet::new();
+    for part in compact.split("self.client.").skip(1).chain(compact.split(".client.").skip(1)) {
+        let method: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if part[method.len()..].starts_with("()") {
+            sdk_ops.insert(pascal(&method));
+        }
+    }
+    let counted: BTreeSet<String> =
+        compact.split(".call(\"").skip(1).filter_map(|p| p.split('"').next()).map(str::to_string).collect();
+    assert_eq!(sdk_ops, counted, "every SDK call goes through the resilience layer under its own name");
+    let mut needed = sdk_ops.clone();
+    if compact.contains(".tag_specifications(") {
+        needed.insert("CreateTags".into()); // tagging on create needs ec2:CreateTags
+    }
+
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).expect("policy"))
+            .expect("policy json");
+    let statements = policy["Statement"].as_array().expect("statements");
+    let actions_of = |s: &Value| -> Vec<String> {
+        match &s["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => vec![],
+        }
+    };
+    let granted: BTreeSet<String> = statements
+        .iter()
+        .flat_map(actions_of)
+        .map(|a| a.strip_prefix("ec2:").unwrap_or_else(|| panic!("only EC2 actions: {a}")).to_string())
+        .collect();
+    assert_eq!(granted, needed, "the policy grants exactly what the code calls");
+
+    // Mutations of ENIs only on ENIs carrying the cluster tag.
+    for op in [
+        "AttachNetworkInterface",
+        "DetachNetworkInterface",
+        "DeleteNetworkInterface",
+        "ModifyNetworkInterfaceAttribute",
+    ] {
+        let on_enis: Vec<&Value> = statements
+            .iter()
+            .filter(|s| actions_of(s).contains(&format!("ec2:{op}")))
+            .filter(|s| s["Resource"].to_string().contains("network-interface"))
+            .collect();
+        assert!(!on_enis.is_empty(), "{op} is granted on network interfaces");
+        for s in on_enis {
+            assert!(
+                s["Condition"]["StringEquals"]["ec2:ResourceTag/nodeeni.io/cluster"].is_string(),
+                "{op} on ENIs is limited to the cluster tag: {s}"
+            );
+        }
+    }
+    let creates: Vec<&Value> = statements
+        .iter()
+        .filter(|s| actions_of(s).contains(&"ec2:CreateNetworkInterface".into()))
+        .filter(|s| s["Resource"].to_string().contains("network-interface"))
+        .collect();
+    assert!(creates.iter().all(|s| s["Condition"]["StringEquals"]["aws:RequestTag/nodeeni.io/cluster"].is_string()));
+    for s in statements {
+        if s["Resource"] == "*" {
+            assert!(actions_of(s).iter().all(|a| a.starts_with("ec2:Describe")), "only reads on every resource: {s}");
+        }
+    }
+}
+
+#[test]
+fn the_daemonset_matches_the_daemon_it_runs() {
+    let docs = documents();
+    let (_, ds) = docs.iter().find(|(_, d)| d["kind"] == "DaemonSet").expect("DaemonSet");
+    let spec = &ds["spec"]["template"]["spec"];
+    let main = &spec["containers"][0];
+    let command: Vec<String> = serde_json::from_value(main["command"].clone()).expect("command");
+    // The daemon accepts its command line (clap checks flags before anything runs: --help proves it).
+    let mut args: Vec<String> = command[1..].to_vec();
+    args.push("--help".into());
+    let out = Command::new(nodeeni_tests::bins::path("nodeeni-device-plugin")).args(&args).output().expect("run");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    // Probes hit the metrics address the daemon is given.
+    let addr = &command[command.iter().position(|a| a == "--metrics-addr").expect("--metrics-addr") + 1];
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = &main[probe]["httpGet"];
+        assert_eq!(format!("{}:{}", get["host"].as_str().expect("host"), get["port"]), *addr, "{probe}");
+    }
+    assert_eq!(main["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(main["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The state folder the pools use is the host's, mounted.
+    let config = nodeeni_conf::PoolConfig::from_text(&pools_yaml(), &Default::default()).expect("pools");
+    let mounts: Vec<String> = main["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str().map(str::to_string))
+        .collect();
+    for path in [config.state_dir.display().to_string(), "/var/lib/kubelet/device-plugins".into(), "/host/sys".into()] {
+        assert!(mounts.contains(&path), "{path} is mounted: {mounts:?}");
+    }
+    // Only NET_ADMIN is added; everything else dropped.
+    assert_eq!(main["securityContext"]["capabilities"]["add"], serde_json::json!(["NET_ADMIN"]));
+    assert_eq!(main["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(spec["containers"][0]["securityContext"]["privileged"].is_null(), "not privileged");
+    // The init container installs the CNI binary with our atomic installer.
+    let init: Vec<String> = serde_json::from_value(spec["initContainers"][0]["command"].clone()).expect("init");
+    assert_eq!(init.get(1).map(String::as_str), Some("install-cni"));
+}
+
+#[test]
+fn the_dockerfile_builds_both_binaries_into_a_small_runtime_stage() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
+    assert!(stages[1].contains("distroless"), "a small runtime image: {}", stages[1]);
+    let runtime = text.split(stages[1]).nth(1).expect("runtime stage");
+    for bin in ["nodeeni", "nodeeni-device-plugin"] {
+        assert!(runtime.contains(&format!("/out/{bin} /usr/local/bin/{bin}")), "{bin} is in the runtime image");
+    }
+    assert!(text.contains("cargo build --release --locked -p nodeeni-cni -p nodeeni-device-plugin"));
+    assert!(runtime.contains("USER 65532"), "non-root by default");
+}
