@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-/// The target folder the running test binary was built into (`target/debug`).
+/// The profile folder the running binary was built into (`target/debug`): a test runs from
+/// `target/debug/deps/`, a binary (the demo, a benchmark) from `target/<profile>/`.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf()
+    let dir = exe.parent().expect("exe folder");
+    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().unwrap_or(dir) } else { dir }.to_path_buf()
 }
 
 /// The path of workspace binary `name`, which must have been built.

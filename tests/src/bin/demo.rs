@@ -1,0 +1,175 @@
+//! The nodeeni demo: a node in a box (network namespaces, moto as EC2, a hot-plug stand-in, a kubelet
+//! stand-in, the real libcni) and the daemon and CNI plugin doing their job on it, step by step.
+//! Everything is removed on exit, also on Ctrl-C. Run through scripts/demo (root).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nodeeni_proto::deviceplugin::v1beta1 as api;
+use nodeeni_tests::ec2world::cluster_enis;
+use nodeeni_tests::netns::TestNs;
+use nodeeni_tests::nodebox::{CLUSTER, DPDK_RESOURCE, KERNEL_RESOURCE, NodeBox, PodNet};
+use tokio_stream::StreamExt;
+
+fn step(title: &str) {
+    println!("\n\x1b[1m== {title}\x1b[0m");
+}
+
+fn show(cmd: &str, args: &[&str]) {
+    println!("$ {cmd} {}", args.join(" "));
+    match Command::new(cmd).args(args).output() {
+        Ok(out) => print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        Err(e) => println!("({cmd}: {e})"),
+    }
+}
+
+async fn walk(nb: &mut NodeBox) -> Result<(), String> {
+    let driver = nodeeni_tests::bins::libcni_driver().ok_or("the libcni driver is missing")?;
+    let plugin = nodeeni_tests::bins::path("nodeeni-device-plugin");
+    let plugin = plugin.to_str().ok_or("path")?.to_string();
+
+    step("The node in a box");
+    println!("EC2 (moto):    {}", nb.moto.endpoint);
+    println!(
+        "VPC:           {} with subnets 10.0.1.0/24 ({}), 10.0.3.0/24 ({})",
+        nb.world.vpc, nb.world.subnet_a, nb.world.subnet_c
+    );
+    println!("node instance: {} (c5.4xlarge, us-east-1a)", nb.world.instance);
+    println!("namespaces:    node {}, vpc {} (holds each subnet's gateway)", nb.node.name(), nb.vpc.ns.name());
+    println!("kubelet:       a stand-in on {}", nb.plugin_dir().join("kubelet.sock").display());
+
+    step("The pool configuration: 2 kernel ENIs, 1 DPDK ENI, 1 host ENI (master for Multus ipvlan)");
+    nb.write_config(&nb.standard_pools());
+    print!("{}", std::fs::read_to_string(nb.config_path()).map_err(|e| e.to_string())?);
+    show(&plugin, &["validate-config", &nb.config_path().display().to_string()]);
+
+    step("Starting the daemon: it creates, tags and attaches the ENIs; the hot-plug stand-in makes them appear");
+    let started = Instant::now();
+    nb.start_daemon();
+    nb.wait_for_state("the pool warmed", Duration::from_secs(120), |s| {
+        s.enis.len() == 4 && s.enis.iter().all(|e| e.lifecycle == nodeeni_state::node::Lifecycle::Ready)
+    })
+    .await;
+    println!("warmed in {:.1} s", started.elapsed().as_secs_f64());
+    show(&plugin, &["status", "--state-dir", &nb.state_dir().display().to_string()]);
+
+    step("What the kubelet sees: two resources (the host pool is not advertised)");
+    for resource in [KERNEL_RESOURCE, DPDK_RESOURCE] {
+        let reg = nb.kubelet.wait_registered(resource, 1, Duration::from_secs(30)).await;
+        let mut client = nb.kubelet.client(&reg.endpoint).await;
+        let mut stream = client.list_and_watch(api::Empty {}).await.map_err(|e| e.to_string())?.into_inner();
+        let list = stream.next().await.ok_or("no list")?.map_err(|e| e.to_string())?;
+        let devices: Vec<String> = list.devices.iter().map(|d| format!("{} {}", d.id, d.health)).collect();
+        println!("{resource:<18} registered {} (API {}), devices: {}", reg.endpoint, reg.version, devices.join(", "));
+    }
+
+    step("The host ENI stays on the node under its stable name, MTU 9001, up");
+    show("ip", &["-n", nb.node.name(), "-br", "link", "show", "multus4"]);
+    show("ip", &["-n", nb.node.name(), "-d", "link", "show", "multus4"]);
+
+    step("The kubelet allocates one kernel ENI to a pod (Allocate)");
+    let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(5)).await;
+    let mut client = nb.kubelet.client(&reg.endpoint).await;
+    let state = nb.state();
+    let rec = state.enis.iter().find(|e| e.pool == "fast").ok_or("no fast ENI")?.clone();
+    let eni = rec.eni_id.as_ref().ok_or("no id")?.to_string();
+    let resp = client
+        .allocate(api::AllocateRequest {
+            container_requests: vec![api::ContainerAllocateRequest { devices_ids: vec![eni.clone()] }],
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let mut envs: Vec<_> = resp.container_responses[0].envs.iter().collect();
+    envs.sort();
+    for (k, v) in envs {
+        println!("  env {k}={v}");
+    }
+
+    step(&format!("The runtime (through libcni, as Multus delegates) runs ADD with deviceID={eni}"));
+    let pod = TestNs::new("demo-pod");
+    let at =
+        PodNet { conf: nb.write_cni_conf("fast"), container: "pod-1".into(), pod: pod.path(), ifname: "net1".into() };
+    let cap = format!("deviceID={eni}");
+    let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
+    println!("{out}");
+    if !ok {
+        return Err("ADD failed".into());
+    }
+
+    step("Inside the pod: the whole ENI as net1, with its VPC address and MTU");
+    show("ip", &["-n", pod.name(), "-br", "addr", "show", "net1"]);
+    show("ip", &["-n", pod.name(), "link", "show", "net1"]);
+    step("The pod reaches its subnet gateway in the VPC");
+    show("ip", &["netns", "exec", pod.name(), "ping", "-c", "2", "-W", "2", "10.0.1.1"]);
+    step("The node state says who holds it");
+    show(&plugin, &["status", "--state-dir", &nb.state_dir().display().to_string()]);
+
+    step("The pod goes away: DEL gives the ENI back to the node");
+    let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
+    println!("{}", if out.is_empty() { "(DEL succeeded, no output)".to_string() } else { out });
+    if !ok {
+        return Err("DEL failed".into());
+    }
+    show("ip", &["-n", nb.node.name(), "-br", "link", "show"]);
+    let mut stream = client.list_and_watch(api::Empty {}).await.map_err(|e| e.to_string())?.into_inner();
+    let list = stream.next().await.ok_or("no list")?.map_err(|e| e.to_string())?;
+    let back = list.devices.iter().find(|d| d.id == eni).map(|d| d.health.clone()).unwrap_or_default();
+    println!("the kubelet sees {eni} as {back} again");
+
+    step("Metrics (loopback) and probes");
+    let (_, body) = nb.http_get("/metrics")?;
+    for line in body.lines().filter(|l| {
+        l.starts_with("nodeeni_pool_enis{")
+            || l.starts_with("nodeeni_allocations_total")
+            || l.starts_with("nodeeni_ec2_calls_total")
+            || l.starts_with("nodeeni_ec2_circuit_breaker_state")
+    }) {
+        println!("  {line}");
+    }
+    println!("  /readyz: {:?}", nb.http_get("/readyz")?);
+
+    step("SIGTERM: the daemon stops serving; the ENIs stay attached (a restart does not disturb pods)");
+    if let Some(d) = nb.daemon.as_mut() {
+        println!("daemon exited: {:?}", d.terminate());
+    }
+    for (id, status) in cluster_enis(&nb.raw, CLUSTER).await {
+        println!("  {id}: {status}");
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the demo needs root (it creates network namespaces)");
+        return std::process::ExitCode::FAILURE;
+    }
+    let Some(mut nb) = NodeBox::start("demo").await else {
+        eprintln!("moto is missing: run scripts/install-deps");
+        return std::process::ExitCode::FAILURE;
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = tokio::select! {
+        r = walk(&mut nb) => match r {
+            Ok(()) => {
+                step("Done: the ENI went to the pod and came back. Removing everything the demo made.");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("demo failed: {e}\n--- daemon log ---\n{}", nb.daemon_log());
+                std::process::ExitCode::FAILURE
+            }
+        },
+        _ = tokio::signal::ctrl_c() => { eprintln!("\ninterrupted: cleaning up"); std::process::ExitCode::from(130) }
+        _ = term.recv() => { eprintln!("\nterminated: cleaning up"); std::process::ExitCode::from(143) }
+    };
+    drop(nb);
+    code
+}
