@@ -80,6 +80,11 @@ async fn main() {
         );
     }
     let ratio = |a: &Run, b: &Run| b.elapsed.as_secs_f64() / a.elapsed.as_secs_f64();
+    nodeeni_tests::bench::record("ec2_mutating_per_eni", format!("{:.2}", per(runs[1].1.mutating)));
+    nodeeni_tests::bench::record("ec2_describes_per_eni", format!("{:.2}", per(runs[1].1.describes)));
+    nodeeni_tests::bench::record("warm_ms_serial_50ms", format!("{:.0}", runs[2].1.elapsed.as_secs_f64() * 1000.0));
+    nodeeni_tests::bench::record("warm_ms_concurrent_50ms", format!("{:.0}", runs[3].1.elapsed.as_secs_f64() * 1000.0));
+    nodeeni_tests::bench::record("warm_ratio_50ms", format!("{:.2}×", ratio(&runs[2].1, &runs[3].1)));
     println!(
         "\nConcurrent vs one at a time: {:.2}× on bare moto (where calls barely overlap), {:.2}× with 50 ms per call.",
         ratio(&runs[0].1, &runs[1].1),

@@ -11,6 +11,7 @@
 //! - [`process`]: the daemon as a child process; [`bins`]: the workspace's binaries, the libcni driver;
 //! - [`nodebox`]: all of it assembled into one node.
 
+pub mod bench;
 pub mod bins;
 pub mod ec2world;
 pub mod fault_proxy;

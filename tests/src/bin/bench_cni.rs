@@ -152,6 +152,17 @@ fn main() {
         size(Path::new(HOST_DEVICE))
     );
     let (a, d, c) = ns.medians();
+    nodeeni_tests::bench::record("cni_add_ms_hostdevice", ms(hd_add));
+    nodeeni_tests::bench::record("cni_del_ms_hostdevice", ms(hd_del));
+    nodeeni_tests::bench::record("cni_cycle_ms_hostdevice", ms(hd_cycle));
+    nodeeni_tests::bench::record("cni_add_ms_nodeeni", ms(a));
+    nodeeni_tests::bench::record("cni_del_ms_nodeeni", ms(d));
+    nodeeni_tests::bench::record("cni_cycle_ms_nodeeni", ms(c));
+    nodeeni_tests::bench::record("cni_cycle_ratio", ratio(c));
+    nodeeni_tests::bench::record("cni_rss_kib_nodeeni", ns.rss);
+    nodeeni_tests::bench::record("cni_rss_kib_hostdevice", hd.rss);
+    nodeeni_tests::bench::record("cni_binary_nodeeni", size(&nodeeni));
+    nodeeni_tests::bench::record("cni_binary_hostdevice", size(Path::new(HOST_DEVICE)));
     println!(
         "| nodeeni | static (exec) | {} | {} | {} | {} | {} KiB | {} |",
         ms(a),
@@ -162,6 +173,9 @@ fn main() {
         size(&nodeeni)
     );
     let (a, d, c) = vp.medians();
+    nodeeni_tests::bench::record("cni_add_ms_nodeeni_vpc", ms(a));
+    nodeeni_tests::bench::record("cni_del_ms_nodeeni_vpc", ms(d));
+    nodeeni_tests::bench::record("cni_cycle_ratio_vpc", ratio(c));
     println!(
         "| nodeeni | VPC addresses (built in) | {} | {} | {} | {} | {} KiB | {} |",
         ms(a),
@@ -182,6 +196,8 @@ fn main() {
         })
         .collect();
     let floor = median(moves.clone());
+    nodeeni_tests::bench::record("kernel_floor_ms", ms(floor));
+    nodeeni_tests::bench::record("kernel_floor_ratio", format!("{:.2}×", floor.as_secs_f64() / hd_cycle.as_secs_f64()));
     println!(
         "\nKernel floor: the link into the pod and back with ip(8), median of {}: {} ms ({:.2}× of host-device's cycle).",
         moves.len(),

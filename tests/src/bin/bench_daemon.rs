@@ -5,10 +5,10 @@
 //! Usage: bench-daemon [ALLOCATES] [CHURN_CYCLES]   (root; defaults 2000 and 100)
 //! With NODEENI_BENCH_OUT set, appends `key<TAB>value` lines there for scripts/bench.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use nodeeni_proto::deviceplugin::v1beta1 as api;
+use nodeeni_tests::bench::record;
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::nodebox::{NodeBox, PodNet};
 
@@ -30,14 +30,6 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-fn record(key: &str, value: String) {
-    if let Some(path) = std::env::var_os("NODEENI_BENCH_OUT")
-        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
-    {
-        let _ = writeln!(f, "{key}\t{value}");
-    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
