@@ -115,10 +115,15 @@ pub fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<P
     let Some(pci) = d.pci else { return Ok(None) };
     let path = devinfo_path(settings, &d.eni_id);
     let err = |source| AllocateError::DevInfo { path: path.clone(), source };
+    let body = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": pci.to_string()}}).to_string();
+    // A device's file never changes (its PCI address is fixed): one already right is left alone, which
+    // keeps Allocate to one read on the hot path.
+    if std::fs::read(&path).is_ok_and(|old| old == body.as_bytes()) {
+        return Ok(Some(path));
+    }
     std::fs::create_dir_all(&settings.devinfo_dir).map_err(err)?;
-    let body = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": pci.to_string()}});
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, body.to_string()).map_err(err)?;
+    std::fs::write(&tmp, &body).map_err(err)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)?;
     Ok(Some(path))
@@ -145,4 +150,39 @@ pub fn remove_stale_devinfo(settings: &AllocateSettings, current: &[Device]) -> 
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn a_right_device_info_file_is_kept_and_a_wrong_one_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = AllocateSettings {
+            resource: "nodeeni.io/fast".parse().expect("resource"),
+            mode: Mode::Kernel,
+            dev_root: dir.path().join("dev"),
+            devinfo_dir: dir.path().join("devinfo"),
+        };
+        let d = Device {
+            eni_id: "eni-00000001".parse().expect("id"),
+            pci: Some("0000:00:06.0".parse().expect("pci")),
+            healthy: true,
+            numa_node: None,
+            network_card: 0,
+            iommu_group: None,
+        };
+        let path = write_devinfo(&settings, &d).expect("write").expect("a path");
+        let first = std::fs::metadata(&path).expect("meta").ino();
+        write_devinfo(&settings, &d).expect("again");
+        assert_eq!(std::fs::metadata(&path).expect("meta").ino(), first, "a right file is not rewritten");
+        let moved = Device { pci: Some("0000:00:07.0".parse().expect("pci")), ..d };
+        write_devinfo(&settings, &moved).expect("replace");
+        let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(body["pci"]["pci-address"], "0000:00:07.0");
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o444);
+    }
 }

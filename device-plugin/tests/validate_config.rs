@@ -80,3 +80,27 @@ fn status_shows_the_node_state_as_a_table_or_json() {
     let (ok, _, err) = run(&["status", "--state-dir", empty.path().to_str().expect("utf8")]);
     assert!(!ok && err.contains("no node state"), "{err}");
 }
+
+#[test]
+fn run_refuses_an_invalid_config_and_logs_why_as_json_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("pools.yaml");
+    std::fs::write(&f, "clusterName: c\npools:\n  - {name: fast, mode: warp}\n").expect("write");
+    let (ok, _, err) = run(&["--log-format", "json", "run", "--config", f.to_str().expect("utf8"), "--no-metrics"]);
+    assert!(!ok, "an invalid config is refused at start");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let refusal = lines.iter().find(|l| l["level"] == "ERROR").unwrap_or_else(|| panic!("no error logged: {err}"));
+    let error = refusal["fields"]["error"].as_str().expect("the error is a field");
+    assert!(error.contains("pools[0].mode"), "names the problem: {error}");
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["run", "drain", "validate-config", "status", "install-cni"] {
+        let (ok, out, err) = run(&[cmd, "--help"]);
+        assert!(ok && out.contains("Usage:"), "{cmd} --help: {out}{err}");
+    }
+}

@@ -73,6 +73,11 @@ impl HotPlug {
         Self { stop, thread: Some(thread), plugged }
     }
 
+    /// Stops watching (what is plugged stays plugged): a benchmark's quiet node.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// What is plugged now, by ENI ID.
     pub fn plugged(&self) -> BTreeMap<String, Plugged> {
         self.plugged.lock().expect("lock").clone()

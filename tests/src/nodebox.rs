@@ -44,6 +44,12 @@ pub struct NodeBox {
     pub metrics_port: u16,
     /// The node's EC2 instance type.
     pub instance_type: String,
+    /// More flags for the daemon's `run`.
+    pub extra_daemon_args: Vec<String>,
+    /// The config's reconcileIntervalSeconds (2: tests want passes often).
+    pub reconcile_interval_secs: u32,
+    /// The daemon's --health-interval-ms (200).
+    pub health_interval_ms: u32,
     pub dir: tempfile::TempDir,
 }
 
@@ -95,6 +101,9 @@ impl NodeBox {
             moto,
             metrics_port: free_port(),
             instance_type: instance_type.to_string(),
+            extra_daemon_args: Vec::new(),
+            reconcile_interval_secs: 2,
+            health_interval_ms: 200,
             dir,
         })
     }
@@ -131,7 +140,7 @@ impl NodeBox {
     pub fn config_text(&self, pools: &str) -> String {
         format!(
             "apiVersion: nodeeni.io/v1alpha1\nkind: PoolConfig\nclusterName: {CLUSTER}\nstateDir: {state}\n\
-             reconcileIntervalSeconds: 2\nleakGraceSeconds: 3600\n\
+             reconcileIntervalSeconds: {interval}\nleakGraceSeconds: 3600\n\
              node: {{instanceId: {instance}, availabilityZone: us-east-1a, instanceType: {instance_type}}}\n\
              ec2: {{endpointUrl: \"{ec2}\", region: us-east-1, retry: {{maxAttempts: 8, baseDelayMs: 50, maxDelayMs: 400}}}}\n\
              pools:\n{pools}",
@@ -139,6 +148,7 @@ impl NodeBox {
             instance = self.world.instance,
             instance_type = self.instance_type,
             ec2 = self.ec2_endpoint,
+            interval = self.reconcile_interval_secs,
         )
     }
 
@@ -172,10 +182,11 @@ impl NodeBox {
             "--metrics-addr".into(),
             format!("127.0.0.1:{}", self.metrics_port),
             "--health-interval-ms".into(),
-            "200".into(),
+            self.health_interval_ms.to_string(),
             "--netdev-wait-secs".into(),
             "20".into(),
         ]);
+        args.extend(self.extra_daemon_args.iter().cloned());
         args
     }
 

@@ -234,10 +234,33 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
         return;
     }
     let Some(mut nb) = NodeBox::start("e2e-life").await else { return };
+    let sriov = nb.dir.path().join("sriov/config.json");
+    std::fs::create_dir_all(sriov.parent().expect("dir")).expect("mkdir");
+    nb.extra_daemon_args = vec!["--sriov-config".into(), sriov.display().to_string()];
     nb.write_config(&fast_pool(&nb, 2));
     nb.start_daemon();
     let state = nb.wait_for_state("2 ENIs ready", WARM, |s| all_ready(s, 2)).await;
     let ids = ids_of(&state, "fast");
+
+    // The SR-IOV device plugin's config.json follows the pool (written after a good pass).
+    let mut pcis: Vec<String> = state.enis.iter().filter_map(|e| e.pci.map(|p| p.to_string())).collect();
+    pcis.sort();
+    let start = Instant::now();
+    loop {
+        let written: Option<serde_json::Value> =
+            std::fs::read_to_string(&sriov).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let listed = written.as_ref().and_then(|w| {
+            let entry = w["resourceList"].as_array()?.iter().find(|r| r["resourceName"] == "fast")?.clone();
+            let mut p: Vec<String> = serde_json::from_value(entry["selectors"]["pciAddresses"].clone()).ok()?;
+            p.sort();
+            Some(p)
+        });
+        if listed.as_ref() == Some(&pcis) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "SR-IOV config: {written:?}, want {pcis:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
 
     // Kubelet restart: sockets deleted, new kubelet.sock; serve again and register again within 2 s.
