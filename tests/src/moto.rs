@@ -28,7 +28,9 @@ impl Moto {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child = Command::new(&server)
+        let mut command = Command::new(&server);
+        crate::process::die_with_parent(&mut command);
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

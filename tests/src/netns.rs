@@ -25,9 +25,28 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Removes namespaces this harness made in processes that no longer exist (a test run interrupted
+/// before its destructors ran). Names are `nt-<label>-<pid>-<n>`; only dead pids' are touched.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("nt-") else { continue };
+        let mut parts = rest.rsplitn(3, '-');
+        let (Some(_n), Some(pid), Some(_label)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+static SWEEP: std::sync::Once = std::sync::Once::new();
+
 impl TestNs {
     /// `label` says which test and role (`cni-add-pod`); the name adds the pid and a counter.
     pub fn new(label: &str) -> Self {
+        SWEEP.call_once(sweep_orphans);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("nt-{label}-{}-{n}", std::process::id());
         ip(&["netns", "add", &name]).unwrap_or_else(|e| panic!("{e}"));

@@ -18,7 +18,9 @@ impl Process {
     /// Starts `program args…` with `env`, stdout and stderr into `log`.
     pub fn spawn(program: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Self {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        die_with_parent(&mut command);
+        let child = command
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().expect("dup log")))
@@ -82,6 +84,17 @@ impl Process {
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+/// The child gets SIGKILL if the thread that started it goes away (a test run interrupted before its
+/// destructors ran), so no daemon outlives its test.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes one prctl(2) call, which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
     }
 }
 
