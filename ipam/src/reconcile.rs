@@ -470,10 +470,18 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         let Some(mut eni) = known else { return Ok(()) };
         let attached_here =
             eni.attachment.as_ref().is_some_and(|a| a.instance_id.as_deref() == Some(self.node.instance_id.as_str()));
+        let mut rec = rec;
         if !attached_here {
             if rec.lifecycle == Lifecycle::Ready {
                 tracing::warn!(eni = %id, "attachment lost (detached outside nodeeni); re-attaching");
                 report.repaired.push(format!("{id}: re-attached"));
+                // Not Ready until attached and prepared again: the device plugin reports it Unhealthy.
+                rec.lifecycle = Lifecycle::Attaching;
+                self.update(|s| {
+                    if let Some(r) = s.eni_mut(&id) {
+                        r.lifecycle = Lifecycle::Attaching;
+                    }
+                })?;
             }
             let attachment = self.ec2.attach_eni(&id, &self.node.instance_id, slot.device_index).await?;
             tracing::info!(eni = %id, attachment, device_index = slot.device_index, "attached ENI");
@@ -507,7 +515,6 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             self.ec2.set_description(&id, d).await?;
             report.repaired.push(format!("{id}: description reset"));
         }
-        let mut rec = rec;
         Self::fill_from(&mut rec, &eni, Some(&slot.subnet));
         if rec.lifecycle != Lifecycle::Ready || rec.host_ifname.is_none() && r.pool.mode != Mode::Dpdk {
             match self.host.prepare(r.pool, &rec).await {

@@ -291,6 +291,33 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     nb.node.ip(&["link", "set", &ifname, "up"]);
     stream_until(&mut stream, "link up → Healthy", Duration::from_secs(1), |l| healthy_ids(l) == ids).await;
 
+    // The attachment lost in EC2 (detached behind nodeeni's back): the netdev goes with it, the device
+    // turns Unhealthy; the next pass re-attaches it and it is Healthy again.
+    let attachment = nb
+        .raw
+        .describe_network_interfaces()
+        .network_interface_ids(&ids[0])
+        .send()
+        .await
+        .expect("describe")
+        .network_interfaces()[0]
+        .attachment()
+        .and_then(|a| a.attachment_id())
+        .expect("attached")
+        .to_string();
+    nb.raw.detach_network_interface().attachment_id(attachment).force(true).send().await.expect("detach");
+    stream_until(&mut stream, "detached in EC2 → Unhealthy", Duration::from_secs(3), |l| {
+        l.iter().any(|d| d.id == ids[0] && d.health == api::UNHEALTHY)
+    })
+    .await;
+    let healthy_again = tokio::time::timeout(
+        Duration::from_secs(20),
+        stream_until(&mut stream, "re-attached → Healthy", Duration::from_secs(30), |l| healthy_ids(l) == ids),
+    )
+    .await;
+    assert!(healthy_again.is_ok(), "not Healthy after the re-attach:\n{}", nb.daemon_log());
+    assert!(nb.daemon_log().contains("re-attaching"), "the repair is logged");
+
     // A valid change is applied: a third ENI.
     nb.write_config(&fast_pool(&nb, 3));
     let state = nb.wait_for_state("3 ENIs after the reload", WARM, |s| all_ready(s, 3)).await;
@@ -478,6 +505,18 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
     let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
     assert!(ok, "ADD: {out}");
 
+    // The kubelet allocated the held ENI: its device-info file exists until the device leaves.
+    let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
+    let mut client = nb.kubelet.client(&reg.endpoint).await;
+    let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
+    stream_until(&mut stream, "held ENI healthy", Duration::from_secs(5), |l| {
+        l.iter().any(|d| d.id == ids[0] && d.health == api::HEALTHY)
+    })
+    .await;
+    allocate(&mut client, &ids[..1]).await.expect("allocate");
+    let devinfo = nb.devinfo_dir().join(format!("nodeeni.io-fast-{}-device.json", ids[0]));
+    assert!(devinfo.exists());
+
     let bin = bins::path("nodeeni-device-plugin");
     let config = nb.config_path().display().to_string();
     let drain_args = |extra: &[&str]| -> Vec<String> {
@@ -513,6 +552,7 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
     assert!(cluster_enis(&nb.raw, CLUSTER).await.is_empty(), "every pool ENI deleted in EC2");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cluster_enis(&nb.raw, CLUSTER).await.is_empty(), "and the paused daemon made none");
+    assert!(!devinfo.exists(), "the device left: its device-info file is removed");
 
     // Resume: the pool comes back.
     let out = std::process::Command::new(&bin).args(drain_args(&["--resume"])).output().expect("resume");
