@@ -4,33 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{GATEWAY, NodeBox};
 use nodeeni_tests::root::require_root;
 use nodeeni_tests::vpc::Vpc;
 use serde_json::{Value, json};
-
-/// The driver binary: built by scripts/test (NODEENI_LIBCNI_DRIVER), or built here from its source.
-fn driver() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NODEENI_LIBCNI_DRIVER").map(PathBuf::from)
-        && p.is_file()
-    {
-        return Some(p);
-    }
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libcni-driver");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/libcni-driver/build");
-    let built = Command::new("bash").arg(&script).arg(&out).status().map(|s| s.success()).unwrap_or(false);
-    if built {
-        return Some(out);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("the libcni driver could not be built (needs golang-go and golang-github-appc-cni-dev)");
-    }
-    eprintln!("SKIPPED: libcni driver unavailable (run scripts/install-deps)");
-    None
-}
 
 /// One attachment as the runtime names it: config file, container, pod namespace, ifname.
 struct Attachment<'a> {
@@ -59,7 +39,7 @@ fn libcni_runs_add_check_del_on_a_conf() {
     if !require_root("libcni_runs_add_check_del_on_a_conf") {
         return;
     }
-    let Some(driver) = driver() else { return };
+    let Some(driver) = nodeeni_tests::bins::libcni_driver() else { return };
     let b = NodeBox::new("lconf");
     b.eni("eth1", "0a:00:00:00:00:61");
     let pod = b.pod("lconf");
@@ -92,7 +72,7 @@ fn libcni_passes_the_device_id_capability_as_runtime_config() {
     if !require_root("libcni_passes_the_device_id_capability_as_runtime_config") {
         return;
     }
-    let Some(driver) = driver() else { return };
+    let Some(driver) = nodeeni_tests::bins::libcni_driver() else { return };
     let b = NodeBox::new("lcap");
     b.eni("eth1", "0a:00:00:00:00:71");
     b.node_state("fast", &[("eni-0000000000000a071", "0a:00:00:00:00:71", "10.0.1.71")]);
@@ -116,7 +96,7 @@ fn libcni_runs_a_conflist_chained_with_tuning() {
     if !require_root("libcni_runs_a_conflist_chained_with_tuning") {
         return;
     }
-    let Some(driver) = driver() else { return };
+    let Some(driver) = nodeeni_tests::bins::libcni_driver() else { return };
     let b = NodeBox::new("llist");
     b.eni("eth1", "0a:00:00:00:00:81");
     let pod = b.pod("llist");

@@ -233,9 +233,15 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    // Two workers are plenty: the daemon waits on EC2, the kubelet and timers.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+/// Runs `work` on a runtime of two workers (plenty: the daemon waits on EC2, the kubelet and timers).
+fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt.block_on(work),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -253,14 +259,7 @@ fn run(args: RunArgs) -> ExitCode {
         health_interval: Duration::from_millis(args.health_interval_ms.max(50)),
         netdev_wait: Duration::from_secs(args.netdev_wait_secs),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
+    block_on(async {
         let shutdown = Arc::new(Notify::new());
         {
             let shutdown = shutdown.clone();
@@ -326,14 +325,7 @@ fn drain(
         return ExitCode::FAILURE;
     }
     println!("pool paused ({}); draining with a timeout of {timeout:?}", marker.display());
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
+    block_on(async {
         let identity = match nodeeni_ipam::identity::resolve(&config.node, imds.as_deref()).await {
             Ok(i) => i,
             Err(e) => {
