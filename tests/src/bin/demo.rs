@@ -58,7 +58,16 @@ async fn walk(nb: &mut NodeBox) -> Result<(), String> {
         let reg = nb.kubelet.wait_registered(resource, 1, Duration::from_secs(30)).await;
         let mut client = nb.kubelet.client(&reg.endpoint).await;
         let mut stream = client.list_and_watch(api::Empty {}).await.map_err(|e| e.to_string())?.into_inner();
-        let list = stream.next().await.ok_or("no list")?.map_err(|e| e.to_string())?;
+        let mut list = stream.next().await.ok_or("no list")?.map_err(|e| e.to_string())?;
+        // Health is judged every 200 ms here: a device prepared a moment ago may not be Healthy yet.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while list.devices.iter().any(|d| d.health != api::HEALTHY) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.next()).await {
+                Ok(Some(Ok(next))) => list = next,
+                _ => break,
+            }
+        }
         let devices: Vec<String> = list.devices.iter().map(|d| format!("{} {}", d.id, d.health)).collect();
         println!("{resource:<18} registered {} (API {}), devices: {}", reg.endpoint, reg.version, devices.join(", "));
     }
