@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::allocate::{AllocateSettings, remove_stale_devinfo};
 use crate::health::{self, HealthSource};
-use crate::metrics::{Metrics, error_kind};
+use crate::metrics::Metrics;
 use crate::registration::{Endpoint, serve_and_register_reporting};
 use crate::service::PluginService;
 
@@ -360,7 +360,7 @@ async fn reconcile_loop(
                     }
                 }
                 Err(e) => {
-                    shared.metrics.reconciled(false, Some(error_kind(e)), took);
+                    shared.metrics.reconciled(false, Some(e.kind()), took);
                     tracing::error!(error = %e, ?took, "reconcile failed; retrying at the next pass");
                 }
             }

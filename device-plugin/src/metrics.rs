@@ -32,19 +32,6 @@ struct Counters {
     devices: BTreeMap<String, (u64, u64)>,
 }
 
-/// What one reconcile error was, as a bounded label value.
-pub fn error_kind(e: &nodeeni_ipam::reconcile::PoolError) -> &'static str {
-    use nodeeni_ipam::reconcile::PoolError;
-    match e {
-        PoolError::Ec2(_) => "ec2",
-        PoolError::Store(_) => "state",
-        PoolError::Refused { .. } => "refused",
-        PoolError::NoInstance(_) => "no_instance",
-        PoolError::Host { .. } => "host",
-        PoolError::Crash(_) => "crash",
-    }
-}
-
 impl Metrics {
     fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))

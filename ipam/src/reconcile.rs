@@ -39,6 +39,20 @@ pub enum PoolError {
     Crash(CrashPoint),
 }
 
+impl PoolError {
+    /// What went wrong, as a short stable word (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PoolError::Ec2(_) => "ec2",
+            PoolError::Store(_) => "state",
+            PoolError::Refused { .. } => "refused",
+            PoolError::NoInstance(_) => "no_instance",
+            PoolError::Host { .. } => "host",
+            PoolError::Crash(_) => "crash",
+        }
+    }
+}
+
 /// Where a test may stop the reconciler as a crash would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_proto::uds;
@@ -67,21 +67,12 @@ impl Kubelet {
 
     /// Waits until `resource` has registered at least `count` times; its last registration.
     pub async fn wait_registered(&self, resource: &str, count: usize, timeout: Duration) -> api::RegisterRequest {
-        let start = Instant::now();
-        loop {
+        let probe = async || {
             let mine: Vec<_> = self.registrations().into_iter().filter(|r| r.resource_name == resource).collect();
-            if mine.len() >= count
-                && let Some(last) = mine.last()
-            {
-                return last.clone();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "{resource} did not register {count} time(s) within {timeout:?}; registrations: {:?}",
-                self.registrations()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            if mine.len() >= count { mine.last().cloned() } else { None }
+        };
+        let what = format!("{resource} registered {count} time(s)");
+        crate::poll::eventually(&what, timeout, probe, || format!("registrations: {:?}", self.registrations())).await
     }
 
     /// A client for the plugin socket `endpoint` (a file name in the folder), as the kubelet dials it.

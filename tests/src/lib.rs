@@ -21,6 +21,7 @@ pub mod kubelet;
 pub mod moto;
 pub mod netns;
 pub mod nodebox;
+pub mod poll;
 pub mod process;
 pub mod root;
 pub mod sysfs;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nodeeni_state::node::{NodeState, NodeStore};
 
@@ -227,21 +227,20 @@ impl NodeBox {
     /// Waits until `check` holds for the node state; panics with `what`, the state and the daemon's
     /// log when it does not within `timeout`.
     pub async fn wait_for_state(&self, what: &str, timeout: Duration, check: impl Fn(&NodeState) -> bool) -> NodeState {
-        let start = Instant::now();
-        loop {
-            let state = self.state();
-            if check(&state) {
-                return state;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "{what}: not within {timeout:?}\nstate: {}\n--- daemon log ---\n{}",
-                    serde_json::to_string_pretty(&state).unwrap_or_default(),
-                    self.daemon_log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let context = || {
+            format!(
+                "state: {}\n--- daemon log ---\n{}",
+                serde_json::to_string_pretty(&self.state()).unwrap_or_default(),
+                self.daemon_log()
+            )
+        };
+        crate::poll::eventually(what, timeout, async || Some(self.state()).filter(|s| check(s)), context).await
+    }
+
+    /// Waits until the scraped metric `key` satisfies `check`; panics with the daemon's log otherwise.
+    pub async fn wait_for_metric(&self, key: &str, timeout: Duration, check: impl Fn(Option<f64>) -> bool) {
+        let probe = async || check(self.metrics().get(key).copied()).then_some(());
+        crate::poll::eventually(key, timeout, probe, || self.daemon_log()).await
     }
 
     /// GET `path` from the daemon's HTTP endpoint: (status, body).

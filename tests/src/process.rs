@@ -39,22 +39,19 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends `signal` and waits (bounded) for the exit.
+    /// Sends `signal` and waits (bounded) for the exit; kills and reaps it when the time runs out (None).
     pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = kill(Pid::from_raw(child.id() as i32), signal);
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let pid = self.pid()?;
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+        let status = self.wait(timeout);
+        // Taken either way: a reaped pid may be reused, so it is never signalled again.
+        if let Some(mut child) = self.child.take()
+            && status.is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        status
     }
 
     /// SIGTERM and wait up to 30 s; None when it had to be killed.

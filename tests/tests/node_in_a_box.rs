@@ -12,6 +12,7 @@ use nodeeni_tests::hotplug::link_with_mac;
 use nodeeni_tests::kubelet::PluginClient;
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::nodebox::{CLUSTER, DPDK_RESOURCE, KERNEL_RESOURCE, NodeBox, PodNet};
+use nodeeni_tests::poll::eventually;
 use nodeeni_tests::root::require_root;
 use nodeeni_tests::vpc::Vpc;
 use tokio_stream::StreamExt;
@@ -29,8 +30,9 @@ fn ids_of(s: &NodeState, pool: &str) -> Vec<String> {
     ids
 }
 
-/// Reads the ListAndWatch stream until `check` holds for a list (bounded).
+/// Reads the ListAndWatch stream until `check` holds for a list (bounded); a failure shows the daemon's log.
 async fn stream_until(
+    nb: &NodeBox,
     stream: &mut tonic::Streaming<api::ListAndWatchResponse>,
     what: &str,
     timeout: Duration,
@@ -46,12 +48,12 @@ async fn stream_until(
                 }
                 last = list.devices;
             }
-            Ok(Some(Err(e))) => panic!("{what}: stream error {e}"),
-            Ok(None) => panic!("{what}: the stream ended"),
+            Ok(Some(Err(e))) => panic!("{what}: stream error {e}\n--- daemon log ---\n{}", nb.daemon_log()),
+            Ok(None) => panic!("{what}: the stream ended\n--- daemon log ---\n{}", nb.daemon_log()),
             Err(_) => break,
         }
     }
-    panic!("{what}: not within {timeout:?}; last list {last:?}")
+    panic!("{what}: not within {timeout:?}; last list {last:?}\n--- daemon log ---\n{}", nb.daemon_log())
 }
 
 fn healthy_ids(list: &[api::Device]) -> Vec<String> {
@@ -105,7 +107,7 @@ async fn scenario_1_multus_style_flow() {
 
     // ListAndWatch: both kernel ENIs, healthy.
     let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
-    stream_until(&mut stream, "both kernel ENIs healthy", Duration::from_secs(10), |l| healthy_ids(l) == fast_ids)
+    stream_until(&nb, &mut stream, "both kernel ENIs healthy", Duration::from_secs(10), |l| healthy_ids(l) == fast_ids)
         .await;
 
     // GetPreferredAllocation keeps a must-include device.
@@ -149,7 +151,8 @@ async fn scenario_1_multus_style_flow() {
     let group = dp.iommu_group.expect("iommu group");
     let mut dpdk_client = nb.kubelet.client(&dpdk.endpoint).await;
     let mut dpdk_stream = dpdk_client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
-    stream_until(&mut dpdk_stream, "DPDK ENI healthy", Duration::from_secs(10), |l| healthy_ids(l) == dp_ids).await;
+    stream_until(&nb, &mut dpdk_stream, "DPDK ENI healthy", Duration::from_secs(10), |l| healthy_ids(l) == dp_ids)
+        .await;
     let resp = allocate(&mut dpdk_client, &dp_ids).await.expect("allocate dpdk");
     assert_eq!(resp.envs.get("PCIDEVICE_NODEENI_IO_DPDK"), Some(&dp_pci));
     let specs: Vec<(String, String)> =
@@ -188,7 +191,8 @@ async fn scenario_1_multus_style_flow() {
     // ListAndWatch sends only changes; a new watch starts with the list as it is now.
     drop(stream);
     let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
-    stream_until(&mut stream, "the ENI healthy again", Duration::from_secs(10), |l| healthy_ids(l) == fast_ids).await;
+    stream_until(&nb, &mut stream, "the ENI healthy again", Duration::from_secs(10), |l| healthy_ids(l) == fast_ids)
+        .await;
 
     // Metrics and probes.
     let m = nb.metrics();
@@ -245,22 +249,21 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     // The SR-IOV device plugin's config.json follows the pool (written after a good pass).
     let mut pcis: Vec<String> = state.enis.iter().filter_map(|e| e.pci.map(|p| p.to_string())).collect();
     pcis.sort();
-    let start = Instant::now();
-    loop {
-        let written: Option<serde_json::Value> =
-            std::fs::read_to_string(&sriov).ok().and_then(|t| serde_json::from_str(&t).ok());
-        let listed = written.as_ref().and_then(|w| {
-            let entry = w["resourceList"].as_array()?.iter().find(|r| r["resourceName"] == "fast")?.clone();
-            let mut p: Vec<String> = serde_json::from_value(entry["selectors"]["pciAddresses"].clone()).ok()?;
-            p.sort();
-            Some(p)
-        });
-        if listed.as_ref() == Some(&pcis) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "SR-IOV config: {written:?}, want {pcis:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sriov_pcis = || -> Option<Vec<String>> {
+        let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sriov).ok()?).ok()?;
+        let entry = written["resourceList"].as_array()?.iter().find(|r| r["resourceName"] == "fast")?.clone();
+        let mut listed: Vec<String> = serde_json::from_value(entry["selectors"]["pciAddresses"].clone()).ok()?;
+        listed.sort();
+        Some(listed)
+    };
+    let context = || format!("SR-IOV config lists {:?}, want {pcis:?}", sriov_pcis());
+    eventually(
+        "the SR-IOV config lists the pool",
+        Duration::from_secs(10),
+        async || sriov_pcis().filter(|p| *p == pcis),
+        context,
+    )
+    .await;
     let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
 
     // Kubelet restart: sockets deleted, new kubelet.sock; serve again and register again within 2 s.
@@ -274,13 +277,13 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     // Health: the ENI's netdev goes down → Unhealthy within 1 s; up again → Healthy.
     let mut client = nb.kubelet.client(&reg.endpoint).await;
     let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
-    stream_until(&mut stream, "both healthy", Duration::from_secs(5), |l| healthy_ids(l) == ids).await;
+    stream_until(&nb, &mut stream, "both healthy", Duration::from_secs(5), |l| healthy_ids(l) == ids).await;
     let rec =
         state.enis.iter().find(|e| e.eni_id.as_ref().map(ToString::to_string) == Some(ids[0].clone())).expect("rec");
     let ifname = link_with_mac(nb.node.name(), &rec.mac.expect("mac").to_string()).expect("netdev");
     nb.node.ip(&["link", "set", &ifname, "down"]);
     let start = Instant::now();
-    let list = stream_until(&mut stream, "link down → Unhealthy", Duration::from_secs(1), |l| {
+    let list = stream_until(&nb, &mut stream, "link down → Unhealthy", Duration::from_secs(1), |l| {
         l.iter().any(|d| d.id == ids[0] && d.health == api::UNHEALTHY)
     })
     .await;
@@ -289,7 +292,7 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     let refused = allocate(&mut client, &ids[..1]).await.expect_err("an unhealthy device is refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     nb.node.ip(&["link", "set", &ifname, "up"]);
-    stream_until(&mut stream, "link up → Healthy", Duration::from_secs(1), |l| healthy_ids(l) == ids).await;
+    stream_until(&nb, &mut stream, "link up → Healthy", Duration::from_secs(1), |l| healthy_ids(l) == ids).await;
 
     // The attachment lost in EC2 (detached behind nodeeni's back): the netdev goes with it, the device
     // turns Unhealthy; the next pass re-attaches it and it is Healthy again.
@@ -306,16 +309,11 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
         .expect("attached")
         .to_string();
     nb.raw.detach_network_interface().attachment_id(attachment).force(true).send().await.expect("detach");
-    stream_until(&mut stream, "detached in EC2 → Unhealthy", Duration::from_secs(3), |l| {
+    stream_until(&nb, &mut stream, "detached in EC2 → Unhealthy", Duration::from_secs(3), |l| {
         l.iter().any(|d| d.id == ids[0] && d.health == api::UNHEALTHY)
     })
     .await;
-    let healthy_again = tokio::time::timeout(
-        Duration::from_secs(20),
-        stream_until(&mut stream, "re-attached → Healthy", Duration::from_secs(30), |l| healthy_ids(l) == ids),
-    )
-    .await;
-    assert!(healthy_again.is_ok(), "not Healthy after the re-attach:\n{}", nb.daemon_log());
+    stream_until(&nb, &mut stream, "re-attached → Healthy", Duration::from_secs(30), |l| healthy_ids(l) == ids).await;
     assert!(nb.daemon_log().contains("re-attaching"), "the repair is logged");
 
     // A valid change is applied: a third ENI.
@@ -324,11 +322,8 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     assert!(ids.iter().all(|id| ids_of(&state, "fast").contains(id)), "the first two stay");
     // An invalid file keeps the old configuration, says why, counts it.
     nb.write_config_text("clusterName: nib\npools:\n  - {name: fast, mode: warp}\n");
-    let start = Instant::now();
-    while nb.metrics().get("nodeeni_config_reloads_total{result=\"invalid\"}") != Some(&1.0) {
-        assert!(start.elapsed() < Duration::from_secs(10), "invalid reload not counted:\n{}", nb.daemon_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    nb.wait_for_metric("nodeeni_config_reloads_total{result=\"invalid\"}", Duration::from_secs(10), |n| n == Some(1.0))
+        .await;
     assert_eq!(nb.metrics().get("nodeeni_config_reloads_total{result=\"ok\"}"), Some(&1.0));
     assert!(nb.daemon_log().contains("keeping the old configuration"), "{}", nb.daemon_log());
     tokio::time::sleep(Duration::from_secs(3)).await; // at least one more pass under the kept config
@@ -353,11 +348,10 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     nb.write_config(&fast_pool(&nb, 3));
     nb.start_daemon();
     nb.kubelet.wait_registered(KERNEL_RESOURCE, 3, Duration::from_secs(30)).await;
-    let start = Instant::now();
-    while nb.metrics().get("nodeeni_reconcile_total{result=\"ok\"}").is_none_or(|n| *n < 1.0) {
-        assert!(start.elapsed() < Duration::from_secs(30), "no pass after the restart:\n{}", nb.daemon_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    nb.wait_for_metric("nodeeni_reconcile_total{result=\"ok\"}", Duration::from_secs(30), |n| {
+        n.is_some_and(|n| n >= 1.0)
+    })
+    .await;
     let m = nb.metrics();
     assert_eq!(m.get("nodeeni_ec2_calls_total{operation=\"CreateNetworkInterface\",outcome=\"ok\"}"), None, "{m:?}");
     assert_eq!(ids_of(&nb.state(), "fast"), ids);
@@ -428,15 +422,8 @@ async fn scenario_3_sigkill_during_warm_up_leaks_nothing() {
     nb.ec2_endpoint = proxy.endpoint.clone();
     nb.write_config(&fast_pool(&nb, 4));
     nb.start_daemon();
-    let start = Instant::now();
-    loop {
-        let created = cluster_enis(&nb.raw, CLUSTER).await.len();
-        if created >= 1 {
-            break;
-        }
-        assert!(start.elapsed() < WARM, "no ENI created:\n{}", nb.daemon_log());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let first_create = async || (!cluster_enis(&nb.raw, CLUSTER).await.is_empty()).then_some(());
+    eventually("a first ENI created", WARM, first_create, || nb.daemon_log()).await;
     nb.daemon.as_mut().expect("daemon").kill();
     let mid = nb.state();
     assert!(!all_ready(&mid, 4), "the kill landed mid-warm-up: {mid:?}");
@@ -509,7 +496,7 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
     let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
     let mut client = nb.kubelet.client(&reg.endpoint).await;
     let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
-    stream_until(&mut stream, "held ENI healthy", Duration::from_secs(5), |l| {
+    stream_until(&nb, &mut stream, "held ENI healthy", Duration::from_secs(5), |l| {
         l.iter().any(|d| d.id == ids[0] && d.health == api::HEALTHY)
     })
     .await;
@@ -530,15 +517,11 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
     let mut drain = nodeeni_tests::process::Process::spawn(&bin, &drain_args(&["--timeout", "60s"]), &env, &log);
 
     // The free ENI goes; the held one waits for its pod.
-    let start = Instant::now();
-    loop {
+    let only_the_held_one = async || {
         let left: Vec<String> = cluster_enis(&nb.raw, CLUSTER).await.into_iter().map(|(id, _)| id).collect();
-        if left == vec![ids[0].clone()] {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "free ENI not deleted: {left:?}\n{}", drain.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (left == ids[..1]).then_some(())
+    };
+    eventually("the free ENI deleted", Duration::from_secs(30), only_the_held_one, || drain.log_text()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(drain.running(), "drain waits for the held ENI:\n{}", drain.log_text());
     assert_eq!(cluster_enis(&nb.raw, CLUSTER).await.len(), 1, "the daemon does not re-create while drained");
