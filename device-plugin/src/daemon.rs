@@ -470,7 +470,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Notify>) -> Result<(), Daemon
 
     let mut changes = watch_config_folder(&settings.config_path)?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last_text = std::fs::read(&settings.config_path).ok();
+    let mut last_text = std::fs::read_to_string(&settings.config_path).ok();
     loop {
         tokio::select! {
             _ = shutdown.notified() => break,
@@ -484,13 +484,20 @@ pub async fn run(settings: Settings, shutdown: Arc<Notify>) -> Result<(), Daemon
                 last_text = None;
             }
         }
-        let text = std::fs::read(&settings.config_path).ok();
-        if text.is_some() && text == last_text {
+        // Read once: what is compared is what is parsed (the file may change again meanwhile).
+        let text = std::fs::read_to_string(&settings.config_path);
+        if let Ok(t) = &text
+            && last_text.as_ref() == Some(t)
+        {
             continue;
         }
-        last_text = text;
+        last_text = text.as_ref().ok().cloned();
         let current = config_tx.borrow().clone();
-        match load_config(&settings.config_path, settings.cluster_name.clone()) {
+        let parsed = text
+            .map_err(|source| ConfigError::Read { path: settings.config_path.clone(), source })
+            .and_then(|t| PoolConfig::from_text(&t, &LoadOptions { cluster_name: settings.cluster_name.clone() }))
+            .map_err(|source| DaemonError::Config { path: settings.config_path.clone(), source });
+        match parsed {
             Ok(new) if new.state_dir != current.state_dir => {
                 shared.metrics.config_reload(false);
                 tracing::error!(
