@@ -76,6 +76,11 @@ impl HostSide {
         let mut nl = self.netlink()?;
         let link = self.wait_for(&mut nl, mac)?;
         let pci = bus.pci_of_netdev(&link.name);
+        if pci.is_none() {
+            // Every ENA/Nitro ENI is a PCI device; without the address Allocate can write no
+            // device-info file and puts no PCI address in the pod's environment.
+            tracing::warn!(ifname = link.name, "the ENI's netdev has no PCI device in sysfs");
+        }
         let driver = match pci {
             Some(p) => bus.driver(p).map_err(|e| e.to_string())?,
             None => None,

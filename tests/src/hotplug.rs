@@ -117,9 +117,12 @@ async fn tick(
         }
         let Some(cidr) = cidrs.get(subnet) else { continue };
         let ifname = format!("eth{index}");
-        vpc.plug_into(node, &ifname, mac, cidr);
+        // The PCI device first, as the kernel does: ena registers the netdev while probing the
+        // device, so a netdev is never seen without its `device` link (the pool reads the PCI
+        // address the moment the netdev shows up).
         let pci = pci_of_index(*index);
         sysfs.add_device(&pci, Some("ena"), &ifname, 10 + *index as u32, 0);
+        vpc.plug_into(node, &ifname, mac, cidr);
         plugged.insert(id.clone(), Plugged { eni: id.clone(), mac: mac.clone(), device_index: *index, pci });
     }
     let gone: Vec<String> = plugged.keys().filter(|id| !attached.contains_key(*id)).cloned().collect();

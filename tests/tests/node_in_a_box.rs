@@ -502,7 +502,7 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
     .await;
     allocate(&mut client, &ids[..1]).await.expect("allocate");
     let devinfo = nb.devinfo_dir().join(format!("nodeeni.io-fast-{}-device.json", ids[0]));
-    assert!(devinfo.exists());
+    assert!(devinfo.exists(), "Allocate wrote {}\n--- daemon log ---\n{}", devinfo.display(), nb.daemon_log());
 
     let bin = bins::path("nodeeni-device-plugin");
     let config = nb.config_path().display().to_string();
