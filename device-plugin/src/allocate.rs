@@ -13,10 +13,12 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use nodeeni_conf::{EniId, Mode, ResourceName};
 use nodeeni_proto::deviceplugin::v1beta1 as api;
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::devices::{Device, pcidevice_env};
 
@@ -37,6 +39,8 @@ pub enum AllocateError {
     NoVfioNode { eni: EniId, group: u32, dir: PathBuf },
     #[error("{eni}: DPDK devices need a PCI address and an IOMMU group; the node state has none yet")]
     NotBound { eni: EniId },
+    #[error("{eni} left the resource while it was being allocated")]
+    Departed { eni: EniId },
     #[error("device-info file {path}: {source}")]
     DevInfo { path: PathBuf, source: std::io::Error },
 }
@@ -111,7 +115,7 @@ pub fn devinfo_path(settings: &AllocateSettings, eni: &EniId) -> PathBuf {
 }
 
 /// Writes the device-info file for a device with a PCI address (read-only, replaced atomically).
-pub fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<PathBuf>, AllocateError> {
+fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<PathBuf>, AllocateError> {
     let Some(pci) = d.pci else { return Ok(None) };
     let path = devinfo_path(settings, &d.eni_id);
     let err = |source| AllocateError::DevInfo { path: path.clone(), source };
@@ -129,10 +133,52 @@ pub fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<P
     Ok(Some(path))
 }
 
-/// Removes the device-info files of this resource's devices that are no longer in `current`.
-pub fn remove_stale_devinfo(settings: &AllocateSettings, current: &[Device]) -> Result<Vec<PathBuf>, AllocateError> {
+/// One resource's device-info files. Allocate writes them and the upkeep removes those of devices
+/// that left; both go through here one at a time and judge against the newest device list, so a
+/// tidy-up woken by an older list cannot remove the file Allocate has just written for a device that
+/// arrived since, and Allocate cannot write one for a device the tidy-up has just let go.
+#[derive(Debug, Clone)]
+pub struct DevInfoFiles {
+    settings: Arc<AllocateSettings>,
+    devices: watch::Receiver<Vec<Device>>,
+    one_at_a_time: Arc<Mutex<()>>,
+}
+
+impl DevInfoFiles {
+    pub fn new(settings: Arc<AllocateSettings>, devices: watch::Receiver<Vec<Device>>) -> Self {
+        Self { settings, devices, one_at_a_time: Arc::new(Mutex::new(())) }
+    }
+
+    fn listed(&self) -> BTreeSet<EniId> {
+        // Copied out: a borrow held across file I/O would hold up the health watch's next publish.
+        self.devices.borrow().iter().map(|d| d.eni_id.clone()).collect()
+    }
+
+    /// Writes the files of `picked`, each of which must still be a device of the resource.
+    pub fn write(&self, picked: &[&Device]) -> Result<Vec<PathBuf>, AllocateError> {
+        let _turn = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        let listed = self.listed();
+        if let Some(gone) = picked.iter().find(|d| !listed.contains(&d.eni_id)) {
+            return Err(AllocateError::Departed { eni: gone.eni_id.clone() });
+        }
+        let mut written = Vec::new();
+        for d in picked {
+            written.extend(write_devinfo(&self.settings, d)?);
+        }
+        Ok(written)
+    }
+
+    /// Removes the files of this resource's devices that are not in the newest list.
+    pub fn tidy(&self) -> Result<Vec<PathBuf>, AllocateError> {
+        let _turn = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        remove_stale_devinfo(&self.settings, &self.listed())
+    }
+}
+
+/// Removes the device-info files of this resource's devices that are not `listed`.
+fn remove_stale_devinfo(settings: &AllocateSettings, listed: &BTreeSet<EniId>) -> Result<Vec<PathBuf>, AllocateError> {
     let prefix = format!("{}-", settings.resource.as_str().replace('/', "-"));
-    let keep: BTreeSet<PathBuf> = current.iter().map(|d| devinfo_path(settings, &d.eni_id)).collect();
+    let keep: BTreeSet<PathBuf> = listed.iter().map(|id| devinfo_path(settings, id)).collect();
     let mut removed = Vec::new();
     let entries = match std::fs::read_dir(&settings.devinfo_dir) {
         Ok(e) => e,
@@ -184,5 +230,48 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         assert_eq!(body["pci"]["pci-address"], "0000:00:07.0");
         assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o444);
+    }
+
+    fn device(id: &str, pci: &str) -> Device {
+        Device {
+            eni_id: id.parse().expect("id"),
+            pci: Some(pci.parse().expect("pci")),
+            healthy: true,
+            numa_node: None,
+            network_card: 0,
+            iommu_group: None,
+        }
+    }
+
+    #[test]
+    fn files_follow_the_newest_device_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Arc::new(AllocateSettings {
+            resource: "nodeeni.io/fast".parse().expect("resource"),
+            mode: Mode::Kernel,
+            dev_root: dir.path().join("dev"),
+            devinfo_dir: dir.path().join("devinfo"),
+        });
+        let (a, b) = (device("eni-0000000a", "0000:00:06.0"), device("eni-0000000b", "0000:00:07.0"));
+        let (tx, rx) = watch::channel(vec![a.clone()]);
+        let files = DevInfoFiles::new(settings.clone(), rx);
+        let a_file = files.write(&[&a]).expect("a").remove(0);
+        // b arrives and is allocated; a tidy-up now judges by the list that has b, whatever woke it.
+        tx.send(vec![a.clone(), b.clone()]).expect("publish");
+        let b_file = files.write(&[&b]).expect("b").remove(0);
+        assert_eq!(files.tidy().expect("tidy"), Vec::<PathBuf>::new());
+        assert!(a_file.exists() && b_file.exists());
+        // a leaves: its file goes, and it can no longer be given out.
+        tx.send(vec![b.clone()]).expect("publish");
+        assert_eq!(files.tidy().expect("tidy"), vec![a_file.clone()]);
+        assert!(!a_file.exists() && b_file.exists());
+        assert!(matches!(files.write(&[&a]), Err(AllocateError::Departed { .. })));
+        assert!(!a_file.exists());
+        // Another resource's files and unrelated files in the shared folder are not ours to remove.
+        std::fs::write(settings.devinfo_dir.join("nodeeni.io-dpdk-eni-0000000c-device.json"), b"{}").expect("w");
+        std::fs::write(settings.devinfo_dir.join("sriov-thing.json"), b"{}").expect("w");
+        tx.send(vec![]).expect("publish");
+        assert_eq!(files.tidy().expect("tidy"), vec![b_file]);
+        assert_eq!(std::fs::read_dir(&settings.devinfo_dir).expect("ls").count(), 2);
     }
 }

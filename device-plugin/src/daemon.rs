@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::allocate::{AllocateSettings, remove_stale_devinfo};
+use crate::allocate::AllocateSettings;
 use crate::health::{self, HealthSource};
 use crate::metrics::Metrics;
 use crate::registration::{Endpoint, serve_and_register_reporting};
@@ -255,15 +255,20 @@ async fn serve_resource(
         tokio::spawn(async move { health::watch(source, tx, interval, &stop).await })
     };
 
+    let service = PluginService::new(allocate, rx.clone()).with_metrics(shared.metrics.clone());
+
     // Device-info files of devices that left, and the device gauges, follow the list.
     let upkeep = {
-        let (mut rx, allocate, metrics) = (rx.clone(), allocate.clone(), shared.metrics.clone());
+        let (mut rx, files, metrics) = (rx, service.devinfo_files(), shared.metrics.clone());
+        let resource = resource.clone();
         tokio::spawn(async move {
             loop {
-                let devices = rx.borrow_and_update().clone();
-                let healthy = devices.iter().filter(|d| d.healthy).count();
-                metrics.devices(allocate.resource.as_str(), healthy, devices.len() - healthy);
-                match remove_stale_devinfo(&allocate, &devices) {
+                let (healthy, all) = {
+                    let devices = rx.borrow_and_update();
+                    (devices.iter().filter(|d| d.healthy).count(), devices.len())
+                };
+                metrics.devices(resource.as_str(), healthy, all - healthy);
+                match files.tidy() {
                     Ok(removed) if !removed.is_empty() => {
                         tracing::info!(?removed, "removed device-info files of departed devices")
                     }
@@ -279,7 +284,6 @@ async fn serve_resource(
 
     let serve_stop = Arc::new(Notify::new());
     let serve = {
-        let service = PluginService::new(allocate, rx).with_metrics(shared.metrics.clone());
         let ep = Endpoint::for_resource(&settings.device_plugin_dir, resource.clone());
         let (stop, shared, resource) = (serve_stop.clone(), shared.clone(), resource.clone());
         tokio::spawn(async move {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
-use crate::allocate::{AllocateSettings, container_response, write_devinfo};
+use crate::allocate::{AllocateError, AllocateSettings, DevInfoFiles, container_response};
 use crate::devices::Device;
 use crate::metrics::Metrics;
 
@@ -19,12 +19,20 @@ use crate::metrics::Metrics;
 pub struct PluginService {
     settings: Arc<AllocateSettings>,
     devices: watch::Receiver<Vec<Device>>,
+    devinfo: DevInfoFiles,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl PluginService {
     pub fn new(settings: AllocateSettings, devices: watch::Receiver<Vec<Device>>) -> Self {
-        Self { settings: Arc::new(settings), devices, metrics: None }
+        let settings = Arc::new(settings);
+        let devinfo = DevInfoFiles::new(settings.clone(), devices.clone());
+        Self { settings, devices, devinfo, metrics: None }
+    }
+
+    /// The resource's device-info files, for whoever tidies them as devices leave.
+    pub fn devinfo_files(&self) -> DevInfoFiles {
+        self.devinfo.clone()
     }
 
     /// Counts allocations and refusals in `metrics`.
@@ -141,9 +149,12 @@ impl api::device_plugin_server::DevicePlugin for PluginService {
             }
             let response = container_response(&self.settings, &picked)
                 .map_err(|e| self.refused(Status::failed_precondition(e.to_string())))?;
-            for d in &picked {
-                write_devinfo(&self.settings, d).map_err(|e| self.refused(Status::internal(e.to_string())))?;
-            }
+            self.devinfo.write(&picked).map_err(|e| {
+                self.refused(match e {
+                    AllocateError::Departed { .. } => Status::not_found(e.to_string()),
+                    _ => Status::internal(e.to_string()),
+                })
+            })?;
             if let Some(m) = &self.metrics {
                 m.allocated(self.settings.resource.as_str(), picked.len());
             }

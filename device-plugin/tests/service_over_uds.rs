@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use nodeeni_conf::Mode;
-use nodeeni_device_plugin::allocate::{AllocateSettings, devinfo_path, remove_stale_devinfo};
+use nodeeni_device_plugin::allocate::{AllocateSettings, DevInfoFiles, devinfo_path};
 use nodeeni_device_plugin::devices::Device;
 use nodeeni_device_plugin::service::{PluginService, preferred};
 use nodeeni_proto::deviceplugin::v1beta1 as api;
@@ -27,6 +27,7 @@ struct Served {
     client: api::device_plugin_client::DevicePluginClient<tonic::transport::Channel>,
     devices: watch::Sender<Vec<Device>>,
     settings: AllocateSettings,
+    devinfo: DevInfoFiles,
     _dir: tempfile::TempDir,
 }
 
@@ -47,13 +48,14 @@ async fn serve(mode: Mode, resource: &str, devices: Vec<Device>) -> Served {
     let sock = dir.path().join("nodeeni.sock");
     let incoming = uds::bind(&sock).expect("bind");
     let service = PluginService::new(settings.clone(), rx);
+    let devinfo = service.devinfo_files();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(api::device_plugin_server::DevicePluginServer::new(service))
             .serve_with_incoming(incoming),
     );
     let client = api::device_plugin_client::DevicePluginClient::new(uds::connect(&sock).await.expect("dial"));
-    Served { client, devices: tx, settings, _dir: dir }
+    Served { client, devices: tx, settings, devinfo, _dir: dir }
 }
 
 #[tokio::test]
@@ -117,7 +119,8 @@ async fn dpdk_allocate_gives_env_vfio_nodes_and_device_info() {
     assert_eq!(body["pci"]["pci-address"], "0000:00:06.0");
     assert_eq!(std::fs::metadata(&info_file).expect("meta").permissions().mode() & 0o777, 0o444, "read-only");
     // The device leaves the resource: its device-info file goes with it.
-    let removed = remove_stale_devinfo(&s.settings, &[device("eni-00000002", "0000:00:07.0", 0, 0, 8)]).expect("sync");
+    s.devices.send(vec![device("eni-00000002", "0000:00:07.0", 0, 0, 8)]).expect("publish");
+    let removed = s.devinfo.tidy().expect("tidy");
     assert_eq!(removed, std::slice::from_ref(&info_file));
     assert!(!info_file.exists());
     assert!(devinfo_path(&s.settings, &"eni-00000002".parse().expect("id")).exists());
