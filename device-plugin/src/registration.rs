@@ -24,6 +24,8 @@ pub enum RegisterError {
     Serve { path: PathBuf, source: std::io::Error },
     #[error("cannot watch {path}: {source}")]
     Watch { path: PathBuf, source: nix::Error },
+    #[error("stopped watching {path} for kubelet restarts: {reason}")]
+    WatchEnded { path: PathBuf, reason: String },
 }
 
 /// Where one resource is served.
@@ -61,8 +63,9 @@ pub async fn register(ep: &Endpoint) -> Result<(), RegisterError> {
     Ok(())
 }
 
-/// Reports, from a blocking thread, when `socket` is deleted or kubelet.sock is created in `dir`.
-fn watch_folder(dir: &Path, socket: &str) -> Result<mpsc::UnboundedReceiver<()>, RegisterError> {
+/// Reports, from a blocking thread, when `socket` is deleted or kubelet.sock is created in `dir`; the
+/// channel's last message is the error that ended the watch.
+fn watch_folder(dir: &Path, socket: &str) -> Result<mpsc::UnboundedReceiver<Result<(), nix::Error>>, RegisterError> {
     let inotify =
         Inotify::init(InitFlags::IN_CLOEXEC).map_err(|source| RegisterError::Watch { path: dir.into(), source })?;
     inotify
@@ -71,12 +74,20 @@ fn watch_folder(dir: &Path, socket: &str) -> Result<mpsc::UnboundedReceiver<()>,
     let (tx, rx) = mpsc::unbounded_channel();
     let (ours, kubelet) = (OsString::from(socket), OsString::from(api::KUBELET_SOCKET));
     std::thread::spawn(move || {
-        while let Ok(events) = inotify.read_events() {
+        loop {
+            let events = match inotify.read_events() {
+                Ok(events) => events,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
             let wake = events.iter().any(|e| {
                 (e.mask.contains(AddWatchFlags::IN_DELETE) && e.name.as_ref() == Some(&ours))
                     || (e.mask.contains(AddWatchFlags::IN_CREATE) && e.name.as_ref() == Some(&kubelet))
             });
-            if wake && tx.send(()).is_err() {
+            if wake && tx.send(Ok(())).is_err() {
                 return;
             }
         }
@@ -98,6 +109,12 @@ pub async fn serve_and_register_reporting(
 ) -> Result<(), RegisterError> {
     let mut events = watch_folder(&ep.dir, &ep.socket)?;
     let path = ep.dir.join(&ep.socket);
+    // Without the watch a kubelet restart would go unnoticed: end, and let the caller start over.
+    let ended = |event: Option<Result<(), nix::Error>>| match event {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(RegisterError::WatchEnded { path: ep.dir.clone(), reason: e.to_string() }),
+        None => Some(RegisterError::WatchEnded { path: ep.dir.clone(), reason: "the watching thread ended".into() }),
+    };
     loop {
         // Serve first: the kubelet calls back as soon as we register.
         let incoming = uds::bind(&path).map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
@@ -111,7 +128,8 @@ pub async fn serve_and_register_reporting(
         );
         // Register, and again whenever the kubelet comes back; serve anew only if our socket is gone.
         loop {
-            // The kubelet may not be up yet (or is restarting): keep trying, briefly apart.
+            // The kubelet may not be up yet (or is restarting): try again when its socket appears,
+            // or briefly later (a socket can exist before anything listens on it).
             loop {
                 match register(&ep).await {
                     Ok(()) => {
@@ -122,6 +140,11 @@ pub async fn serve_and_register_reporting(
                         tracing::warn!(error = %e, "registration failed; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            event = events.recv() => if let Some(e) = ended(event) {
+                                let _ = quit.send(());
+                                let _ = server.await;
+                                return Err(e);
+                            },
                             _ = stop.notified() => {
                                 let _ = quit.send(());
                                 let _ = server.await;
@@ -135,7 +158,11 @@ pub async fn serve_and_register_reporting(
             // registration already answers; only what comes after it means another restart.
             while events.try_recv().is_ok() {}
             tokio::select! {
-                _ = events.recv() => {}
+                event = events.recv() => if let Some(e) = ended(event) {
+                    let _ = quit.send(());
+                    let _ = server.await;
+                    return Err(e);
+                },
                 _ = stop.notified() => {
                     let _ = quit.send(());
                     let _ = server.await;

@@ -32,15 +32,15 @@ fn dpdk(id: &str, pci: &str) -> EniRecord {
     }
 }
 
-/// Waits (up to 1 s) until the published health of `id` is `want`.
+/// Waits (up to 10 s; the watch judges every 200 ms) until the published health of `id` is `want`.
 async fn health_becomes(rx: &mut tokio::sync::watch::Receiver<Vec<Device>>, id: &str, want: bool) {
     let ok = tokio::time::timeout(
-        Duration::from_secs(1),
+        Duration::from_secs(10),
         rx.wait_for(|ds| ds.iter().any(|d| d.eni_id.as_str() == id && d.healthy == want)),
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    assert!(ok, "{id} did not become healthy={want} within 1 s: {:?}", *rx.borrow());
+    assert!(ok, "{id} did not become healthy={want} in time: {:?}", *rx.borrow());
 }
 
 #[tokio::test]

@@ -266,15 +266,14 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     .await;
     let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
 
-    // Kubelet restart: sockets deleted, new kubelet.sock; serve again and register again within 2 s.
+    // Kubelet restart: sockets deleted, new kubelet.sock; serve again and register again (how soon is
+    // measured by bench-daemon against the 2 s target).
     nb.kubelet.restart().await;
-    let start = Instant::now();
-    nb.kubelet.wait_registered(KERNEL_RESOURCE, 2, Duration::from_secs(2)).await;
-    let took = start.elapsed();
+    nb.kubelet.wait_registered(KERNEL_RESOURCE, 2, Duration::from_secs(30)).await;
     assert!(nb.plugin_dir().join(&reg.endpoint).exists(), "our socket is back");
-    eprintln!("re-registered {took:?} after the kubelet restart");
 
-    // Health: the ENI's netdev goes down → Unhealthy within 1 s; up again → Healthy.
+    // Health: the ENI's netdev goes down → Unhealthy in the stream; up again → Healthy (how soon is
+    // measured by bench-daemon against the 1 s target).
     let mut client = nb.kubelet.client(&reg.endpoint).await;
     let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
     stream_until(&nb, &mut stream, "both healthy", Duration::from_secs(5), |l| healthy_ids(l) == ids).await;
@@ -282,17 +281,15 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
         state.enis.iter().find(|e| e.eni_id.as_ref().map(ToString::to_string) == Some(ids[0].clone())).expect("rec");
     let ifname = link_with_mac(nb.node.name(), &rec.mac.expect("mac").to_string()).expect("netdev");
     nb.node.ip(&["link", "set", &ifname, "down"]);
-    let start = Instant::now();
-    let list = stream_until(&nb, &mut stream, "link down → Unhealthy", Duration::from_secs(1), |l| {
+    let list = stream_until(&nb, &mut stream, "link down → Unhealthy", Duration::from_secs(10), |l| {
         l.iter().any(|d| d.id == ids[0] && d.health == api::UNHEALTHY)
     })
     .await;
-    eprintln!("link down reached the stream in {:?}", start.elapsed());
     assert!(list.iter().any(|d| d.id == ids[1] && d.health == api::HEALTHY), "the other ENI is unaffected");
     let refused = allocate(&mut client, &ids[..1]).await.expect_err("an unhealthy device is refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     nb.node.ip(&["link", "set", &ifname, "up"]);
-    stream_until(&nb, &mut stream, "link up → Healthy", Duration::from_secs(1), |l| healthy_ids(l) == ids).await;
+    stream_until(&nb, &mut stream, "link up → Healthy", Duration::from_secs(10), |l| healthy_ids(l) == ids).await;
 
     // The attachment lost in EC2 (detached behind nodeeni's back): the netdev goes with it, the device
     // turns Unhealthy; the next pass re-attaches it and it is Healthy again.

@@ -1,14 +1,18 @@
 //! Daemon benchmark on a node in a box: 3 pools of 4 ENIs (two kernel, one DPDK) warmed against moto,
-//! with production settings (a reconcile pass a minute, health every 500 ms); then the daemon's idle RSS, Allocate latency (p50/p99) against the same gRPC connection's empty
-//! call (GetDevicePluginOptions, the floor of any RPC over the socket), and pod churn through libcni.
+//! with production settings (a reconcile pass a minute, health every 500 ms); then the daemon's idle
+//! RSS, Allocate latency (p50/p99) against the same gRPC connection's empty call
+//! (GetDevicePluginOptions, the floor of any RPC over the socket), how soon every resource is
+//! registered again after a kubelet restart (target 2 s), how soon a netdev going down or up reaches
+//! ListAndWatch (target 1 s), and pod churn through libcni.
 //!
-//! Usage: bench-daemon [ALLOCATES] [CHURN_CYCLES]   (root; defaults 2000 and 100)
+//! Usage: bench-daemon [ALLOCATES] [CHURN_CYCLES] [REPEATS]   (root; defaults 2000, 100 and 10)
 //! With NODEENI_BENCH_OUT set, appends `key<TAB>value` lines there for scripts/bench.
 
 use std::time::{Duration, Instant};
 
 use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_tests::bench::record;
+use nodeeni_tests::hotplug::link_with_mac;
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::nodebox::{NodeBox, PodNet};
 
@@ -20,6 +24,23 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
 
 fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e3)
+}
+
+/// Reads ListAndWatch until `id` has `health`; how long that took.
+async fn until_health(stream: &mut tonic::Streaming<api::ListAndWatchResponse>, id: &str, health: &str) -> Duration {
+    use tokio_stream::StreamExt;
+    let t = Instant::now();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
+        let list = next.expect("a ListAndWatch update").expect("the stream is open").expect("ok");
+        if list.devices.iter().any(|d| d.id == id && d.health == health) {
+            return t.elapsed();
+        }
+    }
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -37,6 +58,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let allocates: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let cycles: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let repeats: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     assert!(nix::unistd::geteuid().is_root(), "bench-daemon needs root (network namespaces)");
     let driver = nodeeni_tests::bins::libcni_driver().expect("the libcni driver");
     // m5.24xlarge takes 15 ENIs: the primary and 3 pools of 4.
@@ -96,6 +118,45 @@ async fn main() {
     let (a50, a99) = (percentile(alloc.clone(), 0.5), percentile(alloc, 0.99));
     let (e50, e99) = (percentile(empty.clone(), 0.5), percentile(empty, 0.99));
     let peak_rss = rss_kib(pid, "VmHWM:");
+    drop(client);
+
+    // Kubelet restarts (every socket deleted, a new kubelet.sock): from the new kubelet listening until
+    // all three resources are registered with it again, watched every millisecond.
+    let resources = ["nodeeni.io/fast", "nodeeni.io/signalling", "nodeeni.io/dpdk"];
+    let registered = |nb: &NodeBox, r: &str| nb.kubelet.registrations().iter().filter(|q| q.resource_name == r).count();
+    let mut reregister = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let before: Vec<usize> = resources.iter().map(|r| registered(&nb, r)).collect();
+        nb.kubelet.restart().await;
+        let t = Instant::now();
+        while resources.iter().zip(&before).any(|(r, n)| registered(&nb, r) <= *n) {
+            assert!(t.elapsed() < Duration::from_secs(30), "not registered again: {:?}", nb.kubelet.registrations());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        reregister.push(t.elapsed());
+    }
+
+    // A kernel-pool ENI's netdev goes down, then up: until ListAndWatch says so. Each flip waits a
+    // different part of the health interval first: flipping right after an update would always land
+    // just after a health round and measure a whole interval every time.
+    let flip = &fast[1];
+    let mac = state.enis.iter().find(|e| e.eni_id.as_ref().map(ToString::to_string).as_ref() == Some(flip));
+    let ifname = link_with_mac(nb.node.name(), &mac.and_then(|e| e.mac).expect("mac").to_string()).expect("netdev");
+    let mut client = nb.kubelet.client("nodeeni-fast.sock").await;
+    let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
+    until_health(&mut stream, flip, api::HEALTHY).await;
+    let mut to_stream = Vec::with_capacity(2 * repeats);
+    let offset = |i: usize| Duration::from_millis((i as u64 * 379) % nb.health_interval_ms as u64);
+    for i in 0..repeats {
+        tokio::time::sleep(offset(2 * i)).await;
+        nb.node.ip(&["link", "set", &ifname, "down"]);
+        to_stream.push(until_health(&mut stream, flip, api::UNHEALTHY).await);
+        tokio::time::sleep(offset(2 * i + 1)).await;
+        nb.node.ip(&["link", "set", &ifname, "up"]);
+        to_stream.push(until_health(&mut stream, flip, api::HEALTHY).await);
+    }
+    let (r50, rmax) = (percentile(reregister.clone(), 0.5), percentile(reregister, 1.0));
+    let (h50, hmax) = (percentile(to_stream.clone(), 0.5), percentile(to_stream, 1.0));
 
     // Churn through libcni with the daemon running.
     let pod = TestNs::new("bench-daemon-pod");
@@ -121,6 +182,17 @@ async fn main() {
         us(e50),
         us(e99)
     );
+    println!(
+        "| kubelet restarted → all 3 resources registered with it again, median / max ({repeats}) | {} / {} ms | target < 2000 ms |",
+        ms(r50),
+        ms(rmax)
+    );
+    println!(
+        "| netdev down or up → ListAndWatch, median / max ({}) | {} / {} ms | target < 1000 ms; health judged every 500 ms |",
+        2 * repeats,
+        ms(h50),
+        ms(hmax)
+    );
     println!("| daemon RSS idle | {:.1} MiB | target < 20 MiB |", idle_rss as f64 / 1024.0);
     println!("| daemon peak RSS (after the Allocate run) | {:.1} MiB | |", peak_rss as f64 / 1024.0);
     println!(
@@ -130,6 +202,10 @@ async fn main() {
     record("allocate_p99_us", us(a99));
     record("empty_rpc_p50_us", us(e50));
     record("empty_rpc_p99_us", us(e99));
+    record("reregister_p50_ms", ms(r50));
+    record("reregister_max_ms", ms(rmax));
+    record("health_p50_ms", ms(h50));
+    record("health_max_ms", ms(hmax));
     record("idle_rss_mib", format!("{:.1}", idle_rss as f64 / 1024.0));
     record("churn_cycles_per_s", format!("{churn:.1}"));
     let daemon_bin = nodeeni_tests::bins::path("nodeeni-device-plugin");
