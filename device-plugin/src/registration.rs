@@ -109,12 +109,6 @@ pub async fn serve_and_register_reporting(
 ) -> Result<(), RegisterError> {
     let mut events = watch_folder(&ep.dir, &ep.socket)?;
     let path = ep.dir.join(&ep.socket);
-    // Without the watch a kubelet restart would go unnoticed: end, and let the caller start over.
-    let ended = |event: Option<Result<(), nix::Error>>| match event {
-        Some(Ok(())) => None,
-        Some(Err(e)) => Some(RegisterError::WatchEnded { path: ep.dir.clone(), reason: e.to_string() }),
-        None => Some(RegisterError::WatchEnded { path: ep.dir.clone(), reason: "the watching thread ended".into() }),
-    };
     loop {
         // Serve first: the kubelet calls back as soon as we register.
         let incoming = uds::bind(&path).map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
@@ -126,57 +120,81 @@ pub async fn serve_and_register_reporting(
                     let _ = quit_rx.await;
                 }),
         );
-        // Register, and again whenever the kubelet comes back; serve anew only if our socket is gone.
-        loop {
-            // The kubelet may not be up yet (or is restarting): try again when its socket appears,
-            // or briefly later (a socket can exist before anything listens on it).
-            loop {
-                match register(&ep).await {
-                    Ok(()) => {
-                        on_registered();
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registration failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                            event = events.recv() => if let Some(e) = ended(event) {
-                                let _ = quit.send(());
-                                let _ = server.await;
-                                return Err(e);
-                            },
-                            _ = stop.notified() => {
-                                let _ = quit.send(());
-                                let _ = server.await;
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-            }
-            // What happened until now (our own rebind's delete, the kubelet coming up) this
-            // registration already answers; only what comes after it means another restart.
-            while events.try_recv().is_ok() {}
-            tokio::select! {
-                event = events.recv() => if let Some(e) = ended(event) {
-                    let _ = quit.send(());
-                    let _ = server.await;
-                    return Err(e);
-                },
-                _ = stop.notified() => {
-                    let _ = quit.send(());
-                    let _ = server.await;
-                    let _ = std::fs::remove_file(&path);
-                    return Ok(());
-                }
-            }
-            if !path.exists() {
-                tracing::info!(resource = %ep.resource, "our socket was removed (kubelet restart); serving and registering again");
-                break;
-            }
-            tracing::info!(resource = %ep.resource, "the kubelet came back; registering again");
-        }
+        let next = keep_registered(&ep, &mut events, stop, &on_registered).await;
         let _ = quit.send(());
         let _ = server.await;
+        match next {
+            Next::Serve => {}
+            Next::Stop => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(());
+            }
+            Next::Fail(e) => return Err(e),
+        }
+    }
+}
+
+/// What ends serving on one socket.
+enum Next {
+    /// Our socket was removed (a kubelet restart): serve on a new one.
+    Serve,
+    Stop,
+    Fail(RegisterError),
+}
+
+/// Registers `ep`, and again whenever the kubelet comes back, while the server on our socket runs.
+async fn keep_registered(
+    ep: &Endpoint,
+    events: &mut mpsc::UnboundedReceiver<Result<(), nix::Error>>,
+    stop: &Notify,
+    on_registered: &impl Fn(),
+) -> Next {
+    loop {
+        // The kubelet may not be up yet (or is restarting): try again when its socket appears, or
+        // briefly later (a socket can exist before anything listens on it).
+        while let Err(e) = register(ep).await {
+            tracing::warn!(error = %e, "registration failed; retrying");
+            if let Some(next) = wait(ep, events, stop, Some(Duration::from_millis(200))).await {
+                return next;
+            }
+        }
+        on_registered();
+        // What happened until now (our own rebind's delete, the kubelet coming up) this registration
+        // already answers; only what comes after it means another restart.
+        while events.try_recv().is_ok() {}
+        if let Some(next) = wait(ep, events, stop, None).await {
+            return next;
+        }
+        if !ep.dir.join(&ep.socket).exists() {
+            tracing::info!(resource = %ep.resource, "our socket was removed (kubelet restart); serving and registering again");
+            return Next::Serve;
+        }
+        tracing::info!(resource = %ep.resource, "the kubelet came back; registering again");
+    }
+}
+
+/// Waits for an event in the folder, `stop`, or `retry` to pass; `None` means go on.
+async fn wait(
+    ep: &Endpoint,
+    events: &mut mpsc::UnboundedReceiver<Result<(), nix::Error>>,
+    stop: &Notify,
+    retry: Option<Duration>,
+) -> Option<Next> {
+    let retry = async {
+        match retry {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = |reason: String| Some(Next::Fail(RegisterError::WatchEnded { path: ep.dir.clone(), reason }));
+    tokio::select! {
+        _ = retry => None,
+        event = events.recv() => match event {
+            Some(Ok(())) => None,
+            // Without the watch a kubelet restart would go unnoticed: end, and let the caller start over.
+            Some(Err(e)) => ended(e.to_string()),
+            None => ended("the watching thread ended".into()),
+        },
+        _ = stop.notified() => Some(Next::Stop),
     }
 }
