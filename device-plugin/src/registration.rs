@@ -134,6 +134,10 @@ pub async fn serve_and_register_reporting(
     }
 }
 
+/// The first wait before registering again after a failure, and the longest.
+const REGISTER_RETRY_FIRST: Duration = Duration::from_millis(20);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// What ends serving on one socket.
 enum Next {
     /// Our socket was removed (a kubelet restart): serve on a new one.
@@ -151,12 +155,21 @@ async fn keep_registered(
 ) -> Next {
     loop {
         // The kubelet may not be up yet (or is restarting): try again when its socket appears, or
-        // briefly later (a socket can exist before anything listens on it).
+        // a little later (a socket can exist before anything listens on it), backing off to
+        // REGISTER_RETRY_MAX while it stays away, and saying so now and then rather than every time.
+        let mut retry = REGISTER_RETRY_FIRST;
+        let mut failures = 0u32;
         while let Err(e) = register(ep).await {
-            tracing::warn!(error = %e, "registration failed; retrying");
-            if let Some(next) = wait(ep, events, stop, Some(Duration::from_millis(200))).await {
+            failures += 1;
+            if failures == 1 || failures % 10 == 0 {
+                tracing::warn!(error = %e, failures, "registration failed; retrying");
+            } else {
+                tracing::debug!(error = %e, failures, "registration failed; retrying");
+            }
+            if let Some(next) = wait(ep, events, stop, Some(retry)).await {
                 return next;
             }
+            retry = (retry * 2).min(REGISTER_RETRY_MAX);
         }
         on_registered();
         // What happened until now (our own rebind's delete, the kubelet coming up) this registration
