@@ -278,6 +278,21 @@ impl NodeBox {
     }
 
     /// Runs the libcni driver in the node's namespace, as the runtime on the node would.
+    /// `cycles` pods, one after another, each given `device` (CNI ADD) and giving it back (DEL)
+    /// through libcni with the network config `conf`, in the pod namespace `pod`; panics naming the
+    /// cycle and verb that failed.
+    pub fn churn(&self, driver: &Path, conf: &Path, pod: &Path, device: &str, cycles: usize) {
+        let cap = format!("deviceID={device}");
+        for i in 0..cycles {
+            let at =
+                PodNet { conf: conf.into(), container: format!("churn-{i}"), pod: pod.into(), ifname: "net1".into() };
+            for verb in ["add", "del"] {
+                let (ok, out) = self.cni(driver, verb, &at, &[&cap]);
+                assert!(ok, "cycle {i} {verb}: {out}");
+            }
+        }
+    }
+
     pub fn cni(&self, driver: &Path, verb: &str, at: &PodNet, caps: &[&str]) -> (bool, String) {
         let out = self.node.run(|| {
             std::process::Command::new(driver)

@@ -217,6 +217,17 @@ async fn scenario_1_multus_style_flow() {
     assert_eq!(in_moto.len(), 4, "exactly the declared ENIs exist in EC2: {in_moto:?}");
 }
 
+/// A node in a box whose daemon has warmed a `fast` pool of one ENI: the box, the ENI's ID and MAC.
+async fn one_fast_eni(label: &str) -> Option<(NodeBox, String, String)> {
+    let mut nb = NodeBox::start(label).await?;
+    nb.write_config(&fast_pool(&nb, 1));
+    nb.start_daemon();
+    let state = nb.wait_for_state("1 ENI ready", WARM, |s| all_ready(s, 1)).await;
+    let eni = ids_of(&state, "fast").remove(0);
+    let mac = state.enis[0].mac.expect("mac").to_string();
+    Some((nb, eni, mac))
+}
+
 fn fast_pool(nb: &NodeBox, count: u32) -> String {
     format!(
         "  - {{name: fast, mode: kernel, resourceName: {KERNEL_RESOURCE}, subnetIds: [{}], securityGroupIds: [{}], enisPerSubnet: {count}, firstDeviceIndex: 1, mtu: 9001}}\n",
@@ -362,31 +373,14 @@ async fn scenario_2_pod_churn_leaves_nothing_behind() {
         return;
     }
     let Some(driver) = bins::libcni_driver() else { return };
-    let Some(mut nb) = NodeBox::start("e2e-churn").await else { return };
-    nb.write_config(&fast_pool(&nb, 1));
-    nb.start_daemon();
-    let state = nb.wait_for_state("1 ENI ready", WARM, |s| all_ready(s, 1)).await;
-    let eni = ids_of(&state, "fast").remove(0);
-    let mac = state.enis[0].mac.expect("mac").to_string();
+    let Some((nb, eni, mac)) = one_fast_eni("e2e-churn").await else { return };
     nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
     let pid = nb.daemon.as_ref().and_then(|d| d.pid()).expect("pid");
     let fds_before = open_fds(pid);
     let links_before = nb.node.link_names();
 
     let pod = TestNs::new("e2e-churn-pod");
-    let conf = nb.write_cni_conf("fast");
-    let cap = format!("deviceID={eni}");
-    let cycles = 200;
-    let start = Instant::now();
-    for i in 0..cycles {
-        let at = PodNet { conf: conf.clone(), container: format!("churn-{i}"), pod: pod.path(), ifname: "net1".into() };
-        let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
-        assert!(ok, "cycle {i} ADD: {out}");
-        let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
-        assert!(ok, "cycle {i} DEL: {out}");
-    }
-    let took = start.elapsed();
-    eprintln!("{cycles} cycles in {took:?}: {:.1} cycles/s", cycles as f64 / took.as_secs_f64());
+    nb.churn(&driver, &nb.write_cni_conf("fast"), &pod.path(), &eni, 200);
 
     assert_eq!(pod.link_names(), vec!["lo".to_string()], "nothing left in the pod");
     assert_eq!(nb.node.link_names(), links_before, "the node's links are as before");
@@ -446,12 +440,7 @@ async fn scenario_4_del_works_with_the_daemon_down() {
         return;
     }
     let Some(driver) = bins::libcni_driver() else { return };
-    let Some(mut nb) = NodeBox::start("e2e-down").await else { return };
-    nb.write_config(&fast_pool(&nb, 1));
-    nb.start_daemon();
-    let state = nb.wait_for_state("1 ENI ready", WARM, |s| all_ready(s, 1)).await;
-    let eni = ids_of(&state, "fast").remove(0);
-    let mac = state.enis[0].mac.expect("mac").to_string();
+    let Some((mut nb, eni, mac)) = one_fast_eni("e2e-down").await else { return };
     let pod = TestNs::new("e2e-down-pod");
     let at =
         PodNet { conf: nb.write_cni_conf("fast"), container: "pod-1".into(), pod: pod.path(), ifname: "net1".into() };

@@ -14,7 +14,7 @@ use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_tests::bench::record;
 use nodeeni_tests::hotplug::link_with_mac;
 use nodeeni_tests::netns::TestNs;
-use nodeeni_tests::nodebox::{NodeBox, PodNet};
+use nodeeni_tests::nodebox::NodeBox;
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
@@ -161,15 +161,8 @@ async fn main() {
     // Churn through libcni with the daemon running.
     let pod = TestNs::new("bench-daemon-pod");
     let conf = nb.write_cni_conf("fast");
-    let cap = format!("deviceID={}", fast[0]);
     let t = Instant::now();
-    for i in 0..cycles {
-        let at = PodNet { conf: conf.clone(), container: format!("churn-{i}"), pod: pod.path(), ifname: "net1".into() };
-        let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
-        assert!(ok, "ADD {i}: {out}");
-        let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
-        assert!(ok, "DEL {i}: {out}");
-    }
+    nb.churn(&driver, &conf, &pod.path(), &fast[0], cycles);
     let churn = cycles as f64 / t.elapsed().as_secs_f64();
 
     println!("Daemon benchmark: 3 pools of 4 ENIs (12 warmed in {:.1} s against moto)\n", warm.as_secs_f64());
