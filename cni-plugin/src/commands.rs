@@ -3,16 +3,21 @@
 
 use nodeeni_conf::Mode;
 use nodeeni_conf::cni::{CniError, CniResult, HandOver, codes};
+use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_host::netlink::Netlink;
 use nodeeni_host::netns::NetNs;
 use nodeeni_host::pci::DriverState;
-use nodeeni_state::attachment::{AttachmentRecord, Phase};
+use nodeeni_state::attachment::{AttachmentRecord, DriverBefore, Phase};
 use nodeeni_state::node::{Lifecycle, now_unix};
 
 use crate::context::Ctx;
 use crate::device::{self, Target};
-use crate::error::{PluginError, Result};
+use crate::error::{PluginError, Result, UndoError, UndoErrors};
+use crate::link_ops::LinkOps;
 use crate::{dpdk, ipam, kernel};
+
+#[cfg(test)]
+mod tests;
 
 /// Our interface and addresses appended to whatever earlier plugins in the chain reported.
 fn merge(prev: Option<&CniResult>, ours: CniResult) -> CniResult {
@@ -62,7 +67,10 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
         let key = target.lock_key().or_else(|| target.eni_id.as_ref().map(ToString::to_string)).unwrap_or_default();
         let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
         match target.mode {
-            HandOver::Kernel => add_kernel(ctx, &target, &mut host, &host_ns, &pod_ns),
+            HandOver::Kernel => {
+                let mut pod = Netlink::open_in(&pod_ns)?;
+                add_kernel(ctx, &target, &mut host, &mut pod, &host_ns, &pod_ns)
+            }
             HandOver::Dpdk => add_dpdk(ctx, &target),
         }
     })();
@@ -75,7 +83,14 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
             if target.claimed
                 && let Err(release) = device::release(ctx, container, ifname)
             {
-                return Err(PluginError::UndoFailed { error: Box::new(e), undo: release.to_string() });
+                let failed = UndoError::Release(Box::new(release));
+                return Err(match e {
+                    PluginError::UndoFailed { error, mut undo } => {
+                        undo.push(failed);
+                        PluginError::UndoFailed { error, undo }
+                    }
+                    e => PluginError::UndoFailed { error: Box::new(e), undo: failed.into() },
+                });
             }
             Err(e)
         }
@@ -85,7 +100,7 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
 fn new_record(ctx: &Ctx, target: &Target) -> Result<AttachmentRecord> {
     let (container, ifname) = ctx.attachment_key()?;
     Ok(AttachmentRecord {
-        container_id: container.to_string(),
+        container_id: container.clone(),
         ifname: ifname.to_string(),
         netns: ctx.netns_path().map(|p| p.display().to_string()),
         network: ctx.conf.name.clone(),
@@ -95,7 +110,8 @@ fn new_record(ctx: &Ctx, target: &Target) -> Result<AttachmentRecord> {
         mac: target.mac,
         pci: target.pci,
         host: None,
-        driver_before: None,
+        dpdk_driver: (target.mode == HandOver::Dpdk).then_some(target.dpdk_driver),
+        driver_before: DriverBefore::NotCaptured,
         netdevs_before: Vec::new(),
         ipam_type: ctx.conf.ipam_type.clone(),
         claimed_from_pool: target.claimed,
@@ -110,7 +126,7 @@ fn refuse_if_held(ctx: &Ctx, target: &Target) -> Result<()> {
     for r in ctx.attachments.list()? {
         let same_device =
             (target.mac.is_some() && r.mac == target.mac) || (target.pci.is_some() && r.pci == target.pci);
-        if same_device && !(r.container_id == container && r.ifname == ifname) {
+        if same_device && !(r.container_id == *container && r.ifname == ifname) {
             return Err(PluginError::DeviceInUse(format!(
                 "the device is already given to container {} ({})",
                 r.container_id, r.ifname
@@ -122,7 +138,7 @@ fn refuse_if_held(ctx: &Ctx, target: &Target) -> Result<()> {
 
 fn this_call<'a>(ctx: &'a Ctx) -> Result<ipam::For<'a>> {
     let (container_id, ifname) = ctx.attachment_key()?;
-    Ok(ipam::For { container_id, ifname, netns: ctx.netns_path().and_then(|p| p.to_str()) })
+    Ok(ipam::For { container_id: container_id.as_str(), ifname, netns: ctx.netns_path().and_then(|p| p.to_str()) })
 }
 
 fn addresses_for(ctx: &Ctx, target: &Target) -> Result<CniResult> {
@@ -150,10 +166,17 @@ fn addresses_or_forget(ctx: &Ctx, target: &Target, record: &AttachmentRecord) ->
     })
 }
 
-fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, pod_ns: &NetNs) -> Result<CniResult> {
+/// Kernel ADD through the host's and the pod's link operations (a netlink socket in each namespace).
+fn add_kernel(
+    ctx: &Ctx,
+    target: &Target,
+    host: &mut impl LinkOps,
+    pod: &mut impl LinkOps,
+    host_ns: &NetNs,
+    pod_ns: &NetNs,
+) -> Result<CniResult> {
     let (_, ifname) = ctx.attachment_key()?;
     let mac = target.mac.ok_or_else(|| PluginError::DeviceNotFound("the device has no MAC".into()))?;
-    let mut pod = Netlink::open_in(pod_ns)?;
     if pod.link_by_name(ifname)?.is_some() {
         return Err(PluginError::IfnameExists { ifname: ifname.to_string() });
     }
@@ -169,12 +192,12 @@ fn add_kernel(ctx: &Ctx, target: &Target, host: &mut Netlink, host_ns: &NetNs, p
     let addresses = addresses_or_forget(ctx, target, &record)?;
     let steps = (|| {
         let mtu = ctx.conf.mtu.or(target.record.as_ref().and_then(|r| r.mtu));
-        let moved = kernel::move_in(host, &mut pod, pod_ns, &link, ifname, mtu, &addresses)?;
+        let moved = kernel::move_in(host, pod, pod_ns, &link, ifname, mtu, &addresses)?;
         let sandbox = pod_ns.path().display().to_string();
         let iface = kernel::interface(&moved, &sandbox, target.pci.map(|p| p.to_string()));
         Ok(merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() }))
     })();
-    finish_add(ctx, record, steps, |record| undo_kernel(ctx, record, Some(&mut pod), host, host_ns))
+    finish_add(ctx, record, steps, |record| undo_kernel(ctx, record, Some(pod), host, host_ns))
 }
 
 fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
@@ -182,19 +205,19 @@ fn add_dpdk(ctx: &Ctx, target: &Target) -> Result<CniResult> {
     refuse_if_held(ctx, target)?;
     let before = ctx.bus.state(pci)?;
     let mut record = new_record(ctx, target)?;
-    record.driver_before = Some(before.driver.clone());
+    record.driver_before = DriverBefore::from(before.driver.clone());
     record.netdevs_before = before.netdevs.clone();
     ctx.attachments.save(&record)?;
     let addresses = addresses_or_forget(ctx, target, &record)?;
     let steps = (|| {
-        dpdk::bind(ctx, pci, &target.dpdk_driver)?;
+        dpdk::bind(ctx, pci, target.dpdk_driver)?;
         let (_, ifname) = ctx.attachment_key()?;
         let netns = ctx.netns_path().map(|p| p.display().to_string());
         let iface = dpdk::interface(ifname, netns.as_deref(), target.mac.map(|m| m.to_string()), pci);
         Ok(merge(ctx.conf.prev_result.as_ref(), CniResult { interfaces: vec![iface], ..addresses.clone() }))
     })();
     // bind() already rolled the driver back on failure; what is left to undo is IPAM.
-    finish_add(ctx, record, steps, |record| ipam_del(ctx, record))
+    finish_add(ctx, record, steps, |record| ipam_del(ctx, record).map_err(|e| UndoError::IpamDel(Box::new(e)).into()))
 }
 
 /// Ends an ADD: on success the record says Added, with the result CHECK and a repeated ADD use; on
@@ -203,7 +226,7 @@ fn finish_add(
     ctx: &Ctx,
     mut record: AttachmentRecord,
     steps: Result<CniResult>,
-    undo: impl FnOnce(&AttachmentRecord) -> Result<()>,
+    undo: impl FnOnce(&AttachmentRecord) -> std::result::Result<(), UndoErrors>,
 ) -> Result<CniResult> {
     match steps {
         Ok(result) => {
@@ -217,13 +240,17 @@ fn finish_add(
                 ctx.attachments.remove(&record.container_id, &record.ifname)?;
                 Err(e)
             }
-            Err(u) => Err(PluginError::UndoFailed { error: Box::new(e), undo: u.to_string() }),
+            Err(undo) => Err(PluginError::UndoFailed { error: Box::new(e), undo }),
         },
     }
 }
 
 fn ipam_del(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
-    let who = ipam::For { container_id: &record.container_id, ifname: &record.ifname, netns: record.netns.as_deref() };
+    let who = ipam::For {
+        container_id: record.container_id.as_str(),
+        ifname: &record.ifname,
+        netns: record.netns.as_deref(),
+    };
     match &record.ipam_type {
         Some(plugin) => ipam::delegate(plugin, "DEL", who, ctx.env, ctx.conf).map(drop),
         None => Ok(()),
@@ -231,31 +258,31 @@ fn ipam_del(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
 }
 
 /// Kernel undo: out of the pod (if it is there), back to its host state, IPAM released. Every step is
-/// tried; the errors are gathered.
+/// tried; the failures are gathered, in order.
 fn undo_kernel(
     ctx: &Ctx,
     record: &AttachmentRecord,
-    pod: Option<&mut Netlink>,
-    host: &mut Netlink,
+    pod: Option<&mut impl LinkOps>,
+    host: &mut impl LinkOps,
     host_ns: &NetNs,
-) -> Result<()> {
-    let mut errors = Vec::new();
+) -> std::result::Result<(), UndoErrors> {
+    let mut errors = UndoErrors::default();
     if let (Some(mac), Some(before)) = (record.mac, &record.host) {
         if let Some(pod) = pod
             && let Err(e) = kernel::move_out(pod, host_ns, mac, &before.name)
         {
-            errors.push(format!("moving it out of the pod: {e}"));
+            errors.push(UndoError::MoveOut(e));
         }
         match kernel::restore_on_host(host, mac, before) {
             Ok(true) => {}
             Ok(false) => tracing::warn!(%mac, "device not found on the host (detached?); nothing to restore"),
-            Err(e) => errors.push(format!("restoring it on the host: {e}")),
+            Err(e) => errors.push(UndoError::RestoreOnHost(e)),
         }
     }
     if let Err(e) = ipam_del(ctx, record) {
-        errors.push(e.to_string());
+        errors.push(UndoError::IpamDel(Box::new(e)));
     }
-    if errors.is_empty() { Ok(()) } else { Err(PluginError::Cleanup(errors.join("; "))) }
+    errors.into_result()
 }
 
 /// Undoes whatever `record` says was done, under the device lock, then forgets it.
@@ -278,14 +305,14 @@ fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
                 }
                 None => None,
             };
-            undo_kernel(ctx, record, pod.as_mut(), &mut host, &host_ns)?;
+            undo_kernel(ctx, record, pod.as_mut(), &mut host, &host_ns).map_err(PluginError::Cleanup)?;
         }
         HandOver::Dpdk => {
-            if let (Some(pci), Some(driver)) = (record.pci, &record.driver_before) {
+            if let (Some(pci), Some(driver)) = (record.pci, record.driver_before.captured()) {
                 dpdk::restore(
                     ctx,
                     pci,
-                    &DriverState { driver: driver.clone(), netdevs: record.netdevs_before.clone() },
+                    &DriverState { driver: driver.map(str::to_string), netdevs: record.netdevs_before.clone() },
                 )?;
             }
             ipam_del(ctx, record)?;
@@ -293,7 +320,7 @@ fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
     }
     device::release(ctx, &record.container_id, &record.ifname)?;
     ctx.attachments.remove(&record.container_id, &record.ifname)?;
-    tracing::info!(container = record.container_id, ifname = record.ifname, "attachment undone");
+    tracing::info!(container = %record.container_id, ifname = record.ifname, "attachment undone");
     Ok(())
 }
 
@@ -333,10 +360,12 @@ pub fn check(ctx: &Ctx) -> Result<()> {
         HandOver::Dpdk => {
             let pci = record.pci.ok_or_else(|| PluginError::CheckMismatch("record has no PCI address".into()))?;
             let driver = ctx.bus.driver(pci)?;
-            let want = ctx.conf.dpdk_driver.clone();
-            let ok = match &want {
-                Some(w) => driver.as_deref() == Some(w.as_str()),
-                None => driver.as_deref().is_some_and(|d| d.parse::<nodeeni_conf::pool::DpdkDriver>().is_ok()),
+            let bound = driver.as_deref().and_then(|d| d.parse::<DpdkDriver>().ok());
+            // The config's driver, else the one ADD bound (records before it was kept: any DPDK driver).
+            let want = device::conf_dpdk_driver(ctx.conf)?.or(record.dpdk_driver);
+            let ok = match want {
+                Some(w) => bound == Some(w),
+                None => bound.is_some(),
             };
             if !ok {
                 return Err(PluginError::CheckMismatch(format!("{pci} is bound to {driver:?}, not a DPDK driver")));
@@ -388,23 +417,26 @@ pub fn status(ctx: &Ctx) -> Result<()> {
 
 /// GC: undo every attachment of this network that the runtime no longer lists as valid.
 pub fn gc(ctx: &Ctx) -> Result<()> {
-    let valid = ctx.conf.valid_attachments.clone().unwrap_or_default();
-    let mut errors = Vec::new();
+    // The spec requires the key; without it an empty list would undo every attachment of the network.
+    let valid = ctx.conf.valid_attachments.as_ref().ok_or_else(|| {
+        CniError::invalid_config("GC needs cni.dev/valid-attachments (the attachments still in use); refusing to guess")
+    })?;
+    let mut errors = UndoErrors::default();
     for record in ctx.attachments.list()? {
         if record.network != ctx.conf.name {
             continue;
         }
-        let listed = valid.iter().any(|v| v.container_id == record.container_id && v.ifname == record.ifname);
+        let listed = valid.iter().any(|v| v.container_id == record.container_id.as_str() && v.ifname == record.ifname);
         if !listed {
-            tracing::info!(container = record.container_id, ifname = record.ifname, "GC: releasing a stale attachment");
+            tracing::info!(container = %record.container_id, ifname = record.ifname, "GC: releasing a stale attachment");
             if let Err(e) = undo_record(ctx, &record) {
-                errors.push(format!("{}/{}: {e}", record.container_id, record.ifname));
+                errors.push(UndoError::Attachment {
+                    container: record.container_id.clone(),
+                    ifname: record.ifname.clone(),
+                    source: Box::new(e),
+                });
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(PluginError::Cleanup(format!("GC could not release: {}", errors.join("; "))))
-    }
+    errors.into_result().map_err(PluginError::Gc)
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use nodeeni_conf::cni::{CniEnv, CniError, NetConf};
+use nodeeni_conf::cni::{CniEnv, CniError, ContainerId, NetConf};
 use nodeeni_host::pci::PciBus;
 use nodeeni_state::attachment::AttachmentStore;
 use nodeeni_state::lock::DeviceLocks;
@@ -38,9 +38,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// The container ID and ifname, which the environment checks guarantee for ADD, CHECK and DEL.
-    pub fn attachment_key(&self) -> Result<(&str, &str), CniError> {
+    pub fn attachment_key(&self) -> Result<(&ContainerId, &str), CniError> {
         match (&self.env.container_id, &self.env.ifname) {
-            (Some(c), Some(i)) => Ok((c.as_str(), i.as_str())),
+            (Some(c), Some(i)) => Ok((c, i.as_str())),
             _ => Err(CniError::invalid_env("CNI_CONTAINERID and CNI_IFNAME are required")),
         }
     }

@@ -3,7 +3,7 @@
 //! (under its lock) so no two pods get the same one; a device the node state does not know is used
 //! standalone, as host-device would.
 
-use nodeeni_conf::cni::{DeviceSelector, HandOver};
+use nodeeni_conf::cni::{CniError, ContainerId, DeviceSelector, HandOver, NetConf, codes};
 use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress};
 use nodeeni_host::netlink::{Link, Netlink};
@@ -23,7 +23,7 @@ pub struct Target {
     pub record: Option<EniRecord>,
     /// This call set the record's allocation, and must clear it if ADD fails.
     pub claimed: bool,
-    pub dpdk_driver: String,
+    pub dpdk_driver: DpdkDriver,
 }
 
 impl Target {
@@ -62,7 +62,7 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> R
             )));
         }
         match &rec.allocation {
-            Some(a) if a.container_id == container && a.ifname == ifname => {}
+            Some(a) if a.container_id == container.as_str() && a.ifname == ifname => {}
             Some(a) => {
                 return Err(PluginError::DeviceInUse(format!(
                     "{id} is already given to container {} ({})",
@@ -86,14 +86,14 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> R
 }
 
 /// Clears this attachment's allocation in the node state (no-op when there is none or no state).
-pub fn release(ctx: &Ctx, container: &str, ifname: &str) -> Result<Option<EniId>> {
+pub fn release(ctx: &Ctx, container: &ContainerId, ifname: &str) -> Result<Option<EniId>> {
     if !ctx.node.exists() {
         return Ok(None);
     }
     ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
         let mut released = None;
         for rec in &mut state.enis {
-            if rec.allocation.as_ref().is_some_and(|a| a.container_id == container && a.ifname == ifname) {
+            if rec.allocation.as_ref().is_some_and(|a| a.container_id == container.as_str() && a.ifname == ifname) {
                 rec.allocation = None;
                 rec.updated_unix = now_unix();
                 released = rec.eni_id.clone();
@@ -137,7 +137,9 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
                 // Already ours (a retried ADD), else the first free one.
                 index_where(s, |e| {
                     e.pool == *pool
-                        && e.allocation.as_ref().is_some_and(|a| a.container_id == container && a.ifname == ifname)
+                        && e.allocation
+                            .as_ref()
+                            .is_some_and(|a| a.container_id == container.as_str() && a.ifname == ifname)
                 })
                 .or_else(|| index_where(s, |e| e.pool == *pool && e.is_free()))
                 .map(Some)
@@ -203,17 +205,20 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         Some(p) if ctx.bus.exists(p) => ctx.bus.driver(p)?,
         _ => None,
     };
-    let dpdk_driver = conf
-        .dpdk_driver
-        .clone()
-        .or_else(|| record.as_ref().and_then(|r| r.dpdk_driver.clone()))
-        .unwrap_or_else(|| DpdkDriver::VfioPci.to_string());
     let bound_to_dpdk = current_driver.as_deref().is_some_and(|d| d.parse::<DpdkDriver>().is_ok());
     let mode = match (conf.mode, record.as_ref().map(|r| r.mode)) {
         (Some(m), _) => m,
         (None, Some(Mode::Dpdk)) => HandOver::Dpdk,
         (None, _) if bound_to_dpdk => HandOver::Dpdk,
         _ => HandOver::Kernel,
+    };
+    // The config's driver, else the pool's (the node state keeps it as text: checked when it is used).
+    let dpdk_driver = match (conf_dpdk_driver(conf)?, record.as_ref().and_then(|r| r.dpdk_driver.as_deref())) {
+        (Some(d), _) => d,
+        (None, Some(d)) if mode == HandOver::Dpdk => d.parse::<DpdkDriver>().map_err(|e| {
+            CniError::new(codes::NODE_STATE, format!("the node state's dpdkDriver for {selector}: {e}"), "")
+        })?,
+        _ => DpdkDriver::default(),
     };
     if mode == HandOver::Dpdk && pci.is_none() {
         return Err(PluginError::DeviceNotFound(format!(
@@ -234,6 +239,14 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         }
     }
     Ok(Target { mode, mac, pci, eni_id: record.as_ref().and_then(|r| r.eni_id.clone()), record, claimed, dpdk_driver })
+}
+
+/// The config's `dpdkDriver` (checked when the config was parsed).
+pub fn conf_dpdk_driver(conf: &NetConf) -> Result<Option<DpdkDriver>> {
+    match conf.dpdk_driver.as_deref() {
+        Some(d) => Ok(Some(d.parse().map_err(|e: String| CniError::invalid_config(format!("dpdkDriver: {e}")))?)),
+        None => Ok(None),
+    }
 }
 
 fn pool_record_by_mac(ctx: &Ctx, mac: Option<MacAddr>) -> Result<Option<EniRecord>> {

@@ -3,14 +3,15 @@
 
 use nodeeni_conf::PciAddress;
 use nodeeni_conf::cni::Interface;
+use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_host::pci::DriverState;
 
 use crate::context::{Ctx, DRIVER_TIMEOUT};
 use crate::error::Result;
 
 /// Binds and returns the state before, for the record.
-pub fn bind(ctx: &Ctx, pci: PciAddress, driver: &str) -> Result<DriverState> {
-    Ok(ctx.bus.bind(pci, driver, DRIVER_TIMEOUT)?)
+pub fn bind(ctx: &Ctx, pci: PciAddress, driver: DpdkDriver) -> Result<DriverState> {
+    Ok(ctx.bus.bind(pci, driver.as_str(), DRIVER_TIMEOUT)?)
 }
 
 pub fn restore(ctx: &Ctx, pci: PciAddress, before: &DriverState) -> Result<()> {

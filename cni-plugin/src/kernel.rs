@@ -1,19 +1,21 @@
 //! Kernel mode: the ENI's netdev moves into the pod. The rename happens inside the pod's namespace,
 //! where udev and the host's network managers never see it; the original name also rides on the
 //! device as its alias, so it is recoverable from the device itself, not only from our record.
+//! The steps run against [`LinkOps`] (the netlink socket of each side), so tests can fail any of them.
 
 use nodeeni_conf::MacAddr;
 use nodeeni_conf::cni::{CniResult, Interface, Route};
-use nodeeni_host::netlink::{Link, Netlink};
+use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
 use nodeeni_host::netns::NetNs;
 use nodeeni_state::attachment::HostLinkState;
 
 use crate::error::{PluginError, Result};
+use crate::link_ops::LinkOps;
 
 const EEXIST: i32 = 17;
 
 /// The link's state now, to put back later.
-pub fn capture(host: &mut Netlink, link: &Link) -> Result<HostLinkState> {
+pub fn capture(host: &mut impl LinkOps, link: &Link) -> std::result::Result<HostLinkState, NetlinkError> {
     Ok(HostLinkState {
         name: link.name.clone(),
         mtu: link.mtu,
@@ -32,8 +34,8 @@ fn parking_name(mac: MacAddr) -> String {
 /// Moves the host link into the pod, named `ifname`, with `mtu`, up, carrying `ipam`'s addresses and
 /// routes. Returns the pod-side link.
 pub fn move_in(
-    host: &mut Netlink,
-    pod: &mut Netlink,
+    host: &mut impl LinkOps,
+    pod: &mut impl LinkOps,
     pod_ns: &NetNs,
     link: &Link,
     ifname: &str,
@@ -45,7 +47,7 @@ pub fn move_in(
         host.set_up(link.index, false)?;
     }
     host.set_alias(link.index, &link.name)?;
-    host.move_to_netns(link.index, pod_ns.raw_fd())?;
+    host.move_to_netns(link.index, pod_ns)?;
     let moved = pod
         .link_by_mac(mac)?
         .ok_or_else(|| PluginError::DeviceNotFound(format!("{mac} did not arrive in the pod's namespace")))?;
@@ -68,7 +70,12 @@ pub fn move_in(
 
 /// Takes the link (found by MAC) out of the pod, if it is there: down, addresses removed, renamed back
 /// inside the pod, then moved to the host. Returns whether it was found.
-pub fn move_out(pod: &mut Netlink, host_ns: &NetNs, mac: MacAddr, original: &str) -> Result<bool> {
+pub fn move_out(
+    pod: &mut impl LinkOps,
+    host_ns: &NetNs,
+    mac: MacAddr,
+    original: &str,
+) -> std::result::Result<bool, NetlinkError> {
     let Some(link) = pod.link_by_mac(mac)? else { return Ok(false) };
     // Down for the rename (the kernel refuses to rename a running link); the move itself flushes the
     // pod's addresses, so they are not deleted one by one.
@@ -79,11 +86,11 @@ pub fn move_out(pod: &mut Netlink, host_ns: &NetNs, mac: MacAddr, original: &str
             other => other?,
         }
     }
-    match pod.move_to_netns(link.index, host_ns.raw_fd()) {
+    match pod.move_to_netns(link.index, host_ns) {
         // The host took the name meanwhile: park it under a unique name; the host side fixes it up.
         Err(e) if e.errno() == Some(EEXIST) => {
             pod.set_name(link.index, &parking_name(mac))?;
-            pod.move_to_netns(link.index, host_ns.raw_fd())?;
+            pod.move_to_netns(link.index, host_ns)?;
         }
         other => other?,
     }
@@ -93,7 +100,11 @@ pub fn move_out(pod: &mut Netlink, host_ns: &NetNs, mac: MacAddr, original: &str
 /// Puts the host link (found by MAC, never by name: the kernel may have returned it as the pod's
 /// ifname or `devN`) back to its recorded name, MTU, addresses, alias and state. Returns whether the
 /// link was found.
-pub fn restore_on_host(host: &mut Netlink, mac: MacAddr, before: &HostLinkState) -> Result<bool> {
+pub fn restore_on_host(
+    host: &mut impl LinkOps,
+    mac: MacAddr,
+    before: &HostLinkState,
+) -> std::result::Result<bool, NetlinkError> {
     let Some(link) = host.link_by_mac(mac)? else { return Ok(false) };
     let mut up = link.up;
     if link.name != before.name {

@@ -10,6 +10,7 @@ mod dpdk;
 mod error;
 mod ipam;
 mod kernel;
+mod link_ops;
 
 use std::io::Read;
 use std::process::ExitCode;

@@ -109,3 +109,27 @@ fn dpdk_pool_enis_from_the_node_state_use_the_pool_driver() {
     assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("ena"));
     assert!(b.node_state_json()["enis"][0].get("allocation").is_none());
 }
+
+#[test]
+fn a_device_without_a_driver_is_left_without_one_at_del() {
+    if !require_root("a_device_without_a_driver_is_left_without_one_at_del") {
+        return;
+    }
+    let b = NodeBox::new("dnone");
+    b.sysfs.add_device(PCI, None, "eth1", 12, 0);
+    let pod = b.pod("dnone");
+    let conf = b.conf("1.1.0", json!({"deviceID": PCI, "mode": "dpdk", "dpdkDriver": "igb_uio"}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("igb_uio"));
+    // The record keeps the DPDK driver as its name, and "no driver before" as null (as it always has).
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.state.path().join("attachments/c1@dpdk0.json")).expect("record"))
+            .expect("json");
+    assert_eq!(record["dpdkDriver"], "igb_uio");
+    assert_eq!(record.get("driverBefore"), Some(&serde_json::Value::Null), "{record}");
+    b.cni("CHECK", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(b.sysfs.driver_of(PCI), None, "unbound again, as it was before ADD");
+    assert_eq!(b.sysfs.driver_override_of(PCI), "");
+    assert!(b.records().is_empty() && b.lock_files() == 0);
+}

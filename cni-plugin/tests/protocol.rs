@@ -193,6 +193,11 @@ fn gc_releases_attachments_the_runtime_no_longer_lists() {
     let mut other = b.conf("1.1.0", json!({"device": "eth3"}));
     other["name"] = json!("other-net");
     b.cni("ADD", &other, "foreign", Some(&p3.path()), "net1").expect_ok();
+    // Without the list the spec requires, GC refuses instead of taking every attachment for stale.
+    let bare = b.conf("1.1.0", json!({}));
+    b.exec_raw(bare.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())])
+        .expect_code(7, "cni.dev/valid-attachments");
+    assert!(p1.has_link("net1") && p2.has_link("net1"), "nothing undone by a GC without its list");
     let gc = b.conf("1.1.0", json!({"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "net1"}]}));
     b.exec_raw(gc.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())]).expect_ok();
     assert!(p1.has_link("net1"), "listed attachment kept");

@@ -11,12 +11,12 @@
 //!   type pci, version 1.1.0, read-only), removed when the device leaves.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use nodeeni_conf::{EniId, Mode, ResourceName};
 use nodeeni_proto::deviceplugin::v1beta1 as api;
+use nodeeni_state::atomic::{Durability, replace_file};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -114,6 +114,20 @@ pub fn devinfo_path(settings: &AllocateSettings, eni: &EniId) -> PathBuf {
     settings.devinfo_dir.join(format!("{}-{eni}-device.json", settings.resource.as_str().replace('/', "-")))
 }
 
+/// Device-info files are read-only for everyone, as the SR-IOV device plugin writes them.
+const DEVINFO_MODE: u32 = 0o444;
+
+/// The file's content, refusing to follow a symlink at `path`.
+fn read_no_follow(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file =
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC).open(path)?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// Writes the device-info file for a device with a PCI address (read-only, replaced atomically).
 fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<PathBuf>, AllocateError> {
     let Some(pci) = d.pci else { return Ok(None) };
@@ -121,15 +135,14 @@ fn write_devinfo(settings: &AllocateSettings, d: &Device) -> Result<Option<PathB
     let err = |source| AllocateError::DevInfo { path: path.clone(), source };
     let body = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": pci.to_string()}}).to_string();
     // A device's file never changes (its PCI address is fixed): one already right is left alone, which
-    // keeps Allocate to one read on the hot path.
-    if std::fs::read(&path).is_ok_and(|old| old == body.as_bytes()) {
+    // keeps Allocate to one read on the hot path. Only a regular file counts: a symlink is replaced.
+    if read_no_follow(&path).is_ok_and(|old| old == body.as_bytes()) {
         return Ok(Some(path));
     }
     std::fs::create_dir_all(&settings.devinfo_dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, &body).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    // Device-info files are read by other processes (Multus, the pod's tools): crash safety is enough,
+    // a reboot re-allocates every device anyway.
+    replace_file(&path, body.as_bytes(), DEVINFO_MODE, Durability::ProcessCrash).map_err(|e| err(e.into()))?;
     Ok(Some(path))
 }
 
@@ -200,7 +213,7 @@ fn remove_stale_devinfo(settings: &AllocateSettings, listed: &BTreeSet<EniId>) -
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
 
@@ -230,6 +243,32 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         assert_eq!(body["pci"]["pci-address"], "0000:00:07.0");
         assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o444);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_device_info_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = AllocateSettings {
+            resource: "nodeeni.io/fast".parse().expect("resource"),
+            mode: Mode::Kernel,
+            dev_root: dir.path().join("dev"),
+            devinfo_dir: dir.path().join("devinfo"),
+        };
+        let d = device("eni-00000001", "0000:00:06.0");
+        let path = devinfo_path(&settings, &d.eni_id);
+        std::fs::create_dir_all(&settings.devinfo_dir).expect("mkdir");
+        let victim = dir.path().join("victim");
+        // Even a target already holding the right content: the link is not taken as our file.
+        let body = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:00:06.0"}}).to_string();
+        std::fs::write(&victim, &body).expect("victim");
+        std::os::unix::fs::symlink(&victim, &path).expect("plant");
+        write_devinfo(&settings, &d).expect("write");
+        let meta = std::fs::symlink_metadata(&path).expect("lstat");
+        assert!(meta.file_type().is_file(), "the symlink was replaced by our file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        assert_eq!(std::fs::read(&victim).expect("victim"), body.as_bytes());
+        assert_ne!(std::fs::metadata(&victim).expect("meta").permissions().mode() & 0o777, 0o444, "victim untouched");
+        assert_eq!(std::fs::read_dir(&settings.devinfo_dir).expect("ls").count(), 1, "no temp file left");
     }
 
     fn device(id: &str, pci: &str) -> Device {

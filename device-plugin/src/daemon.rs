@@ -12,16 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nodeeni_conf::EniId;
 use nodeeni_conf::pool::{ConfigError, LoadOptions};
 use nodeeni_conf::{Mode, PoolConfig, ResourceName};
 use nodeeni_ipam::ec2::AwsEc2;
 use nodeeni_ipam::host::HostSide;
 use nodeeni_ipam::identity::{self, IdentityError};
-use nodeeni_ipam::reconcile::{NodeIdentity, Reconciler};
+use nodeeni_ipam::reconcile::{LoopSettings, PassObserver, PoolError, Reconciler, Report};
 use nodeeni_state::node::NodeStore;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::allocate::AllocateSettings;
 use crate::health::{self, HealthSource};
@@ -29,8 +31,7 @@ use crate::metrics::Metrics;
 use crate::registration::{Endpoint, serve_and_register_reporting};
 use crate::service::PluginService;
 
-/// While this file exists in the state folder the daemon leaves EC2 alone (`drain` writes it).
-pub const DRAIN_MARKER: &str = "drain-requested";
+pub use nodeeni_ipam::reconcile::DRAIN_MARKER;
 /// How often ENIs of dead nodes are looked for.
 const LEAK_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// How long shutdown waits for a reconcile pass in flight before leaving it to the next start.
@@ -320,81 +321,52 @@ async fn serve_resource(
     tracing::info!(%resource, "stopped serving resource");
 }
 
-/// The reconcile loop: a pass every interval, at once when `now` is notified, until `stop`.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile_loop(
+/// What the pool loop tells the rest of the daemon: metrics, probes, the SR-IOV config file.
+struct DaemonObserver {
     shared: Arc<Shared>,
-    config: watch::Receiver<Arc<PoolConfig>>,
-    identity: NodeIdentity,
-    host: HostSide,
+    store: NodeStore,
     sriov_config: Option<PathBuf>,
-    now: Arc<Notify>,
-    stop: Arc<Notify>,
-) {
-    let mut last_leak_check: Option<Instant> = None;
-    let mut told_drained = false;
-    loop {
-        let config = config.borrow().clone();
-        *shared.probes.max_quiet.lock().unwrap_or_else(|p| p.into_inner()) =
+}
+
+impl PassObserver for DaemonObserver {
+    fn pass_done(&mut self, config: &PoolConfig, result: &Result<Report, PoolError>, took: Duration) {
+        match result {
+            Ok(_) => {
+                self.shared.metrics.reconciled(true, None, took);
+                self.shared.probes.first_pass_ok.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(e) => self.shared.metrics.reconciled(false, Some(e.kind()), took),
+        }
+        if result.is_ok()
+            && let Some(path) = &self.sriov_config
+        {
+            match self.store.load(Duration::from_secs(5)) {
+                Ok(state) => {
+                    if let Err(e) = crate::sriov::write_config(path, config, &state) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the SR-IOV device plugin config");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the node state for the SR-IOV config"),
+            }
+        }
+    }
+
+    fn paused(&mut self, _marker: &Path) {
+        self.shared.metrics.paused_turn();
+        // A drained node is as it should be: ready, with nothing to advertise.
+        self.shared.probes.first_pass_ok.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn leaks_collected(&mut self, result: &Result<Vec<EniId>, PoolError>) {
+        if let Ok(deleted) = result {
+            self.shared.metrics.leaks_deleted(deleted.len());
+        }
+    }
+
+    fn turned(&mut self, config: &PoolConfig) {
+        *self.shared.probes.max_quiet.lock().unwrap_or_else(|p| p.into_inner()) =
             Probes::quiet_for(Duration::from_secs(config.reconcile_interval_secs));
-        let marker = config.state_dir.join(DRAIN_MARKER);
-        if marker.exists() {
-            if !told_drained {
-                tracing::warn!(marker = %marker.display(), "the node is drained: the pool is paused until `nodeeni-device-plugin drain --resume`");
-                told_drained = true;
-            }
-            shared.probes.first_pass_ok.store(true, std::sync::atomic::Ordering::SeqCst);
-        } else {
-            told_drained = false;
-            let r = Reconciler::new(shared.ec2.clone(), host.clone(), (*config).clone(), identity.clone());
-            let started = Instant::now();
-            let result = r.reconcile().await;
-            let took = started.elapsed();
-            match &result {
-                Ok(report) => {
-                    shared.metrics.reconciled(true, None, took);
-                    shared.probes.first_pass_ok.store(true, std::sync::atomic::Ordering::SeqCst);
-                    if report.created.is_empty() && report.deleted.is_empty() && report.repaired.is_empty() {
-                        tracing::debug!(?took, "reconciled; nothing to do");
-                    } else {
-                        tracing::info!(?took, report = ?report, "reconciled");
-                    }
-                    for refused in &report.refused {
-                        tracing::error!(refused, "part of the pool cannot be served");
-                    }
-                }
-                Err(e) => {
-                    shared.metrics.reconciled(false, Some(e.kind()), took);
-                    tracing::error!(error = %e, ?took, "reconcile failed; retrying at the next pass");
-                }
-            }
-            if result.is_ok()
-                && let Some(path) = &sriov_config
-            {
-                match r.store.load(Duration::from_secs(5)) {
-                    Ok(state) => {
-                        if let Err(e) = crate::sriov::write_config(path, &config, &state) {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot write the SR-IOV device plugin config");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the node state for the SR-IOV config"),
-                }
-            }
-            if last_leak_check.is_none_or(|t| t.elapsed() >= LEAK_CHECK_EVERY) {
-                last_leak_check = Some(Instant::now());
-                match r.collect_leaks().await {
-                    Ok(deleted) => shared.metrics.leaks_deleted(deleted.len()),
-                    Err(e) => tracing::warn!(error = %e, "leak collection failed; trying again later"),
-                }
-            }
-        }
-        shared.probes.beat();
-        tokio::select! {
-            biased;
-            _ = stop.notified() => return,
-            _ = tokio::time::sleep(Duration::from_secs(config.reconcile_interval_secs)) => {}
-            _ = now.notified() => tracing::debug!("reconcile requested"),
-        }
+        self.shared.probes.beat();
     }
 }
 
@@ -460,17 +432,20 @@ pub async fn run(settings: Settings, shutdown: Arc<Notify>) -> Result<(), Daemon
         netns: settings.node_netns.clone(),
         netdev_wait: settings.netdev_wait,
     };
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
-    let (now, loop_stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let mut pool_loop = tokio::spawn(reconcile_loop(
-        shared.clone(),
-        config_rx,
-        identity.clone(),
-        host,
-        settings.sriov_config.clone(),
-        now.clone(),
-        loop_stop.clone(),
-    ));
+    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+    let loop_stop = CancellationToken::new();
+    let mut pool_loop = {
+        let mut pool = Reconciler::new(shared.ec2.clone(), host, config, identity.clone());
+        let mut observer = DaemonObserver {
+            shared: shared.clone(),
+            store: pool.store.clone(),
+            sriov_config: settings.sriov_config.clone(),
+        };
+        let stop = loop_stop.clone();
+        let settings = LoopSettings { leak_check_every: LEAK_CHECK_EVERY };
+        // Nothing asks for a pass out of turn: a new configuration does, through `config_rx`.
+        tokio::spawn(async move { pool.run(config_rx, &Notify::new(), &stop, settings, &mut observer).await })
+    };
 
     let mut changes = watch_config_folder(&settings.config_path)?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -517,8 +492,8 @@ pub async fn run(settings: Settings, shutdown: Arc<Notify>) -> Result<(), Daemon
                 shared.metrics.config_reload(true);
                 tracing::info!(pools = new.pools.len(), "configuration reloaded");
                 resources.apply(&new, &identity.labels);
+                // The pool loop passes at once on a new configuration.
                 let _ = config_tx.send(Arc::new(new));
-                now.notify_one();
             }
             Err(e) => {
                 shared.metrics.config_reload(false);
@@ -529,7 +504,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Notify>) -> Result<(), Daemon
 
     tracing::info!("shutting down: ENIs stay attached and the node state stays on disk, so pods keep their ENIs");
     resources.stop_all().await;
-    loop_stop.notify_one();
+    loop_stop.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut pool_loop).await.is_err() {
         tracing::warn!("a reconcile pass was still running; leaving it to the next start (its intents are on disk)");
         pool_loop.abort();

@@ -1,10 +1,14 @@
-//! Installing the `nodeeni` CNI binary on the node (the DaemonSet's init container): copied beside
-//! its destination under a temporary name, made executable and flushed, then renamed over the old
-//! one. A runtime running the plugin at that moment gets the old file or the new one, never half.
+//! Installing the `nodeeni` CNI binary on the node (the DaemonSet's init container): written beside
+//! its destination under a unique temporary name, made executable and flushed, then renamed over the old
+//! one (`nodeeni_state::atomic::replace_file`). A runtime running the plugin at that moment gets the old
+//! file or the new one, never half.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use nodeeni_state::atomic::{Durability, replace_file};
+
+/// CNI plugins are executables the runtime runs as root; others may read and run them.
+const BINARY_MODE: u32 = 0o755;
 
 #[derive(Debug, thiserror::Error)]
 #[error("installing {from} into {to}: {step}: {source}")]
@@ -20,24 +24,15 @@ pub fn install_binary(from: &Path, to_dir: &Path) -> Result<PathBuf, InstallErro
     let err = |step| move |source| InstallError { from: from.to_path_buf(), to: to_dir.to_path_buf(), step, source };
     let name = from.file_name().ok_or_else(|| err("source")(std::io::Error::other("no file name")))?;
     let dest = to_dir.join(name);
-    let tmp = to_dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let bytes = std::fs::read(from).map_err(err("read"))?;
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(err("create temp file"))?;
-        file.write_all(&bytes).map_err(err("write"))?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o755)).map_err(err("chmod"))?;
-        file.sync_all().map_err(err("sync"))?;
-        std::fs::rename(&tmp, &dest).map_err(err("rename"))?;
-        std::fs::File::open(to_dir).and_then(|d| d.sync_all()).map_err(err("sync folder"))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| dest)
+    replace_file(&dest, &bytes, BINARY_MODE, Durability::PowerLoss).map_err(|e| err(e.step.as_str())(e.source))?;
+    Ok(dest)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -24,6 +24,7 @@ struct Counters {
     reconcile_errors: BTreeMap<String, u64>,
     last_reconcile_seconds: f64,
     leaks_deleted: u64,
+    paused_turns: u64,
     allocations: BTreeMap<String, u64>,
     allocation_errors: BTreeMap<String, u64>,
     registrations: BTreeMap<String, u64>,
@@ -45,6 +46,11 @@ impl Metrics {
             }
             c.last_reconcile_seconds = took.as_secs_f64();
         });
+    }
+
+    /// The pool loop turned without a pass: the node is drained.
+    pub fn paused_turn(&self) {
+        self.with(|c| c.paused_turns += 1);
     }
 
     pub fn leaks_deleted(&self, n: usize) {
@@ -163,6 +169,7 @@ impl Metrics {
                 c.reconcile_errors.clone(),
                 c.last_reconcile_seconds,
                 c.leaks_deleted,
+                c.paused_turns,
                 c.allocations.clone(),
                 c.allocation_errors.clone(),
                 c.registrations.clone(),
@@ -170,7 +177,8 @@ impl Metrics {
                 c.devices.clone(),
             )
         });
-        let (reconciles, errors, last, leaks, allocations, allocation_errors, registrations, reloads, devices) = c;
+        let (reconciles, errors, last, leaks, paused, allocations, allocation_errors, registrations, reloads, devices) =
+            c;
         family(
             &mut out,
             "nodeeni_reconcile_total",
@@ -187,6 +195,13 @@ impl Metrics {
             "counter",
             "Failed reconcile passes by kind (ec2, state, refused, no_instance, host).",
             errors.into_iter().map(|(k, n)| (labels(&[("kind", &k)]), n.to_string())).collect(),
+        );
+        family(
+            &mut out,
+            "nodeeni_reconcile_paused_total",
+            "counter",
+            "Turns of the pool loop without a pass because the node is drained.",
+            vec![(String::new(), paused.to_string())],
         );
         family(
             &mut out,

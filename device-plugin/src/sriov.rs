@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use nodeeni_conf::{Mode, PoolConfig};
-use nodeeni_state::atomic::write_atomic;
+use nodeeni_state::atomic::{Durability, STATE_FILE_MODE, replace_file};
 use nodeeni_state::node::{Lifecycle, NodeState};
 use serde_json::json;
 
@@ -37,10 +37,10 @@ pub fn config_json(config: &PoolConfig, state: &NodeState) -> serde_json::Value 
     json!({"resourceList": list})
 }
 
-/// Writes the config to `path` atomically.
+/// Writes the config to `path` atomically and durably, readable by the SR-IOV plugin (0644).
 pub fn write_config(path: &Path, config: &PoolConfig, state: &NodeState) -> std::io::Result<()> {
     let body = serde_json::to_vec_pretty(&config_json(config, state)).map_err(std::io::Error::other)?;
-    write_atomic(path, &body)
+    Ok(replace_file(path, &body, STATE_FILE_MODE, Durability::PowerLoss)?)
 }
 
 #[cfg(test)]
@@ -82,5 +82,8 @@ mod tests {
         write_config(&path, &config, &state).expect("write");
         let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         assert_eq!(back, v);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1, "no temp file left");
     }
 }

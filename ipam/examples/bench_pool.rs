@@ -11,7 +11,8 @@ use common::{NoHostSide, sdk, world_with};
 use nodeeni_conf::PoolConfig;
 use nodeeni_conf::pool::LoadOptions;
 use nodeeni_ipam::ec2::AwsEc2;
-use nodeeni_ipam::reconcile::{NodeIdentity, Reconciler};
+use nodeeni_ipam::identity::NodeIdentity;
+use nodeeni_ipam::reconcile::Reconciler;
 use nodeeni_tests::fault_proxy::{Fault, FaultProxy};
 use nodeeni_tests::moto::Moto;
 

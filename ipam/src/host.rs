@@ -12,13 +12,57 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nodeeni_conf::{MacAddr, Mode, Pool};
-use nodeeni_host::netlink::{Link, Netlink};
-use nodeeni_host::netns::NetNs;
-use nodeeni_host::pci::PciBus;
+use std::future::Future;
+
+use nodeeni_conf::{MacAddr, Mode, PciAddress, Pool};
+use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
+use nodeeni_host::netns::{NetNs, NetnsError};
+use nodeeni_host::pci::{PciBus, PciError};
 use nodeeni_state::node::EniRecord;
 
-use crate::reconcile::{HostFacts, HostPrep};
+/// What the host knows of an attached ENI once it is prepared for its pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    pub ifname: Option<String>,
+    pub pci: Option<PciAddress>,
+    pub driver: Option<String>,
+    pub iommu_group: Option<u32>,
+    pub numa_node: Option<u32>,
+}
+
+/// Why an attached ENI could not be prepared on the host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("the record has no MAC yet")]
+    NoMac,
+    #[error("no netdev with MAC {mac} appeared within {waited:?}")]
+    NetdevMissing { mac: MacAddr, waited: Duration },
+    #[error("the node's network namespace: {0}")]
+    Netns(#[from] NetnsError),
+    #[error("{ifname}: {source}")]
+    Netlink {
+        ifname: String,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error(transparent)]
+    Pci(#[from] PciError),
+    #[error("{ifname} has no PCI device to bind")]
+    NoPciDevice { ifname: String },
+    #[error("host preparation thread: {0}")]
+    Thread(String),
+}
+
+impl HostError {
+    fn netlink(ifname: &str) -> impl Fn(NetlinkError) -> HostError + '_ {
+        move |source| HostError::Netlink { ifname: ifname.to_string(), source }
+    }
+}
+
+/// The host side: find the attached ENI's netdev by MAC and prepare it for its pool's mode.
+pub trait HostPrep: Send + Sync {
+    fn prepare(&self, pool: &Pool, record: &EniRecord) -> impl Future<Output = Result<HostFacts, HostError>> + Send;
+}
 
 #[derive(Debug, Clone)]
 pub struct HostSide {
@@ -34,36 +78,34 @@ impl HostSide {
         Self { sysfs_root: sysfs_root.into(), netns: None, netdev_wait: Duration::from_secs(60) }
     }
 
-    fn netlink(&self) -> Result<Netlink, String> {
-        match &self.netns {
-            Some(p) => {
-                let ns = NetNs::open(p).map_err(|e| e.to_string())?;
-                Netlink::open_in(&ns).map_err(|e| e.to_string())
-            }
-            None => Netlink::open().map_err(|e| e.to_string()),
-        }
+    fn netlink(&self) -> Result<Netlink, HostError> {
+        let opened = match &self.netns {
+            Some(p) => Netlink::open_in(&NetNs::open(p)?),
+            None => Netlink::open(),
+        };
+        opened.map_err(HostError::netlink("(netlink socket)"))
     }
 
-    fn wait_for(&self, nl: &mut Netlink, mac: MacAddr) -> Result<Link, String> {
+    fn wait_for(&self, nl: &mut Netlink, mac: MacAddr) -> Result<Link, HostError> {
         let start = Instant::now();
         loop {
-            if let Some(link) = nl.link_by_mac(mac).map_err(|e| e.to_string())? {
+            if let Some(link) = nl.link_by_mac(mac).map_err(HostError::netlink("(link by MAC)"))? {
                 return Ok(link);
             }
             if start.elapsed() >= self.netdev_wait {
-                return Err(format!("no netdev with MAC {mac} appeared within {:?}", self.netdev_wait));
+                return Err(HostError::NetdevMissing { mac, waited: self.netdev_wait });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// The synchronous work of [`HostPrep::prepare`].
-    pub fn prepare_blocking(&self, pool: &Pool, record: &EniRecord) -> Result<HostFacts, String> {
-        let mac = record.mac.ok_or("the record has no MAC yet")?;
+    pub fn prepare_blocking(&self, pool: &Pool, record: &EniRecord) -> Result<HostFacts, HostError> {
+        let mac = record.mac.ok_or(HostError::NoMac)?;
         let bus = PciBus::new(&self.sysfs_root);
         if pool.mode == Mode::Dpdk
             && let Some(pci) = record.pci
-            && bus.driver(pci).map_err(|e| e.to_string())?.as_deref() == Some(pool.dpdk_driver.as_str())
+            && bus.driver(pci)?.as_deref() == Some(pool.dpdk_driver.as_str())
         {
             // Already bound (a restart): nothing to find, the netdev is gone by design.
             return Ok(HostFacts {
@@ -82,7 +124,7 @@ impl HostSide {
             tracing::warn!(ifname = link.name, "the ENI's netdev has no PCI device in sysfs");
         }
         let driver = match pci {
-            Some(p) => bus.driver(p).map_err(|e| e.to_string())?,
+            Some(p) => bus.driver(p)?,
             None => None,
         };
         let mut facts = HostFacts { ifname: Some(link.name.clone()), pci, driver, ..Default::default() };
@@ -90,21 +132,21 @@ impl HostSide {
             let more = facts_of(&bus, p);
             (facts.iommu_group, facts.numa_node) = (more.iommu_group, more.numa_node);
         }
-        let err = |e: nodeeni_host::netlink::NetlinkError| format!("{}: {e}", link.name);
+        let err = HostError::netlink(&link.name);
         match pool.mode {
             Mode::Kernel | Mode::Host => {
                 // The pool declares no host addresses: whatever the OS tooling added goes.
-                for addr in nl.addresses(link.index).map_err(err)? {
+                for addr in nl.addresses(link.index).map_err(&err)? {
                     tracing::info!(ifname = link.name, %addr, "removing an address the OS put on a pool ENI");
-                    nl.del_address(link.index, &addr).map_err(err)?;
+                    nl.del_address(link.index, &addr).map_err(&err)?;
                 }
                 if pool.mode == Mode::Host {
                     let stable = pool.host_ifname(record.device_index.unwrap_or(0));
                     if link.name != stable {
                         if link.up {
-                            nl.set_up(link.index, false).map_err(err)?;
+                            nl.set_up(link.index, false).map_err(&err)?;
                         }
-                        nl.set_name(link.index, &stable).map_err(err)?;
+                        nl.set_name(link.index, &stable).map_err(&err)?;
                         tracing::info!(from = link.name, to = stable, "named host-pool ENI");
                         facts.ifname = Some(stable);
                     }
@@ -112,18 +154,18 @@ impl HostSide {
                 if let Some(mtu) = pool.mtu
                     && mtu != link.mtu
                 {
-                    nl.set_mtu(link.index, mtu).map_err(err)?;
+                    nl.set_mtu(link.index, mtu).map_err(&err)?;
                 }
-                nl.set_up(link.index, true).map_err(err)?;
+                nl.set_up(link.index, true).map_err(&err)?;
             }
             Mode::Dpdk => {
-                let pci = pci.ok_or_else(|| format!("{} has no PCI device to bind", link.name))?;
+                let pci = pci.ok_or_else(|| HostError::NoPciDevice { ifname: link.name.clone() })?;
                 if let Some(mtu) = pool.mtu
                     && mtu != link.mtu
                 {
-                    nl.set_mtu(link.index, mtu).map_err(err)?;
+                    nl.set_mtu(link.index, mtu).map_err(&err)?;
                 }
-                bus.bind(pci, pool.dpdk_driver.as_str(), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                bus.bind(pci, pool.dpdk_driver.as_str(), Duration::from_secs(10))?;
                 tracing::info!(%pci, driver = %pool.dpdk_driver, "bound dpdk-pool ENI");
             }
         }
@@ -131,7 +173,7 @@ impl HostSide {
     }
 }
 
-fn facts_of(bus: &PciBus, pci: nodeeni_conf::PciAddress) -> HostFacts {
+fn facts_of(bus: &PciBus, pci: PciAddress) -> HostFacts {
     HostFacts {
         pci: Some(pci),
         iommu_group: bus.iommu_group(pci).ok().flatten(),
@@ -141,7 +183,7 @@ fn facts_of(bus: &PciBus, pci: nodeeni_conf::PciAddress) -> HostFacts {
 }
 
 impl HostPrep for HostSide {
-    async fn prepare(&self, pool: &Pool, record: &EniRecord) -> Result<HostFacts, String> {
+    async fn prepare(&self, pool: &Pool, record: &EniRecord) -> Result<HostFacts, HostError> {
         if record.allocation.is_some() {
             // A pod has it; its netdev is in the pod's namespace.
             return Ok(HostFacts {
@@ -154,6 +196,6 @@ impl HostPrep for HostSide {
         let (this, pool, record) = (self.clone(), pool.clone(), record.clone());
         tokio::task::spawn_blocking(move || this.prepare_blocking(&pool, &record))
             .await
-            .map_err(|e| format!("host preparation thread: {e}"))?
+            .map_err(|e| HostError::Thread(e.to_string()))?
     }
 }

@@ -3,10 +3,19 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use nodeeni_conf::InstanceId;
 use nodeeni_conf::pool::NodeIdentity as Configured;
 
-use crate::reconcile::NodeIdentity;
+/// The node as EC2 knows it, and the labels its pools' selectors are matched against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub instance_id: InstanceId,
+    pub availability_zone: String,
+    pub instance_type: String,
+    pub labels: BTreeMap<String, String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use nodeeni_conf::pool::LoadOptions;
 use nodeeni_conf::{Mode, Pool, PoolConfig};
+use nodeeni_ipam::host::HostPrep;
 use nodeeni_ipam::host::HostSide;
-use nodeeni_ipam::reconcile::HostPrep;
 use nodeeni_ipam::store::{Allocation, EniRecord, Lifecycle};
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::root::require_root;
@@ -112,6 +112,8 @@ async fn a_netdev_that_never_appears_is_a_bounded_error() {
         .prepare(&pool("kernel", ""), &record("0a:00:00:00:07:0a", 1, Mode::Kernel))
         .await
         .expect_err("absent");
+    assert!(matches!(err, nodeeni_ipam::host::HostError::NetdevMissing { .. }), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("0a:00:00:00:07:0a") && err.contains("500ms"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }

@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
-use nodeeni_conf::cni::{CniResult, HandOver};
+use nodeeni_conf::cni::{CniResult, ContainerId, HandOver};
 use nodeeni_conf::net::IpNet;
+use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{EniId, MacAddr, PciAddress};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::atomic::{Durability, replace};
 
@@ -42,10 +43,66 @@ pub enum Phase {
     Added,
 }
 
+/// DPDK mode: which kernel driver the PCI device had before ADD bound it, to rebind at DEL.
+///
+/// On disk (`driverBefore`), as records have always had it: absent when not captured, `null` when the
+/// device had no driver, the driver's name otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DriverBefore {
+    /// Not captured (kernel mode, or ADD stopped before looking): DEL leaves the driver alone.
+    #[default]
+    NotCaptured,
+    /// The device had no driver: DEL unbinds it again.
+    Unbound,
+    /// The device was bound to this driver (`ena`, or a DPDK driver a pool had bound it to).
+    Bound(String),
+}
+
+impl DriverBefore {
+    pub fn is_not_captured(&self) -> bool {
+        matches!(self, DriverBefore::NotCaptured)
+    }
+
+    /// The driver to restore, when captured: `Some(None)` for an unbound device.
+    pub fn captured(&self) -> Option<Option<&str>> {
+        match self {
+            DriverBefore::NotCaptured => None,
+            DriverBefore::Unbound => Some(None),
+            DriverBefore::Bound(d) => Some(Some(d)),
+        }
+    }
+}
+
+impl From<Option<String>> for DriverBefore {
+    /// A captured driver link: `None` is a device without a driver.
+    fn from(driver: Option<String>) -> Self {
+        driver.map_or(DriverBefore::Unbound, DriverBefore::Bound)
+    }
+}
+
+impl Serialize for DriverBefore {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.captured() {
+            Some(driver) => driver.serialize(s),
+            // The record leaves the field out instead (it would read back as Unbound).
+            None => Err(serde::ser::Error::custom("a driver that was not captured is left out, not written")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DriverBefore {
+    /// Called only for a present field (an absent one is `NotCaptured` by default): `null` is an
+    /// unbound device. (The `Option<Option<String>>` this replaces read that `null` back as "not
+    /// captured", so DEL never unbound such a device; this reads it as it was meant.)
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<String>::deserialize(d).map(DriverBefore::from)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRecord {
-    pub container_id: String,
+    pub container_id: ContainerId,
     pub ifname: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
@@ -61,9 +118,13 @@ pub struct AttachmentRecord {
     /// Kernel mode: the netdev before the move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostLinkState>,
-    /// DPDK mode: the driver and netdevs before the bind (driver None: unbound).
+    /// DPDK mode: the DPDK driver ADD binds the device to (absent in records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver_before: Option<Option<String>>,
+    pub dpdk_driver: Option<DpdkDriver>,
+    /// DPDK mode: the driver before the bind.
+    #[serde(default, skip_serializing_if = "DriverBefore::is_not_captured")]
+    pub driver_before: DriverBefore,
+    /// DPDK mode: the device's netdevs before the bind (DEL waits for them to return).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub netdevs_before: Vec<String>,
     /// The delegated IPAM plugin, if ADD called one (DEL must call it too).
@@ -92,12 +153,12 @@ impl AttachmentStore {
         &self.dir
     }
 
-    /// `<container>@<ifname>.json`: container IDs never hold `@`, so the pair maps to one name.
-    pub fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
+    /// `<container>@<ifname>.json`: container IDs never hold `@` or `/`, so the pair maps to one name.
+    pub fn path(&self, container_id: &ContainerId, ifname: &str) -> PathBuf {
         self.dir.join(format!("{container_id}@{ifname}.json"))
     }
 
-    pub fn load(&self, container_id: &str, ifname: &str) -> Result<Option<AttachmentRecord>, AttachmentError> {
+    pub fn load(&self, container_id: &ContainerId, ifname: &str) -> Result<Option<AttachmentRecord>, AttachmentError> {
         let path = self.path(container_id, ifname);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| AttachmentError::Corrupt { path, source }),
@@ -116,7 +177,7 @@ impl AttachmentStore {
         replace(&path, &bytes, Durability::ProcessCrash).map_err(|e| io(&path, e))
     }
 
-    pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), AttachmentError> {
+    pub fn remove(&self, container_id: &ContainerId, ifname: &str) -> Result<(), AttachmentError> {
         let path = self.path(container_id, ifname);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -149,9 +210,13 @@ impl AttachmentStore {
 mod tests {
     use super::*;
 
+    fn id(c: &str) -> ContainerId {
+        c.parse().expect("container id")
+    }
+
     fn record(c: &str, i: &str) -> AttachmentRecord {
         AttachmentRecord {
-            container_id: c.into(),
+            container_id: id(c),
             ifname: i.into(),
             netns: Some("/run/netns/x".into()),
             network: "net".into(),
@@ -161,7 +226,8 @@ mod tests {
             mac: Some("0a:00:00:00:00:01".parse().expect("mac")),
             pci: None,
             host: Some(HostLinkState { name: "eth1".into(), mtu: 1500, up: false, addresses: vec![], alias: None }),
-            driver_before: None,
+            dpdk_driver: None,
+            driver_before: DriverBefore::NotCaptured,
             netdevs_before: vec![],
             ipam_type: None,
             claimed_from_pool: false,
@@ -178,12 +244,12 @@ mod tests {
         let b = record("a", "b.c");
         store.save(&a).expect("save a");
         store.save(&b).expect("save b");
-        assert_eq!(store.load("a.b", "c").expect("load"), Some(a));
-        assert_eq!(store.load("a", "b.c").expect("load"), Some(b));
+        assert_eq!(store.load(&id("a.b"), "c").expect("load"), Some(a));
+        assert_eq!(store.load(&id("a"), "b.c").expect("load"), Some(b));
         assert_eq!(store.list().expect("list").len(), 2);
-        store.remove("a", "b.c").expect("remove");
-        store.remove("a", "b.c").expect("removing twice is fine");
-        assert_eq!(store.load("a", "b.c").expect("load"), None);
+        store.remove(&id("a"), "b.c").expect("remove");
+        store.remove(&id("a"), "b.c").expect("removing twice is fine");
+        assert_eq!(store.load(&id("a"), "b.c").expect("load"), None);
         assert_eq!(store.list().expect("list").len(), 1);
     }
 
@@ -192,8 +258,115 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = AttachmentStore::new(dir.path());
         std::fs::create_dir_all(store.dir()).expect("mkdir");
-        std::fs::write(store.path("c", "net1"), b"nope").expect("write");
-        let err = store.load("c", "net1").expect_err("corrupt");
+        std::fs::write(store.path(&id("c"), "net1"), b"nope").expect("write");
+        let err = store.load(&id("c"), "net1").expect_err("corrupt");
         assert!(err.to_string().contains("c@net1.json"), "{err}");
+    }
+
+    /// Records exactly as the build before the newtypes wrote them (`driverBefore` an
+    /// `Option<Option<String>>`, `containerId` a plain string, no `dpdkDriver`).
+    const OLD_KERNEL: &str = r#"{
+  "containerId": "3f1c2a9e8b7d",
+  "ifname": "net1",
+  "netns": "/var/run/netns/cni-1234",
+  "network": "fast",
+  "mode": "kernel",
+  "phase": "added",
+  "eniId": "eni-0000000000000abc1",
+  "mac": "0a:00:00:00:00:11",
+  "host": {"name": "eth1", "mtu": 9001, "up": true, "addresses": ["192.0.2.5/24"], "alias": "uplink"},
+  "ipamType": "host-local",
+  "claimedFromPool": true,
+  "result": {"interfaces": [{"name": "net1", "mac": "0a:00:00:00:00:11", "sandbox": "/var/run/netns/cni-1234"}],
+             "ips": [{"address": "10.0.1.50/24", "gateway": "10.0.1.1", "interface": 0}],
+             "routes": [], "dns": {}},
+  "createdUnix": 1764000000
+}"#;
+    const OLD_DPDK_FROM_ENA: &str = r#"{"containerId": "c1", "ifname": "dpdk0", "network": "dp", "mode": "dpdk",
+        "phase": "adding", "pci": "0000:00:06.0", "driverBefore": "ena", "netdevsBefore": ["eth1"],
+        "claimedFromPool": false, "createdUnix": 7}"#;
+    const OLD_DPDK_UNBOUND: &str = r#"{"containerId": "c2", "ifname": "dpdk0", "network": "dp", "mode": "dpdk",
+        "phase": "added", "pci": "0000:00:07.0", "driverBefore": null, "claimedFromPool": false, "createdUnix": 8}"#;
+    const OLD_DPDK_BEFORE_CAPTURE: &str = r#"{"containerId": "c3", "ifname": "dpdk0", "network": "dp",
+        "mode": "dpdk", "phase": "adding", "pci": "0000:00:08.0", "claimedFromPool": false, "createdUnix": 9}"#;
+
+    #[test]
+    fn records_in_the_old_format_still_read_and_write_back_the_same() {
+        let kernel: AttachmentRecord = serde_json::from_str(OLD_KERNEL).expect("old kernel record");
+        assert_eq!(kernel.container_id.as_str(), "3f1c2a9e8b7d");
+        assert_eq!(kernel.driver_before, DriverBefore::NotCaptured);
+        assert_eq!(kernel.dpdk_driver, None);
+        assert_eq!(kernel.host.as_ref().map(|h| h.alias.as_deref()), Some(Some("uplink")));
+
+        let ena: AttachmentRecord = serde_json::from_str(OLD_DPDK_FROM_ENA).expect("old dpdk record");
+        assert_eq!(ena.driver_before, DriverBefore::Bound("ena".into()));
+        assert_eq!(ena.driver_before.captured(), Some(Some("ena")));
+        assert_eq!(ena.netdevs_before, ["eth1"]);
+
+        // `null` was written for a device without a driver; the old type read it back as "not
+        // captured". It is read as what it meant now.
+        let unbound: AttachmentRecord = serde_json::from_str(OLD_DPDK_UNBOUND).expect("old unbound record");
+        assert_eq!(unbound.driver_before, DriverBefore::Unbound);
+        assert_eq!(unbound.driver_before.captured(), Some(None));
+
+        let early: AttachmentRecord = serde_json::from_str(OLD_DPDK_BEFORE_CAPTURE).expect("old early record");
+        assert_eq!(early.driver_before, DriverBefore::NotCaptured);
+        assert_eq!(early.driver_before.captured(), None);
+
+        // The wire format is unchanged: each writes back as the same JSON.
+        for (old, rec) in [
+            (OLD_KERNEL, &kernel),
+            (OLD_DPDK_FROM_ENA, &ena),
+            (OLD_DPDK_UNBOUND, &unbound),
+            (OLD_DPDK_BEFORE_CAPTURE, &early),
+        ] {
+            let want: serde_json::Value = serde_json::from_str(old).expect("json");
+            assert_eq!(serde_json::to_value(rec).expect("serialize"), want);
+        }
+    }
+
+    #[test]
+    fn new_fields_round_trip_through_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AttachmentStore::new(dir.path());
+        for (i, before) in [DriverBefore::NotCaptured, DriverBefore::Unbound, DriverBefore::Bound("vfio-pci".into())]
+            .into_iter()
+            .enumerate()
+        {
+            let rec = AttachmentRecord {
+                mode: HandOver::Dpdk,
+                pci: Some("0000:00:06.0".parse().expect("pci")),
+                dpdk_driver: Some(DpdkDriver::IgbUio),
+                driver_before: before,
+                ..record(&format!("c{i}"), "dpdk0")
+            };
+            store.save(&rec).expect("save");
+            let raw: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(store.path(&rec.container_id, "dpdk0")).expect("read"))
+                    .expect("json");
+            assert_eq!(raw["dpdkDriver"], "igb_uio");
+            assert_eq!(store.load(&rec.container_id, "dpdk0").expect("load"), Some(rec));
+        }
+    }
+
+    #[test]
+    fn a_record_with_an_invalid_container_id_or_driver_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AttachmentStore::new(dir.path());
+        std::fs::create_dir_all(store.dir()).expect("mkdir");
+        let bad_id = OLD_DPDK_FROM_ENA.replace(r#""containerId": "c1""#, r#""containerId": "../etc""#);
+        std::fs::write(store.dir().join("x@dpdk0.json"), bad_id).expect("write");
+        assert!(matches!(store.list(), Err(AttachmentError::Corrupt { .. })));
+        let bad_driver = OLD_DPDK_FROM_ENA.replace(r#""mode": "dpdk""#, r#""mode": "dpdk", "dpdkDriver": "e1000""#);
+        std::fs::write(store.dir().join("x@dpdk0.json"), bad_driver).expect("write");
+        assert!(matches!(store.list(), Err(AttachmentError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_driver_that_was_not_captured_is_never_written_as_null() {
+        assert!(serde_json::to_value(DriverBefore::NotCaptured).is_err());
+        assert_eq!(serde_json::to_value(DriverBefore::Unbound).expect("unbound"), serde_json::Value::Null);
+        let json = serde_json::to_value(record("c", "net1")).expect("record");
+        assert!(json.get("driverBefore").is_none(), "{json}");
     }
 }

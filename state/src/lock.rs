@@ -4,10 +4,12 @@
 //! and tries again.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -20,8 +22,8 @@ pub enum LockError {
 /// A held lock; released (and its file removed) on drop.
 #[derive(Debug)]
 pub struct LockGuard {
-    /// Held open for the guard's life: the flock lives as long as this descriptor.
-    _held: File,
+    /// Held for the guard's life: unlocked, then closed, when the guard drops.
+    _held: Flock<File>,
     path: PathBuf,
     remove_on_release: bool,
 }
@@ -29,26 +31,21 @@ pub struct LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         // Unlink while still holding the lock: nobody can lock this inode and think it current.
-        // Closing `file`, dropped right after this, releases the flock.
+        // `_held`, dropped right after this, releases the flock.
         if self.remove_on_release {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-fn try_flock(f: &File, exclusive: bool) -> std::io::Result<bool> {
-    let op = if exclusive { libc_flock::LOCK_EX } else { libc_flock::LOCK_SH } | libc_flock::LOCK_NB;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc_flock::flock(f.as_raw_fd(), op) };
-    if rc == 0 {
-        return Ok(true);
+/// Locks `file` without waiting; `None` when another holder has it.
+fn try_flock(file: File, exclusive: bool) -> std::io::Result<Option<Flock<File>>> {
+    let arg = if exclusive { FlockArg::LockExclusiveNonblock } else { FlockArg::LockSharedNonblock };
+    match Flock::lock(file, arg) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(std::io::Error::from(errno)),
     }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(nix::libc::EWOULDBLOCK) { Ok(false) } else { Err(err) }
-}
-
-mod libc_flock {
-    pub use nix::libc::{LOCK_EX, LOCK_NB, LOCK_SH, flock};
 }
 
 /// Takes the lock at `path`, waiting up to `timeout`. `exclusive` false takes a shared lock.
@@ -66,12 +63,12 @@ pub fn acquire(
     let mut pause = Duration::from_micros(200);
     loop {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
-        if try_flock(&file, exclusive).map_err(io)? {
+        if let Some(held) = try_flock(file, exclusive).map_err(io)? {
             // Still the file the path names? If the previous holder unlinked it, start over.
-            let ours = file.metadata().map_err(io)?;
+            let ours = held.metadata().map_err(io)?;
             match std::fs::metadata(path) {
                 Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                    return Ok(LockGuard { _held: file, path: path.to_path_buf(), remove_on_release });
+                    return Ok(LockGuard { _held: held, path: path.to_path_buf(), remove_on_release });
                 }
                 _ => continue,
             }
@@ -125,6 +122,24 @@ mod tests {
         let _other = locks.lock("0000:00:06.0", Duration::from_millis(50)).expect("other key");
         drop(held);
         let _again = locks.lock("0a:00:00:00:00:01", Duration::from_millis(50)).expect("free after release");
+    }
+
+    #[test]
+    fn shared_holders_coexist_and_keep_an_exclusive_one_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.lock");
+        let short = Duration::from_millis(50);
+        let r1 = acquire(&path, "state", false, false, short).expect("first reader");
+        let r2 = acquire(&path, "state", false, false, short).expect("second reader alongside");
+        let err = acquire(&path, "state", true, false, short).expect_err("writer waits for readers");
+        assert!(matches!(err, LockError::Busy { waited, .. } if waited == short), "{err}");
+        drop(r1);
+        assert!(acquire(&path, "state", true, false, short).is_err(), "one reader still holds it");
+        drop(r2);
+        let w = acquire(&path, "state", true, false, short).expect("writer once readers are gone");
+        assert!(acquire(&path, "state", false, false, short).is_err(), "readers wait for the writer");
+        drop(w);
+        assert!(path.exists(), "shared lock files stay");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   ENIs whose node side carries the ENI's MAC;
 //! - [`sysfs`]: an emulated /sys/bus/pci tree with a kernel stand-in that honours bind/unbind;
 //! - [`ec2world`]: moto worlds (VPC, subnets, security group, the node's instance);
+//! - [`fake_ec2`]: an in-memory EC2 behind the pool's trait, with injectable faults, latency and
+//!   eventual consistency, for pool tests in virtual time;
 //! - [`hotplug`]: the kernel's side of an EC2 attach/detach: veth + PCI device appear/disappear;
 //! - [`kubelet`]: a kubelet stand-in (Registration on kubelet.sock, a client for plugin sockets);
 //! - [`process`]: the daemon as a child process; [`bins`]: the workspace's binaries, the libcni driver;
@@ -14,6 +16,7 @@
 pub mod bench;
 pub mod bins;
 pub mod ec2world;
+pub mod fake_ec2;
 pub mod fault_proxy;
 pub mod hotplug;
 pub mod imds;

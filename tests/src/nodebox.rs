@@ -255,6 +255,27 @@ impl NodeBox {
         Ok((status, body))
     }
 
+    /// Waits until the daemon has finished `n` more reconcile passes (ok or not) than now: the
+    /// second one started after this call, so whatever a test checks next was judged by a whole pass.
+    pub async fn wait_for_passes(&self, n: u32) {
+        self.wait_for_more("nodeeni_reconcile_total", n).await
+    }
+
+    /// Waits until the drained daemon's pool loop has turned `n` more times (without a pass).
+    pub async fn wait_for_paused_turns(&self, n: u32) {
+        self.wait_for_more("nodeeni_reconcile_paused_total", n).await
+    }
+
+    async fn wait_for_more(&self, family: &str, n: u32) {
+        let sum = |m: &BTreeMap<String, f64>| -> f64 {
+            m.iter().filter(|(k, _)| k.split('{').next() == Some(family)).map(|(_, v)| v).sum()
+        };
+        let target = sum(&self.metrics()) + f64::from(n);
+        let timeout = Duration::from_secs(u64::from(self.reconcile_interval_secs) * u64::from(n) * 4 + 60);
+        let probe = async || (sum(&self.metrics()) >= target).then_some(());
+        crate::poll::eventually(family, timeout, probe, || self.daemon_log()).await
+    }
+
     /// Scrapes /metrics and parses it (see [`parse_metrics`]).
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let (status, body) = self.http_get("/metrics").expect("scrape");

@@ -126,7 +126,7 @@ fn pascal(snake: &str) -> String {
 fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
     // What the pool's EC2 client calls: the SDK operations on `self.client`, cross-checked with the
     // names the resilience layer counts them under.
-    let source = std::fs::read_to_string(repo().join("ipam/src/ec2.rs")).expect("ec2.rs");
+    let source = std::fs::read_to_string(repo().join("ipam/src/ec2/aws.rs")).expect("ec2/aws.rs");
     let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
     let mut sdk_ops = BTreeSet::new();
     for part in compact.split("self.client.").skip(1).chain(compact.split(".client.").skip(1)) {

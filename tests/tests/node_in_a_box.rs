@@ -334,7 +334,7 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
         .await;
     assert_eq!(nb.metrics().get("nodeeni_config_reloads_total{result=\"ok\"}"), Some(&1.0));
     assert!(nb.daemon_log().contains("keeping the old configuration"), "{}", nb.daemon_log());
-    tokio::time::sleep(Duration::from_secs(3)).await; // at least one more pass under the kept config
+    nb.wait_for_passes(2).await; // a whole pass under the kept configuration
     assert!(all_ready(&nb.state(), 3), "the old configuration still rules");
     let ids = ids_of(&nb.state(), "fast");
 
@@ -425,8 +425,8 @@ async fn scenario_3_sigkill_during_warm_up_leaks_nothing() {
     );
     nb.start_daemon();
     nb.wait_for_state("4 ENIs ready after the restart", WARM, |s| all_ready(s, 4)).await;
-    // A pass or two later nothing more appears.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two passes later nothing more appears.
+    nb.wait_for_passes(2).await;
     let in_moto = cluster_enis(&nb.raw, CLUSTER).await;
     assert_eq!(in_moto.len(), 4, "exactly the declared ENIs, none leaked: {in_moto:?}");
     assert!(in_moto.iter().all(|(_, s)| s == "in-use"), "{in_moto:?}");
@@ -508,7 +508,7 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
         (left == ids[..1]).then_some(())
     };
     eventually("the free ENI deleted", Duration::from_secs(30), only_the_held_one, || drain.log_text()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    nb.wait_for_paused_turns(2).await;
     assert!(drain.running(), "drain waits for the held ENI:\n{}", drain.log_text());
     assert_eq!(cluster_enis(&nb.raw, CLUSTER).await.len(), 1, "the daemon does not re-create while drained");
 
@@ -519,7 +519,7 @@ async fn scenario_5_drain_waits_for_pods_and_empties_the_node() {
     assert!(status.is_some_and(|s| s.success()), "drain finishes with 0: {status:?}\n{}", drain.log_text());
     assert!(drain.log_text().contains("drained: 2 ENI(s)"), "{}", drain.log_text());
     assert!(cluster_enis(&nb.raw, CLUSTER).await.is_empty(), "every pool ENI deleted in EC2");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    nb.wait_for_paused_turns(2).await;
     assert!(cluster_enis(&nb.raw, CLUSTER).await.is_empty(), "and the paused daemon made none");
     assert!(!devinfo.exists(), "the device left: its device-info file is removed");
 
@@ -550,7 +550,7 @@ async fn scenario_6_warm_up_converges_through_ec2_faults() {
     nb.write_config(&nb.standard_pools());
     nb.start_daemon();
     nb.wait_for_state("4 ENIs ready through faults", WARM, |s| all_ready(s, 4)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    nb.wait_for_passes(2).await;
     let in_moto = cluster_enis(&nb.raw, CLUSTER).await;
     assert_eq!(in_moto.len(), 4, "exactly the declared ENIs: {in_moto:?}");
     let m = nb.metrics();

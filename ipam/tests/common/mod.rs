@@ -6,7 +6,9 @@ use aws_sdk_ec2::types::InstanceType;
 use nodeeni_conf::pool::LoadOptions;
 use nodeeni_conf::{InstanceId, Pool, PoolConfig, SecurityGroupId, SubnetId};
 use nodeeni_ipam::ec2::{AwsEc2, Ec2, tags};
-use nodeeni_ipam::reconcile::{HostFacts, HostPrep, NodeIdentity, Reconciler};
+use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
+use nodeeni_ipam::identity::NodeIdentity;
+use nodeeni_ipam::reconcile::Reconciler;
 use nodeeni_ipam::store::EniRecord;
 use nodeeni_tests::moto::Moto;
 
@@ -47,7 +49,7 @@ pub async fn world_with(c: &aws_sdk_ec2::Client, instance_type: InstanceType) ->
 pub struct NoHostSide;
 
 impl HostPrep for NoHostSide {
-    async fn prepare(&self, _pool: &Pool, _record: &EniRecord) -> Result<HostFacts, String> {
+    async fn prepare(&self, _pool: &Pool, _record: &EniRecord) -> Result<HostFacts, HostError> {
         Ok(HostFacts::default())
     }
 }

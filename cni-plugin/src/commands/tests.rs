@@ -1,0 +1,362 @@
+//! Kernel-mode ADD and its undo against the recording fake (`link_ops::fake`): every step of ADD is
+//! made to fail in turn, and the rollback must put the host back exactly, with the right calls.
+//! IPAM is a delegate script in a temp CNI_PATH that logs each command, so IPAM DEL is checked too.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use nodeeni_conf::MacAddr;
+use nodeeni_conf::cni::{CniEnv, CniResult, HandOver, NetConf};
+use nodeeni_conf::net::IpNet;
+use nodeeni_conf::pool::DpdkDriver;
+use nodeeni_host::netns::NetNs;
+use nodeeni_state::attachment::{AttachmentRecord, HostLinkState, Phase};
+use serde_json::json;
+
+use super::{add_kernel, undo_kernel};
+use crate::context::Ctx;
+use crate::device::Target;
+use crate::error::{PluginError, UndoError};
+use crate::link_ops::fake::{Call, Fake, FakeLink, FakeRoute, Op, Side};
+
+/// The ENI's index; it keeps it across namespaces.
+const ETH1: u32 = 7;
+const CONTAINER: &str = "c1";
+
+/// The steps of a kernel ADD, by their number in [`add_calls`] (from 1).
+const CAPTURE: usize = 3;
+const DOWN: usize = 4;
+const MOVE: usize = 6;
+const RENAME: usize = 8;
+const MTU: usize = 9;
+
+/// One test at a time: each writes an IPAM script and runs it, and a script being written while
+/// another test forks would make its exec fail (ETXTBSY).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn mac() -> MacAddr {
+    "0a:00:00:00:00:11".parse().expect("mac")
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("cidr")
+}
+
+fn host(op: Op) -> Call {
+    Call { side: Side::Host, op }
+}
+
+fn pod(op: Op) -> Call {
+    Call { side: Side::Pod, op }
+}
+
+/// The node before ADD: the ENI up on the host with an address, MTU 1450, no alias.
+fn original() -> Vec<FakeLink> {
+    let mut lo = FakeLink::new(Side::Host, 1, "lo", None, 65536, true);
+    lo.addresses = vec![net("127.0.0.1/8")];
+    let mut eth1 = FakeLink::new(Side::Host, ETH1, "eth1", Some(mac()), 1450, true);
+    eth1.addresses = vec![net("192.0.2.5/24")];
+    vec![lo, eth1, FakeLink::new(Side::Pod, 1, "lo", None, 65536, false)]
+}
+
+/// What the delegate IPAM plugin hands out: two addresses and a route through the subnet's gateway.
+const IPAM_RESULT: &str = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.1.20/24","gateway":"10.0.1.1"},{"address":"10.0.1.21/24"}],"routes":[{"dst":"10.99.0.0/16","gw":"10.0.1.1"}]}"#;
+
+/// Every call of a kernel ADD that succeeds, in order.
+fn add_calls() -> Vec<Call> {
+    vec![
+        pod(Op::LinkByName("net1".into())),
+        host(Op::LinkByMac(mac())),
+        host(Op::Addresses(ETH1)), // CAPTURE; the record is written after it, then IPAM ADD runs
+        host(Op::SetUp(ETH1, false)), // DOWN
+        host(Op::SetAlias(ETH1, "eth1".into())),
+        host(Op::MoveToNetns(ETH1, Some(Side::Pod))), // MOVE
+        pod(Op::LinkByMac(mac())),
+        pod(Op::SetName(ETH1, "net1".into())), // RENAME
+        pod(Op::SetMtu(ETH1, 1400)),           // MTU
+        pod(Op::SetUp(ETH1, true)),
+        pod(Op::AddAddress(ETH1, net("10.0.1.20/24"))),
+        pod(Op::AddAddress(ETH1, net("10.0.1.21/24"))),
+        pod(Op::AddRoute(ETH1, net("10.99.0.0/16"), Some("10.0.1.1".parse().expect("ip")), None)),
+        pod(Op::LinkByIndex(ETH1)),
+    ]
+}
+
+/// The calls that undo an ADD which failed at `step`: find the link by MAC in the pod (only there if
+/// the move happened) and bring it home, then restore on the host whatever differs from the record.
+fn expected_rollback(step: usize) -> Vec<Call> {
+    if step <= CAPTURE {
+        return Vec::new(); // nothing changed and nothing recorded yet
+    }
+    let moved = step > MOVE;
+    let mut want = vec![pod(Op::LinkByMac(mac()))];
+    if moved {
+        want.push(pod(Op::SetUp(ETH1, false)));
+        if step > RENAME {
+            want.push(pod(Op::SetName(ETH1, "eth1".into())));
+        }
+        want.push(pod(Op::MoveToNetns(ETH1, Some(Side::Host))));
+    }
+    want.push(host(Op::LinkByMac(mac())));
+    if step > MTU {
+        want.push(host(Op::SetMtu(ETH1, 1450)));
+    }
+    want.push(host(Op::Addresses(ETH1)));
+    if moved {
+        // The move dropped the host's address.
+        want.push(host(Op::AddAddress(ETH1, net("192.0.2.5/24"))));
+    }
+    want.push(host(Op::SetAlias(ETH1, String::new())));
+    if step > DOWN {
+        want.push(host(Op::SetUp(ETH1, true)));
+    }
+    want
+}
+
+/// A node, a pod and a state folder, with a fake for both namespaces and a logging IPAM delegate.
+struct Bed {
+    fake: Fake,
+    host_ns: NetNs,
+    pod_ns: NetNs,
+    bin: PathBuf,
+    env: CniEnv,
+    conf: NetConf,
+    _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn new(links: Vec<FakeLink>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin");
+        let script = bin.join("fake-ipam");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\ndir=$(dirname \"$0\")\necho \"$CNI_COMMAND\" >> \"$dir/calls\"\n\
+                 if [ \"$CNI_COMMAND\" = DEL ] && [ -e \"$dir/fail-del\" ]; then\n\
+                 echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"lease store busy\"}}'; exit 1\nfi\n\
+                 if [ \"$CNI_COMMAND\" = ADD ]; then echo '{IPAM_RESULT}'; fi\n"
+            ),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("CNI_COMMAND", "ADD".to_string()),
+            ("CNI_CONTAINERID", CONTAINER.to_string()),
+            ("CNI_NETNS", "/proc/self/ns/net".to_string()),
+            ("CNI_IFNAME", "net1".to_string()),
+            ("CNI_PATH", bin.display().to_string()),
+        ]);
+        let env = CniEnv::from_vars(|k| vars.get(k).cloned()).expect("env");
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "enis", "type": "nodeeni", "device": "eth1", "mtu": 1400,
+            "stateDir": dir.path().join("state"), "ipam": {"type": "fake-ipam"},
+        });
+        let conf = NetConf::parse(conf.to_string().as_bytes()).expect("conf");
+        // Two handles the fake tells apart by descriptor; the namespace itself is never entered.
+        let (host_ns, pod_ns) = (NetNs::current().expect("host ns"), NetNs::current().expect("pod ns"));
+        let fake = Fake::new(links);
+        fake.name_namespace(Side::Host, &host_ns);
+        fake.name_namespace(Side::Pod, &pod_ns);
+        Self { fake, host_ns, pod_ns, bin, env, conf, _dir: dir }
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx::new(&self.env, &self.conf)
+    }
+
+    fn add(&self) -> crate::error::Result<CniResult> {
+        let target = Target {
+            mode: HandOver::Kernel,
+            mac: Some(mac()),
+            pci: None,
+            eni_id: None,
+            record: None,
+            claimed: false,
+            dpdk_driver: DpdkDriver::default(),
+        };
+        let (mut host, mut pod) = (self.fake.side(Side::Host), self.fake.side(Side::Pod));
+        add_kernel(&self.ctx(), &target, &mut host, &mut pod, &self.host_ns, &self.pod_ns)
+    }
+
+    /// DEL's kernel undo, from the record ADD left.
+    fn del(&self) -> Result<(), crate::error::UndoErrors> {
+        let record = self.record().expect("a record to undo");
+        let (mut host, mut pod) = (self.fake.side(Side::Host), self.fake.side(Side::Pod));
+        undo_kernel(&self.ctx(), &record, Some(&mut pod), &mut host, &self.host_ns)
+    }
+
+    fn record(&self) -> Option<AttachmentRecord> {
+        let ctx = self.ctx();
+        let (container, ifname) = ctx.attachment_key().expect("key");
+        ctx.attachments.load(container, ifname).expect("readable record")
+    }
+
+    fn ipam_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.bin.join("calls")).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    fn fail_ipam_del(&self, fail: bool) {
+        let marker = self.bin.join("fail-del");
+        if fail {
+            std::fs::write(marker, b"").expect("marker");
+        } else {
+            std::fs::remove_file(marker).expect("marker");
+        }
+    }
+}
+
+#[test]
+fn a_kernel_add_moves_the_link_in_and_del_puts_it_back_exactly() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bed = Bed::new(original());
+    let result = bed.add().expect("ADD");
+    assert_eq!(bed.fake.calls(), add_calls());
+    assert_eq!(result.interfaces[0].name, "net1");
+    assert_eq!(result.interfaces[0].mac.as_deref(), Some("0a:00:00:00:00:11"));
+    assert_eq!(result.interfaces[0].sandbox, Some(bed.pod_ns.path().display().to_string()));
+    assert_eq!(result.ips.len(), 2);
+
+    let mut in_pod = FakeLink::new(Side::Pod, ETH1, "net1", Some(mac()), 1400, true);
+    in_pod.alias = Some("eth1".into());
+    in_pod.addresses = vec![net("10.0.1.20/24"), net("10.0.1.21/24")];
+    in_pod.routes = vec![FakeRoute { dst: net("10.99.0.0/16"), gw: Some("10.0.1.1".parse().expect("ip")), mtu: None }];
+    let mut after = original();
+    after.remove(1);
+    after.push(in_pod);
+    assert_eq!(bed.fake.links(), after);
+
+    let record = bed.record().expect("record");
+    assert_eq!(record.phase, Phase::Added);
+    assert_eq!(
+        record.host,
+        Some(HostLinkState {
+            name: "eth1".into(),
+            mtu: 1450,
+            up: true,
+            addresses: vec![net("192.0.2.5/24")],
+            alias: None
+        })
+    );
+
+    let before_del = bed.fake.calls().len();
+    bed.del().expect("DEL");
+    assert_eq!(
+        bed.fake.calls()[before_del..],
+        [
+            pod(Op::LinkByMac(mac())),
+            pod(Op::SetUp(ETH1, false)),
+            pod(Op::SetName(ETH1, "eth1".into())),
+            pod(Op::MoveToNetns(ETH1, Some(Side::Host))),
+            host(Op::LinkByMac(mac())),
+            host(Op::SetMtu(ETH1, 1450)),
+            host(Op::Addresses(ETH1)),
+            host(Op::AddAddress(ETH1, net("192.0.2.5/24"))),
+            host(Op::SetAlias(ETH1, String::new())),
+            host(Op::SetUp(ETH1, true)),
+        ]
+    );
+    assert_eq!(bed.fake.links(), original(), "name, MTU, up, alias, addresses and namespace restored");
+    assert_eq!(bed.ipam_calls(), ["ADD", "DEL"]);
+}
+
+#[test]
+fn every_step_of_a_kernel_add_that_fails_is_rolled_back_exactly() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let all = add_calls();
+    for step in 1..=all.len() {
+        let bed = Bed::new(original());
+        bed.fake.fail_call(step);
+        let failing = &all[step - 1];
+        let err = bed.add().expect_err("the step fails");
+        assert!(matches!(err, PluginError::Netlink(_)), "step {step} {failing:?}: rolled back cleanly, got {err}");
+        assert_eq!(err.to_cni().code, 102, "step {step}");
+        assert!(err.to_string().contains("injected failure"), "step {step}: {err}");
+
+        let calls = bed.fake.calls();
+        assert_eq!(calls[..step], all[..step], "step {step}: ADD stopped at the failing step");
+        assert_eq!(calls[step..], expected_rollback(step)[..], "step {step} {failing:?}: the rollback's calls");
+        assert_eq!(bed.fake.links(), original(), "step {step} {failing:?}: the node as it was");
+        assert_eq!(bed.record(), None, "step {step}: the record is forgotten once undone");
+        let ipam: &[&str] = if step <= CAPTURE { &[] } else { &["ADD", "DEL"] };
+        assert_eq!(bed.ipam_calls(), ipam, "step {step}: IPAM released whenever it was asked");
+    }
+}
+
+#[test]
+fn every_step_rolls_back_a_link_that_was_down_with_an_alias() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut links = original();
+    links[1].up = false;
+    links[1].alias = Some("uplink".into());
+    links[1].addresses.clear();
+    let steps = {
+        let bed = Bed::new(links.clone());
+        bed.add().expect("ADD");
+        assert!(!bed.fake.calls().contains(&host(Op::SetUp(ETH1, false))), "a down link is not taken down");
+        bed.del().expect("DEL");
+        assert_eq!(bed.fake.links(), links);
+        add_calls().len() - 1
+    };
+    for step in 1..=steps {
+        let bed = Bed::new(links.clone());
+        bed.fake.fail_call(step);
+        bed.add().expect_err("the step fails");
+        assert_eq!(bed.fake.links(), links, "step {step}: down, alias uplink, no address, on the host");
+        assert_eq!(bed.record(), None, "step {step}");
+    }
+}
+
+#[test]
+fn a_rollback_that_fails_keeps_going_and_reports_every_failed_step() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bed = Bed::new(original());
+    let route = add_calls().len() - 1;
+    bed.fake.fail_call(route);
+    // The rollback's move home fails: pod LinkByMac, SetUp, SetName, then MoveToNetns.
+    bed.fake.fail_call(route + 4);
+    bed.fail_ipam_del(true);
+    let err = bed.add().expect_err("ADD fails");
+    let PluginError::UndoFailed { error, undo } = &err else { panic!("expected UndoFailed, got {err}") };
+    assert!(matches!(**error, PluginError::Netlink(_)), "{error}");
+    let steps: Vec<&UndoError> = undo.iter().collect();
+    assert!(matches!(steps[..], [UndoError::MoveOut(_), UndoError::IpamDel(_)]), "{undo}");
+    let cni = err.to_cni();
+    assert_eq!(cni.code, 102, "the failed step's code");
+    assert!(
+        cni.msg.contains("undoing it also failed: moving it out of the pod: ")
+            && cni.msg.contains("; releasing its addresses: IPAM plugin fake-ipam: lease store busy"),
+        "{}",
+        cni.msg
+    );
+    // Restoring on the host was tried too: the link was not there (still in the pod).
+    assert!(bed.fake.calls()[route + 4..].contains(&host(Op::LinkByMac(mac()))));
+    let record = bed.record().expect("the record stays for DEL to retry");
+    assert_eq!(record.phase, Phase::Adding);
+
+    bed.fail_ipam_del(false);
+    bed.del().expect("DEL retried");
+    assert_eq!(bed.fake.links(), original());
+}
+
+#[test]
+fn a_del_whose_restore_fails_is_a_cleanup_error_and_can_be_retried() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bed = Bed::new(original());
+    bed.add().expect("ADD");
+    // DEL: pod LinkByMac, SetUp, SetName, MoveToNetns, host LinkByMac, SetMtu <- fails.
+    bed.fake.fail_call(add_calls().len() + 6);
+    let undo = bed.del().expect_err("restore fails");
+    assert!(matches!(undo.iter().collect::<Vec<_>>()[..], [UndoError::RestoreOnHost(_)]), "{undo}");
+    let cni = PluginError::Cleanup(undo).to_cni();
+    assert_eq!(cni.code, 108);
+    assert!(cni.msg.starts_with("cleanup failed: restoring it on the host: SetMtu(7, 1450)"), "{}", cni.msg);
+    assert_eq!(bed.ipam_calls(), ["ADD", "DEL"], "IPAM released all the same");
+    assert!(bed.fake.links().iter().any(|l| l.side == Side::Host && l.name == "eth1"), "home, not yet restored");
+
+    bed.del().expect("DEL retried");
+    assert_eq!(bed.fake.links(), original());
+}

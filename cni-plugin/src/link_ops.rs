@@ -1,0 +1,84 @@
+//! The seam under the kernel steps: one method per link operation that ADD's move into the pod, DEL's
+//! move out and the undo of either use. The orchestration (`kernel`, `commands`: ordering, rollback)
+//! runs against [`LinkOps`]; in the binary it is the netlink socket, whose real behaviour the root
+//! tests check in namespaces, and in the unit tests a recording fake that can fail any call
+//! (`link_ops::fake`), so every step's rollback is checked, not only the last one's.
+
+use std::net::IpAddr;
+
+use nodeeni_conf::MacAddr;
+use nodeeni_conf::net::IpNet;
+use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
+use nodeeni_host::netns::NetNs;
+
+#[cfg(test)]
+pub mod fake;
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// The link operations of one network namespace (a socket opened there).
+pub trait LinkOps {
+    fn link_by_name(&mut self, name: &str) -> Result<Option<Link>>;
+    fn link_by_index(&mut self, index: u32) -> Result<Option<Link>>;
+    /// ENIs are found by MAC, never by name.
+    fn link_by_mac(&mut self, mac: MacAddr) -> Result<Option<Link>>;
+    /// The link's addresses (IPv6 link-local excluded).
+    fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>>;
+    fn set_up(&mut self, index: u32, up: bool) -> Result<()>;
+    /// Renames a link; the kernel wants it down.
+    fn set_name(&mut self, index: u32, name: &str) -> Result<()>;
+    fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()>;
+    /// An empty alias removes it.
+    fn set_alias(&mut self, index: u32, alias: &str) -> Result<()>;
+    /// Moves the link into `ns`; the kernel takes it down and drops its addresses and routes.
+    fn move_to_netns(&mut self, index: u32, ns: &NetNs) -> Result<()>;
+    fn add_address(&mut self, index: u32, net: &IpNet) -> Result<()>;
+    /// A route out of `index`, through `gw` when given (on-link otherwise).
+    fn add_route(&mut self, index: u32, dst: &IpNet, gw: Option<IpAddr>, mtu: Option<u32>) -> Result<()>;
+}
+
+impl LinkOps for Netlink {
+    fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        Netlink::link_by_name(self, name)
+    }
+
+    fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        Netlink::link_by_index(self, index)
+    }
+
+    fn link_by_mac(&mut self, mac: MacAddr) -> Result<Option<Link>> {
+        Netlink::link_by_mac(self, mac)
+    }
+
+    fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
+        Netlink::addresses(self, index)
+    }
+
+    fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
+        Netlink::set_up(self, index, up)
+    }
+
+    fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        Netlink::set_name(self, index, name)
+    }
+
+    fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        Netlink::set_mtu(self, index, mtu)
+    }
+
+    fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        Netlink::set_alias(self, index, alias)
+    }
+
+    fn move_to_netns(&mut self, index: u32, ns: &NetNs) -> Result<()> {
+        Netlink::move_to_netns(self, index, ns.raw_fd())
+    }
+
+    fn add_address(&mut self, index: u32, net: &IpNet) -> Result<()> {
+        Netlink::add_address(self, index, net)
+    }
+
+    fn add_route(&mut self, index: u32, dst: &IpNet, gw: Option<IpAddr>, mtu: Option<u32>) -> Result<()> {
+        Netlink::add_route(self, index, dst, gw, mtu)
+    }
+}

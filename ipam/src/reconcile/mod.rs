@@ -1,0 +1,129 @@
+//! Reconcile: converge EC2 and the node state to the pools the config declares for this node.
+//!
+//! Every EC2 mutation is preceded by an intent in the node state (a durable write), so a crash at any
+//! point is finished or undone on the next run: creates carry an intent tag to be found again, ENIs
+//! tagged for this node are adopted, records of ENIs gone from EC2 are dropped. ENIs held by pods are
+//! never taken away; they drain. One pass, each step in its own module:
+//!
+//! - [`desired`]: the pools that select this node, resolved in EC2, as slots (pool, subnet, index);
+//! - [`adopt`](self#adopt): the node state brought in line with what EC2 lists;
+//! - [`plan`]: what to do, decided without I/O from the slots, the node state, EC2's view and the
+//!   instance's limits;
+//! - `converge`: the plan carried out, each decision about a record taken again under the lock;
+//! - `drain`, `leaks`: emptying the node; deleting ENIs of dead nodes;
+//! - `run`: the loop the daemon runs.
+
+mod adopt;
+mod converge;
+pub mod desired;
+mod drain;
+mod error;
+mod leaks;
+pub mod plan;
+mod report;
+mod run;
+
+use std::time::Duration;
+
+use nodeeni_conf::PoolConfig;
+use nodeeni_state::node::{EniRecord, NodeState, NodeStore, StoreError};
+
+pub use converge::client_token;
+pub use drain::DRAIN_MARKER;
+pub use error::PoolError;
+pub use report::{DrainReport, Report};
+pub use run::{LoopSettings, PassObserver};
+
+use crate::ec2::{Ec2, Eni, Subnet, tags};
+use crate::host::HostPrep;
+use crate::identity::NodeIdentity;
+
+/// Marks a create so a restart can find what it made.
+pub const INTENT_TAG: &str = "nodeeni.io/intent";
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pool of one node: its EC2 client, host side, configuration, identity and node state.
+#[derive(Debug)]
+pub struct Reconciler<E: Ec2, H: HostPrep> {
+    pub ec2: E,
+    pub host: H,
+    pub config: PoolConfig,
+    pub node: NodeIdentity,
+    pub store: NodeStore,
+    /// How long to wait for a detach to finish.
+    pub detach_timeout: Duration,
+    /// How long to wait for EC2 to confirm an attachment.
+    pub attach_timeout: Duration,
+}
+
+impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
+    pub fn new(ec2: E, host: H, config: PoolConfig, node: NodeIdentity) -> Self {
+        let store = NodeStore::new(&config.state_dir);
+        Self {
+            ec2,
+            host,
+            config,
+            node,
+            store,
+            detach_timeout: Duration::from_secs(60),
+            attach_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// One full pass. Pools that cannot be served are reported, the rest still converge.
+    pub async fn reconcile(&self) -> Result<Report, PoolError> {
+        let mut report = Report::default();
+        let instance = self
+            .ec2
+            .describe_instance(&self.node.instance_id)
+            .await?
+            .ok_or_else(|| PoolError::NoInstance(self.node.instance_id.clone()))?;
+        let limits = self.ec2.instance_limits(&self.node.instance_type).await?;
+        let mut listed = self.mine().await?;
+        let (found, state) = self.adopt(&listed, &mut report).await?;
+        listed.extend(found);
+        let desired = self.desired().await?;
+        report.refused.extend(desired.refused.iter().map(|(pool, msg)| format!("{pool}: {msg}")));
+        let refused_pools = desired.refused_pools();
+        let plan = plan::plan(&plan::PlanInput {
+            slots: &desired.slots,
+            refused_pools: &refused_pools,
+            records: &state.enis,
+            listed: &listed,
+            instance: &instance,
+            limits,
+        });
+        tracing::debug!(?plan, "planned");
+        report.refused.extend(plan.refused.iter().cloned());
+        self.execute(plan, &listed, &mut report).await?;
+        Ok(report)
+    }
+
+    /// ENIs EC2 has for this node and cluster.
+    async fn mine(&self) -> Result<Vec<Eni>, PoolError> {
+        let all = self.ec2.enis_tagged(tags::NODE, Some(self.node.instance_id.as_str())).await?;
+        Ok(all.into_iter().filter(|e| e.tags.get(tags::CLUSTER) == Some(&self.config.cluster_name)).collect())
+    }
+
+    fn load(&self) -> Result<NodeState, PoolError> {
+        Ok(self.store.load(STORE_TIMEOUT)?)
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut NodeState) -> T) -> Result<T, PoolError> {
+        Ok(self.store.update(STORE_TIMEOUT, |s| Ok::<_, StoreError>(f(s)))?)
+    }
+}
+
+/// Copies what EC2 says of an ENI into its record.
+fn fill_from(rec: &mut EniRecord, eni: &Eni, subnet: Option<&Subnet>) {
+    rec.eni_id = Some(eni.id.clone());
+    rec.mac = eni.mac;
+    rec.primary_ip = eni.primary_ip;
+    rec.secondary_ips = eni.secondary_ips.clone();
+    rec.subnet_id = eni.subnet_id.clone();
+    if let Some(s) = subnet {
+        rec.subnet_cidr = Some(s.cidr);
+        rec.gateway = Some(s.cidr.vpc_gateway());
+    }
+    rec.attachment_id = eni.attachment.as_ref().map(|a| a.id.clone());
+}

@@ -1,0 +1,210 @@
+//! The plan: what a pass does, decided without I/O from the desired slots, the node state, what EC2
+//! listed and the instance's limits. The executor ([`super::converge`]) carries it out; every
+//! decision it depends on about a record (is it held by a pod?) is taken again there under the
+//! node-state lock, since a pod may claim an ENI between this snapshot and the action.
+//!
+//! What a plan guarantees, whatever its inputs (the property tests try random ones):
+//! - an ENI held by a pod is never removed: it drains;
+//! - no more ENIs are attached than the instance has free places for;
+//! - no device index is given twice, nor one in use by an ENI that stays (one that this plan removes
+//!   may be reused, after its removal succeeded);
+//! - records of pools that were refused this pass are left alone;
+//! - every desired slot is either served or refused with a reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nodeeni_conf::{EniId, Mode};
+use nodeeni_state::node::{EniRecord, Lifecycle};
+
+use super::desired::Slot;
+use crate::ec2::{Eni, Instance, InstanceLimits};
+
+/// Everything the plan is decided from.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub slots: &'a [Slot],
+    /// Pools that could not be resolved this pass: their records stay as they are.
+    pub refused_pools: &'a [String],
+    pub records: &'a [EniRecord],
+    /// The ENIs EC2 has for this node and cluster.
+    pub listed: &'a [Eni],
+    pub instance: &'a Instance,
+    pub limits: InstanceLimits,
+}
+
+/// One step of converging a slot, in the order they are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// CreateNetworkInterface (after an intent in the node state).
+    Create,
+    /// AttachNetworkInterface at the slot's device index; `lost`: it was Ready, so someone detached it.
+    Attach {
+        lost: bool,
+    },
+    SetDeleteOnTermination,
+    SetSecurityGroups,
+    SetDescription,
+    /// Find the netdev and prepare it for the pool's mode.
+    Prepare,
+}
+
+/// The work of one desired slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotWork {
+    pub slot: Slot,
+    /// The record serving it (None: a new ENI).
+    pub existing: Option<EniRecord>,
+    pub steps: Vec<Step>,
+    /// The attach reuses the device index of an ENI this plan removes: only once that removal succeeded.
+    pub after_removal_of: Option<EniId>,
+}
+
+impl SlotWork {
+    pub fn attaches(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Attach { .. }))
+    }
+}
+
+/// An ENI no longer desired and not held (in this snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub eni: EniId,
+    pub pool: String,
+    /// The attachment to detach first, if EC2 listed one.
+    pub attachment_id: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub removals: Vec<Removal>,
+    /// Not desired but held by a pod: marked draining, removed once the pod lets go.
+    pub drains: Vec<EniId>,
+    pub slots: Vec<SlotWork>,
+    /// Slots that cannot be served, and why.
+    pub refused: Vec<String>,
+}
+
+/// Decides the pass. Pure: same inputs, same plan.
+pub fn plan(input: &PlanInput) -> Plan {
+    let PlanInput { slots, refused_pools, records, listed, instance, limits } = *input;
+    let listed_by_id: BTreeMap<&EniId, &Eni> = listed.iter().map(|e| (&e.id, e)).collect();
+    let attached_here =
+        |eni: &Eni| eni.attachment.as_ref().is_some_and(|a| a.instance_id.as_deref() == Some(instance.id.as_str()));
+
+    // Each slot is served by one record: a held one first, then one attached here, then any.
+    let mut serving: Vec<Option<usize>> = vec![None; slots.len()];
+    let mut matched = BTreeSet::new();
+    for (si, slot) in slots.iter().enumerate() {
+        let rank = |r: &EniRecord| {
+            let listed_here = r.eni_id.as_ref().and_then(|id| listed_by_id.get(id)).is_some_and(|e| attached_here(e));
+            (r.allocation.is_none(), !listed_here)
+        };
+        serving[si] = records
+            .iter()
+            .enumerate()
+            .filter(|(ri, r)| {
+                !matched.contains(ri)
+                    && r.eni_id.is_some()
+                    && r.pool == slot.pool
+                    && r.device_index == Some(slot.device_index)
+            })
+            .min_by_key(|(ri, r)| (rank(r), *ri))
+            .map(|(ri, _)| ri);
+        if let Some(ri) = serving[si] {
+            matched.insert(ri);
+        }
+    }
+
+    let mut out = Plan::default();
+    // Device indexes freed by removals in this plan, and by which ENI.
+    let mut freed: BTreeMap<u32, EniId> = BTreeMap::new();
+    for (ri, rec) in records.iter().enumerate() {
+        let Some(id) = &rec.eni_id else { continue };
+        if matched.contains(&ri) || refused_pools.contains(&rec.pool) {
+            continue;
+        }
+        if rec.allocation.is_some() {
+            out.drains.push(id.clone());
+            continue;
+        }
+        let listed = listed_by_id.get(id);
+        if let Some(a) = listed.filter(|e| attached_here(e)).and_then(|e| e.attachment.as_ref())
+            && let Some(index) = a.device_index
+        {
+            freed.insert(index, id.clone());
+        }
+        out.removals.push(Removal {
+            eni: id.clone(),
+            pool: rec.pool.clone(),
+            attachment_id: listed.and_then(|e| e.attachment.as_ref()).map(|a| a.id.clone()),
+        });
+    }
+
+    // Places: the instance's limit less what is attached now (removals free theirs only next pass,
+    // so a failed removal cannot overfill the instance).
+    let used: BTreeSet<u32> = instance.used_device_indexes.iter().copied().collect();
+    let mut free = limits.max_enis.saturating_sub(used.len() as u32);
+    let mut given: BTreeSet<u32> = BTreeSet::new();
+    for (si, slot) in slots.iter().enumerate() {
+        let existing = serving[si].map(|ri| records[ri].clone());
+        let known = existing.as_ref().and_then(|r| r.eni_id.as_ref()).and_then(|id| listed_by_id.get(id)).copied();
+        if existing.is_some() && known.is_none() {
+            // Held by a pod and gone from EC2 (adopt kept the record): nothing to converge.
+            continue;
+        }
+        let needs_attach = !known.is_some_and(attached_here);
+        let mut after_removal_of = None;
+        if needs_attach {
+            let index = slot.device_index;
+            if free == 0 {
+                out.refused.push(format!(
+                    "{}: the instance takes {} ENIs and has no free slot for device index {index}",
+                    slot.pool, limits.max_enis
+                ));
+                continue;
+            }
+            if given.contains(&index) || (used.contains(&index) && !freed.contains_key(&index)) {
+                out.refused.push(format!("{}: device index {index} is taken by another ENI", slot.pool));
+                continue;
+            }
+            if used.contains(&index) {
+                after_removal_of = freed.get(&index).cloned();
+            }
+            free -= 1;
+            given.insert(index);
+        }
+        let mut steps = Vec::new();
+        match (&existing, known) {
+            (None, _) => steps.extend([Step::Create, Step::Attach { lost: false }, Step::SetDeleteOnTermination]),
+            (Some(rec), Some(eni)) => {
+                if needs_attach {
+                    steps.push(Step::Attach { lost: rec.lifecycle == Lifecycle::Ready });
+                    steps.push(Step::SetDeleteOnTermination);
+                } else if eni.attachment.as_ref().and_then(|a| a.delete_on_termination)
+                    != Some(slot.delete_on_termination)
+                {
+                    steps.push(Step::SetDeleteOnTermination);
+                }
+                let mut want: Vec<String> = slot.security_groups.iter().map(|g| g.to_string()).collect();
+                let mut have = eni.security_groups.clone();
+                want.sort();
+                have.sort();
+                if !want.is_empty() && want != have {
+                    steps.push(Step::SetSecurityGroups);
+                }
+                if slot.description.as_ref().is_some_and(|d| eni.description.as_ref() != Some(d)) {
+                    steps.push(Step::SetDescription);
+                }
+            }
+            (Some(_), None) => {}
+        }
+        let prepared = existing
+            .as_ref()
+            .is_some_and(|r| r.lifecycle == Lifecycle::Ready && (r.host_ifname.is_some() || slot.mode == Mode::Dpdk));
+        if needs_attach || !prepared {
+            steps.push(Step::Prepare);
+        }
+        out.slots.push(SlotWork { slot: slot.clone(), existing, steps, after_removal_of });
+    }
+    out
+}

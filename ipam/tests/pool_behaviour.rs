@@ -1,0 +1,404 @@
+//! The pool against the in-memory EC2 under tokio's paused clock: crashes after every mutation,
+//! answers lost after EC2 acted, listings that lag, a pod claiming an ENI while the pool shrinks, a
+//! stuck detach, long pool names, and the loop the daemon runs. Each runs in milliseconds.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::{InstanceId, Pool, PoolConfig, SubnetId};
+use nodeeni_ipam::ec2::{Eni, tags};
+use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
+use nodeeni_ipam::identity::NodeIdentity;
+use nodeeni_ipam::reconcile::{DRAIN_MARKER, LoopSettings, PassObserver, PoolError, Reconciler, Report};
+use nodeeni_ipam::store::{Allocation, EniRecord, Lifecycle, NodeState, StoreError};
+use nodeeni_tests::fake_ec2::{FakeEc2, Fault};
+use tokio::sync::watch;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The host side as the kernel would answer for a prepared ENI: its netdev, named by device index.
+#[derive(Debug)]
+struct NamedNetdevs;
+
+impl HostPrep for NamedNetdevs {
+    async fn prepare(&self, _pool: &Pool, record: &EniRecord) -> Result<HostFacts, HostError> {
+        Ok(HostFacts { ifname: Some(format!("eth{}", record.device_index.unwrap_or(0))), ..HostFacts::default() })
+    }
+}
+
+struct Region {
+    ec2: Arc<FakeEc2>,
+    subnet_a: SubnetId,
+    instance: InstanceId,
+    state: tempfile::TempDir,
+}
+
+fn region() -> Region {
+    let ec2 = Arc::new(FakeEc2::new(&Default::default()));
+    let subnet_a = ec2.add_subnet("10.0.1.0/24", "us-east-1a", Some("user-plane-a"));
+    ec2.add_security_group("enis");
+    let instance = ec2.add_instance("c5.xlarge", "us-east-1a");
+    Region { ec2, subnet_a, instance, state: tempfile::tempdir().expect("state") }
+}
+
+impl Region {
+    fn config(&self, pools: &str) -> PoolConfig {
+        let text = format!(
+            "clusterName: test\nstateDir: {}\nreconcileIntervalSeconds: 60\nec2: {{retry: {{baseDelayMs: 10, maxDelayMs: 100}}}}\npools:\n{pools}",
+            self.state.path().display()
+        );
+        PoolConfig::from_text(&text, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn pool(&self, name: &str, per_subnet: u32, first_index: u32) -> String {
+        format!(
+            "  - {{name: {name}, mode: kernel, resourceName: nodeeni.io/{name}, subnetIds: [{}], securityGroupNames: [enis], \
+             enisPerSubnet: {per_subnet}, firstDeviceIndex: {first_index}, description: {name} pool}}\n",
+            self.subnet_a
+        )
+    }
+
+    fn reconciler(&self, config: PoolConfig) -> Reconciler<Arc<FakeEc2>, NamedNetdevs> {
+        let node = NodeIdentity {
+            instance_id: self.instance.clone(),
+            availability_zone: "us-east-1a".into(),
+            instance_type: "c5.xlarge".into(),
+            labels: Default::default(),
+        };
+        let mut r = Reconciler::new(self.ec2.clone(), NamedNetdevs, config, node);
+        r.detach_timeout = 20 * SECOND;
+        r
+    }
+
+    /// The ENIs EC2 has for this node, as a describe by ID shows them (no listing lag).
+    fn node_enis(&self) -> Vec<Eni> {
+        self.ec2
+            .enis()
+            .into_iter()
+            .filter(|e| e.tags.get(tags::NODE).map(String::as_str) == Some(self.instance.as_str()))
+            .collect()
+    }
+
+    fn state(&self, r: &Reconciler<Arc<FakeEc2>, NamedNetdevs>) -> NodeState {
+        r.store.load(SECOND).expect("state")
+    }
+
+    /// The node is as declared: exactly `n` ENIs in EC2, all attached here, every record Ready and
+    /// naming exactly EC2's ENIs.
+    fn assert_converged(&self, r: &Reconciler<Arc<FakeEc2>, NamedNetdevs>, n: usize, context: &str) {
+        let enis = self.node_enis();
+        assert_eq!(enis.len(), n, "{context}: ENIs in EC2 {enis:#?}");
+        assert!(
+            enis.iter()
+                .all(|e| e.attachment.as_ref().and_then(|a| a.instance_id.as_deref()) == Some(self.instance.as_str())),
+            "{context}: all attached here"
+        );
+        let state = self.state(r);
+        assert!(state.enis.iter().all(|e| e.lifecycle == Lifecycle::Ready), "{context}: {state:#?}");
+        let ids: BTreeSet<_> = state.enis.iter().filter_map(|e| e.eni_id.clone()).collect();
+        assert_eq!(state.enis.len(), ids.len(), "{context}: one record per ENI");
+        assert_eq!(ids, enis.iter().map(|e| e.id.clone()).collect(), "{context}: the state names exactly EC2's ENIs");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn warming_creates_attaches_and_costs_three_mutations_per_eni() {
+    let w = region();
+    let r = w.reconciler(w.config(&w.pool("fast", 2, 1)));
+    let report = r.reconcile().await.expect("warm");
+    assert_eq!(report.created.len(), 2, "{report:?}");
+    w.assert_converged(&r, 2, "warm");
+    let indexes: BTreeSet<u32> = w.node_enis().iter().filter_map(|e| e.attachment.as_ref()?.device_index).collect();
+    assert_eq!(indexes, [1, 2].into());
+    for op in ["CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute"] {
+        assert_eq!(w.ec2.calls(op), 2, "{op}");
+    }
+    let again = r.reconcile().await.expect("again");
+    assert!(!again.changed_anything(), "{again:?}");
+    assert_eq!(w.ec2.calls("CreateNetworkInterface"), 2, "a converged pool creates nothing");
+}
+
+/// Crashes the pass right after EC2 carried out the `skip+1`th call of `op`, then restarts.
+async fn crash_then_restart(op: &'static str, skip: u64) {
+    let w = region();
+    let config = w.config(&w.pool("fast", 2, 1));
+    w.ec2.fail(op, skip, 1, Fault::CrashAfter);
+    let crashing = w.reconciler(config.clone());
+    tokio::select! {
+        result = crashing.reconcile() => panic!("{op} #{}: the pass ended instead of crashing: {result:?}", skip + 1),
+        () = w.ec2.crashed(1) => {}
+    }
+    drop(crashing);
+    let r = w.reconciler(config);
+    let report = r.reconcile().await.unwrap_or_else(|e| panic!("{op} #{}: restart: {e}", skip + 1));
+    w.assert_converged(&r, 2, &format!("crash after {op} #{} then {report:?}", skip + 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_any_mutation_converges_without_a_leak() {
+    for op in ["CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute"] {
+        for skip in 0..2 {
+            crash_then_restart(op, skip).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_while_shrinking_converges_without_a_leak() {
+    for op in ["DetachNetworkInterface", "DeleteNetworkInterface"] {
+        for skip in 0..2 {
+            let w = region();
+            w.reconciler(w.config(&w.pool("fast", 3, 1))).reconcile().await.expect("warm");
+            let shrunk = w.config(&w.pool("fast", 1, 1));
+            w.ec2.fail(op, skip, 1, Fault::CrashAfter);
+            let crashing = w.reconciler(shrunk.clone());
+            tokio::select! {
+                result = crashing.reconcile() => panic!("{op} #{}: no crash: {result:?}", skip + 1),
+                () = w.ec2.crashed(1) => {}
+            }
+            drop(crashing);
+            let r = w.reconciler(shrunk);
+            let report = r.reconcile().await.unwrap_or_else(|e| panic!("{op} #{}: restart: {e}", skip + 1));
+            w.assert_converged(&r, 1, &format!("crash after {op} #{} then {report:?}", skip + 1));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_lost_after_ec2_acted_leave_no_duplicate() {
+    let w = region();
+    let r = w.reconciler(w.config(&w.pool("fast", 2, 1)));
+    // The create's answer is lost: the retry with the same client token gets the same ENI back.
+    w.ec2.fail("CreateNetworkInterface", 0, 1, Fault::LostAnswer);
+    // The attach's answer is lost: the retry finds it attached (in use), and the slot fails this pass.
+    w.ec2.fail("AttachNetworkInterface", 0, 1, Fault::LostAnswer);
+    let first = r.reconcile().await;
+    assert_eq!(w.node_enis().len(), 2, "no duplicate from the retried create: {first:?}");
+    r.reconcile().await.expect("the next pass finishes it");
+    w.assert_converged(&r, 2, "after lost answers");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_eni_missing_from_a_lagging_listing_is_kept_not_made_again() {
+    let w = region();
+    let r = w.reconciler(w.config(&w.pool("fast", 2, 1)));
+    r.reconcile().await.expect("warm");
+    // New ENIs stay out of tag listings for a minute (EC2's listings are eventually consistent).
+    w.ec2.set_listing_lag(60 * SECOND);
+    let report = r.reconcile().await.expect("pass while the listing lags");
+    assert!(report.created.is_empty() && report.repaired.is_empty(), "{report:?}");
+    w.assert_converged(&r, 2, "listing lags");
+}
+
+#[tokio::test(start_paused = true)]
+async fn creates_after_a_lagging_listing_are_adopted_not_duplicated() {
+    let w = region();
+    w.ec2.set_listing_lag(30 * SECOND);
+    let config = w.config(&w.pool("fast", 1, 1));
+    w.ec2.fail("CreateNetworkInterface", 0, 1, Fault::CrashAfter);
+    let crashing = w.reconciler(config.clone());
+    tokio::select! {
+        result = crashing.reconcile() => panic!("no crash: {result:?}"),
+        () = w.ec2.crashed(1) => {}
+    }
+    drop(crashing);
+    // The restart does not see the ENI the crash made (the listing lags): it makes another.
+    let r = w.reconciler(config);
+    let _ = r.reconcile().await;
+    tokio::time::sleep(31 * SECOND).await;
+    // Once both are listed, the one serving the slot stays and the extra goes.
+    r.reconcile().await.expect("after the lag");
+    w.assert_converged(&r, 1, "duplicate removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_claiming_an_eni_after_the_passs_snapshot_keeps_it() {
+    let w = region();
+    let r = w.reconciler(w.config(&w.pool("fast", 3, 1)));
+    r.reconcile().await.expect("warm");
+    let subnet_lookups = w.ec2.calls("DescribeSubnets");
+    // The pass reads the node state, then resolves its pools in EC2: a pod (another process) claims
+    // the ENI at device index 3 in between, while it is still Ready.
+    w.ec2.set_latency("DescribeSecurityGroups", SECOND);
+    let r = w.reconciler(w.config(&w.pool("fast", 1, 1)));
+    let store = r.store.clone();
+    let claimer = async {
+        while w.ec2.calls("DescribeSubnets") == subnet_lookups {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        store
+            .update(SECOND, |s: &mut NodeState| {
+                let e = s.enis.iter_mut().find(|e| e.device_index == Some(3) && e.is_free()).expect("free");
+                e.allocation = Some(Allocation {
+                    container_id: "pod-1".into(),
+                    ifname: "net1".into(),
+                    netns: None,
+                    since_unix: 0,
+                });
+                Ok::<_, StoreError>(e.eni_id.clone().expect("id"))
+            })
+            .expect("claim")
+    };
+    let (report, claimed) = tokio::join!(r.reconcile(), claimer);
+    let report = report.expect("shrink");
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    assert!(!report.deleted.contains(&claimed), "the claimed ENI was taken from its pod: {report:?}");
+    assert_eq!(report.draining, std::slice::from_ref(&claimed), "it drains instead");
+    let held = w.node_enis().into_iter().find(|e| e.id == claimed).expect("the pod's ENI still exists");
+    assert!(held.attachment.is_some(), "and is still attached");
+    let state = w.state(&r);
+    let rec = state.eni(&claimed).expect("its record");
+    assert_eq!((rec.lifecycle, rec.allocation.is_some()), (Lifecycle::Draining, true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_claiming_while_the_first_detach_waits_keeps_its_eni() {
+    // The pool shrinks from 4 to 2; while the first detach waits, a pod claims whatever ENI is free
+    // (the one nearest the removals, adversarially). None of the ENIs being removed may be claimable.
+    let w = region();
+    let r = w.reconciler(w.config(&w.pool("fast", 3, 1)));
+    r.reconcile().await.expect("warm");
+    w.ec2.set_detach_time(Some(5 * SECOND));
+    let r = w.reconciler(w.config(&w.pool("fast", 1, 1)));
+    let store = r.store.clone();
+    let claimer = async {
+        while w.ec2.calls("DetachNetworkInterface") == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        store
+            .update(SECOND, |s: &mut NodeState| {
+                let e = s.enis.iter_mut().filter(|e| e.is_free()).max_by_key(|e| e.device_index);
+                Ok::<_, StoreError>(e.map(|e| {
+                    e.allocation = Some(Allocation {
+                        container_id: "pod-1".into(),
+                        ifname: "net1".into(),
+                        netns: None,
+                        since_unix: 0,
+                    });
+                    e.eni_id.clone().expect("id")
+                }))
+            })
+            .expect("claim")
+    };
+    let (report, claimed) = tokio::join!(r.reconcile(), claimer);
+    let report = report.expect("shrink");
+    let claimed = claimed.expect("the ENI that stays is free");
+    assert!(!report.deleted.contains(&claimed), "the claimed ENI was taken from its pod: {report:?}");
+    let rec = w.state(&r).eni(&claimed).cloned().expect("its record");
+    assert_eq!(rec.device_index, Some(1), "only the ENI that stays was claimable: {rec:?}");
+    assert_eq!(report.deleted.len(), 2, "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_drained_by_someone_else_during_a_pass_stays_drained() {
+    let w = region();
+    let r = w.reconciler(w.config(&w.pool("fast", 1, 1)));
+    r.reconcile().await.expect("warm");
+    let lookups = w.ec2.calls("DescribeSubnets");
+    w.ec2.set_latency("DescribeSecurityGroups", SECOND);
+    // `drain` (another process) starts removing the ENI while the pass resolves its pools.
+    let store = r.store.clone();
+    let drain = async {
+        while w.ec2.calls("DescribeSubnets") == lookups {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        store
+            .update(SECOND, |s: &mut NodeState| {
+                s.enis[0].lifecycle = Lifecycle::Detaching;
+                Ok::<_, StoreError>(())
+            })
+            .expect("drain marks it")
+    };
+    let (report, ()) = tokio::join!(r.reconcile(), drain);
+    report.expect("pass");
+    assert_eq!(w.state(&r).enis[0].lifecycle, Lifecycle::Detaching, "the pass must not make it claimable again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_detach_does_not_stop_other_pools_converging() {
+    let w = region();
+    let r = w.reconciler(w.config(&format!("{}{}", w.pool("old", 1, 1), w.pool("grow", 1, 2))));
+    r.reconcile().await.expect("warm");
+    w.ec2.set_detach_time(None);
+    let r = w.reconciler(w.config(&w.pool("grow", 2, 2)));
+    let result = r.reconcile().await;
+    assert!(matches!(&result, Err(PoolError::Refused { msg, .. }) if msg.contains("did not detach")), "{result:?}");
+    let grown =
+        w.node_enis().into_iter().filter(|e| e.tags.get(tags::POOL).map(String::as_str) == Some("grow")).count();
+    assert_eq!(grown, 2, "the other pool still grew");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_pool_name_still_creates() {
+    let w = region();
+    let name = "user-plane-for-the-east-coast-packet-core-with-a-long-name";
+    let r = w.reconciler(w.config(&w.pool(name, 1, 1)));
+    r.reconcile().await.expect("EC2 refuses a client token over 64 characters");
+    w.assert_converged(&r, 1, "long name");
+}
+
+/// Counts the loop's turns and passes, so a test waits for the event rather than for time.
+#[derive(Debug)]
+struct Passes {
+    count: watch::Sender<(u64, u64)>,
+    last: Option<Result<Report, String>>,
+}
+
+impl PassObserver for Passes {
+    fn pass_done(&mut self, _config: &PoolConfig, result: &Result<Report, PoolError>, _took: Duration) {
+        self.last = Some(result.as_ref().cloned().map_err(|e| e.to_string()));
+        self.count.send_modify(|(passes, _)| *passes += 1);
+    }
+    fn paused(&mut self, _marker: &std::path::Path) {
+        self.count.send_modify(|(_, paused)| *paused += 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_passes_on_its_interval_on_demand_on_new_config_and_pauses_when_drained() {
+    let w = region();
+    let config = w.config(&w.pool("fast", 1, 1));
+    let mut r = w.reconciler(config.clone());
+    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+    let (count, mut counted) = watch::channel((0u64, 0u64));
+    let mut observer = Passes { count, last: None };
+    let now = tokio::sync::Notify::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let driver = async {
+        let mut wait_passes = async |n: u64| {
+            counted.wait_for(|(p, _)| *p >= n).await.expect("loop alive");
+        };
+        wait_passes(1).await;
+        assert_eq!(w.node_enis().len(), 1, "the first pass warms");
+        // Periodic: drift made now is repaired by the next pass, a reconcile interval later.
+        let eni = w.node_enis().remove(0).id;
+        w.ec2.edit(&eni, |e| e.description = Some("edited by hand".into()));
+        wait_passes(2).await;
+        assert!(started.elapsed() >= 60 * SECOND, "the second pass waited for the interval");
+        assert_eq!(w.ec2.enis()[0].description.as_deref(), Some("fast pool"));
+        // On demand: at once.
+        let before = tokio::time::Instant::now();
+        w.ec2.edit(&eni, |e| e.description = Some("edited again".into()));
+        now.notify_one();
+        wait_passes(3).await;
+        assert!(before.elapsed() < 60 * SECOND, "asked for, not waited for");
+        assert_eq!(w.ec2.enis()[0].description.as_deref(), Some("fast pool"));
+        // A new configuration: at once, and under it.
+        let before = tokio::time::Instant::now();
+        config_tx.send(Arc::new(w.config(&w.pool("fast", 2, 1)))).expect("send");
+        wait_passes(4).await;
+        assert!(before.elapsed() < 60 * SECOND, "a new configuration is not waited for");
+        assert_eq!(w.node_enis().len(), 2, "grown by the new configuration");
+        // Drained: the loop turns but leaves the pool alone.
+        std::fs::write(w.state.path().join(DRAIN_MARKER), b"drain").expect("marker");
+        now.notify_one();
+        counted.wait_for(|(_, paused)| *paused >= 1).await.expect("loop alive");
+        stop.cancel();
+    };
+    tokio::join!(r.run(config_rx, &now, &stop, LoopSettings::default(), &mut observer), driver);
+    assert_eq!(counted.borrow().0, 4, "no pass while drained");
+    assert!(observer.last.expect("a pass").is_ok());
+}
