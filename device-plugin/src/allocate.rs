@@ -217,15 +217,19 @@ mod tests {
 
     use super::*;
 
+    fn kernel_settings(root: &std::path::Path) -> AllocateSettings {
+        AllocateSettings {
+            resource: "nodeeni.io/fast".parse().expect("resource"),
+            mode: Mode::Kernel,
+            dev_root: root.join("dev"),
+            devinfo_dir: root.join("devinfo"),
+        }
+    }
+
     #[test]
     fn a_right_device_info_file_is_kept_and_a_wrong_one_replaced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = AllocateSettings {
-            resource: "nodeeni.io/fast".parse().expect("resource"),
-            mode: Mode::Kernel,
-            dev_root: dir.path().join("dev"),
-            devinfo_dir: dir.path().join("devinfo"),
-        };
+        let settings = kernel_settings(dir.path());
         let d = Device {
             eni_id: "eni-00000001".parse().expect("id"),
             pci: Some("0000:00:06.0".parse().expect("pci")),
@@ -248,12 +252,7 @@ mod tests {
     #[test]
     fn a_symlink_planted_at_a_device_info_path_is_replaced_not_followed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = AllocateSettings {
-            resource: "nodeeni.io/fast".parse().expect("resource"),
-            mode: Mode::Kernel,
-            dev_root: dir.path().join("dev"),
-            devinfo_dir: dir.path().join("devinfo"),
-        };
+        let settings = kernel_settings(dir.path());
         let d = device("eni-00000001", "0000:00:06.0");
         let path = devinfo_path(&settings, &d.eni_id);
         std::fs::create_dir_all(&settings.devinfo_dir).expect("mkdir");

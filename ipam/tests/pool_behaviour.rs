@@ -120,17 +120,22 @@ async fn warming_creates_attaches_and_costs_three_mutations_per_eni() {
     assert_eq!(w.ec2.calls("CreateNetworkInterface"), 2, "a converged pool creates nothing");
 }
 
-/// Crashes the pass right after EC2 carried out the `skip+1`th call of `op`, then restarts.
+/// Runs a pass under `config` that crashes right after EC2 carried out the `skip+1`th call of `op`.
+async fn crash_during_a_pass(w: &Region, config: PoolConfig, op: &'static str, skip: u64) {
+    w.ec2.fail(op, skip, 1, Fault::CrashAfter);
+    let crashing = w.reconciler(config);
+    let crashes = w.ec2.crashes();
+    tokio::select! {
+        result = crashing.reconcile() => panic!("{op} #{}: the pass ended instead of crashing: {result:?}", skip + 1),
+        () = w.ec2.crashed(crashes + 1) => {}
+    }
+}
+
+/// Crashes a warm-up after `op`, then restarts: the node converges without a leak.
 async fn crash_then_restart(op: &'static str, skip: u64) {
     let w = region();
     let config = w.config(&w.pool("fast", 2, 1));
-    w.ec2.fail(op, skip, 1, Fault::CrashAfter);
-    let crashing = w.reconciler(config.clone());
-    tokio::select! {
-        result = crashing.reconcile() => panic!("{op} #{}: the pass ended instead of crashing: {result:?}", skip + 1),
-        () = w.ec2.crashed(1) => {}
-    }
-    drop(crashing);
+    crash_during_a_pass(&w, config.clone(), op, skip).await;
     let r = w.reconciler(config);
     let report = r.reconcile().await.unwrap_or_else(|e| panic!("{op} #{}: restart: {e}", skip + 1));
     w.assert_converged(&r, 2, &format!("crash after {op} #{} then {report:?}", skip + 1));
@@ -152,13 +157,7 @@ async fn a_crash_while_shrinking_converges_without_a_leak() {
             let w = region();
             w.reconciler(w.config(&w.pool("fast", 3, 1))).reconcile().await.expect("warm");
             let shrunk = w.config(&w.pool("fast", 1, 1));
-            w.ec2.fail(op, skip, 1, Fault::CrashAfter);
-            let crashing = w.reconciler(shrunk.clone());
-            tokio::select! {
-                result = crashing.reconcile() => panic!("{op} #{}: no crash: {result:?}", skip + 1),
-                () = w.ec2.crashed(1) => {}
-            }
-            drop(crashing);
+            crash_during_a_pass(&w, shrunk.clone(), op, skip).await;
             let r = w.reconciler(shrunk);
             let report = r.reconcile().await.unwrap_or_else(|e| panic!("{op} #{}: restart: {e}", skip + 1));
             w.assert_converged(&r, 1, &format!("crash after {op} #{} then {report:?}", skip + 1));
@@ -197,13 +196,7 @@ async fn creates_after_a_lagging_listing_are_adopted_not_duplicated() {
     let w = region();
     w.ec2.set_listing_lag(30 * SECOND);
     let config = w.config(&w.pool("fast", 1, 1));
-    w.ec2.fail("CreateNetworkInterface", 0, 1, Fault::CrashAfter);
-    let crashing = w.reconciler(config.clone());
-    tokio::select! {
-        result = crashing.reconcile() => panic!("no crash: {result:?}"),
-        () = w.ec2.crashed(1) => {}
-    }
-    drop(crashing);
+    crash_during_a_pass(&w, config.clone(), "CreateNetworkInterface", 0).await;
     // The restart does not see the ENI the crash made (the listing lags): it makes another.
     let r = w.reconciler(config);
     let _ = r.reconcile().await;

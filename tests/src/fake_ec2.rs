@@ -189,6 +189,11 @@ impl FakeEc2 {
         self.world().calls.iter().filter(|(o, _)| **o == op).map(|(_, n)| n).sum()
     }
 
+    /// How many calls have crashed their caller so far.
+    pub fn crashes(&self) -> u64 {
+        *self.crashes.borrow()
+    }
+
     /// Waits until `n` calls have crashed their caller in all.
     pub async fn crashed(&self, n: u64) {
         let mut rx = self.crashes.subscribe();
