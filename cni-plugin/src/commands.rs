@@ -285,6 +285,23 @@ fn undo_kernel(
     errors.into_result()
 }
 
+/// DPDK undo: the device back on the driver it had (waiting for its netdevs), IPAM released. As in
+/// kernel mode, every step is tried and the failures are gathered, in order: a driver that cannot be
+/// restored does not keep the addresses from being released.
+fn undo_dpdk(ctx: &Ctx, record: &AttachmentRecord) -> std::result::Result<(), UndoErrors> {
+    let mut errors = UndoErrors::default();
+    if let (Some(pci), Some(driver)) = (record.pci, record.driver_before.captured()) {
+        let before = DriverState { driver: driver.cloned(), netdevs: record.netdevs_before.clone() };
+        if let Err(source) = dpdk::restore(ctx, pci, &before) {
+            errors.push(UndoError::RestoreDriver { pci, source });
+        }
+    }
+    if let Err(e) = ipam_del(ctx, record) {
+        errors.push(UndoError::IpamDel(Box::new(e)));
+    }
+    errors.into_result()
+}
+
 /// Undoes whatever `record` says was done, under the device lock, then forgets it.
 fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
     let key = device::lock_key(record.mode, record.mac, record.pci)
@@ -307,16 +324,7 @@ fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
             };
             undo_kernel(ctx, record, pod.as_mut(), &mut host, &host_ns).map_err(PluginError::Cleanup)?;
         }
-        HandOver::Dpdk => {
-            if let (Some(pci), Some(driver)) = (record.pci, record.driver_before.captured()) {
-                dpdk::restore(
-                    ctx,
-                    pci,
-                    &DriverState { driver: driver.map(str::to_string), netdevs: record.netdevs_before.clone() },
-                )?;
-            }
-            ipam_del(ctx, record)?;
-        }
+        HandOver::Dpdk => undo_dpdk(ctx, record).map_err(PluginError::Cleanup)?,
     }
     device::release(ctx, &record.container_id, &record.ifname)?;
     ctx.attachments.remove(&record.container_id, &record.ifname)?;
@@ -359,7 +367,7 @@ pub fn check(ctx: &Ctx) -> Result<()> {
         }
         HandOver::Dpdk => {
             let pci = record.pci.ok_or_else(|| PluginError::CheckMismatch("record has no PCI address".into()))?;
-            let driver = ctx.bus.driver(pci)?;
+            let driver = ctx.bus.driver(pci)?.map(|d| d.to_string());
             let bound = driver.as_deref().and_then(|d| d.parse::<DpdkDriver>().ok());
             // The config's driver, else the one ADD bound (records before it was kept: any DPDK driver).
             let want = device::conf_dpdk_driver(ctx.conf)?.or(record.dpdk_driver);

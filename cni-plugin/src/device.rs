@@ -3,7 +3,7 @@
 //! (under its lock) so no two pods get the same one; a device the node state does not know is used
 //! standalone, as host-device would.
 
-use nodeeni_conf::cni::{CniError, ContainerId, DeviceSelector, HandOver, NetConf, codes};
+use nodeeni_conf::cni::{CniError, ContainerId, DeviceSelector, HandOver, NetConf};
 use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress};
 use nodeeni_host::netlink::{Link, Netlink};
@@ -62,7 +62,7 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> R
             )));
         }
         match &rec.allocation {
-            Some(a) if a.container_id == container.as_str() && a.ifname == ifname => {}
+            Some(a) if a.container_id == *container && a.ifname == ifname => {}
             Some(a) => {
                 return Err(PluginError::DeviceInUse(format!(
                     "{id} is already given to container {} ({})",
@@ -75,7 +75,7 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> R
             None => {}
         }
         rec.allocation = Some(Allocation {
-            container_id: container.to_string(),
+            container_id: container.clone(),
             ifname: ifname.to_string(),
             netns: ctx.netns_path().map(|p| p.display().to_string()),
             since_unix: now_unix(),
@@ -93,7 +93,7 @@ pub fn release(ctx: &Ctx, container: &ContainerId, ifname: &str) -> Result<Optio
     ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
         let mut released = None;
         for rec in &mut state.enis {
-            if rec.allocation.as_ref().is_some_and(|a| a.container_id == container.as_str() && a.ifname == ifname) {
+            if rec.allocation.as_ref().is_some_and(|a| a.container_id == *container && a.ifname == ifname) {
                 rec.allocation = None;
                 rec.updated_unix = now_unix();
                 released = rec.eni_id.clone();
@@ -137,9 +137,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
                 // Already ours (a retried ADD), else the first free one.
                 index_where(s, |e| {
                     e.pool == *pool
-                        && e.allocation
-                            .as_ref()
-                            .is_some_and(|a| a.container_id == container.as_str() && a.ifname == ifname)
+                        && e.allocation.as_ref().is_some_and(|a| a.container_id == *container && a.ifname == ifname)
                 })
                 .or_else(|| index_where(s, |e| e.pool == *pool && e.is_free()))
                 .map(Some)
@@ -205,19 +203,17 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         Some(p) if ctx.bus.exists(p) => ctx.bus.driver(p)?,
         _ => None,
     };
-    let bound_to_dpdk = current_driver.as_deref().is_some_and(|d| d.parse::<DpdkDriver>().is_ok());
+    let bound_to_dpdk = current_driver.as_ref().is_some_and(|d| d.as_str().parse::<DpdkDriver>().is_ok());
     let mode = match (conf.mode, record.as_ref().map(|r| r.mode)) {
         (Some(m), _) => m,
         (None, Some(Mode::Dpdk)) => HandOver::Dpdk,
         (None, _) if bound_to_dpdk => HandOver::Dpdk,
         _ => HandOver::Kernel,
     };
-    // The config's driver, else the pool's (the node state keeps it as text: checked when it is used).
-    let dpdk_driver = match (conf_dpdk_driver(conf)?, record.as_ref().and_then(|r| r.dpdk_driver.as_deref())) {
+    // The config's driver, else the pool's (checked when the node state was read).
+    let dpdk_driver = match (conf_dpdk_driver(conf)?, record.as_ref().and_then(|r| r.dpdk_driver)) {
         (Some(d), _) => d,
-        (None, Some(d)) if mode == HandOver::Dpdk => d.parse::<DpdkDriver>().map_err(|e| {
-            CniError::new(codes::NODE_STATE, format!("the node state's dpdkDriver for {selector}: {e}"), "")
-        })?,
+        (None, Some(d)) if mode == HandOver::Dpdk => d,
         _ => DpdkDriver::default(),
     };
     if mode == HandOver::Dpdk && pci.is_none() {
@@ -234,7 +230,8 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         mac = link.and_then(|l| l.mac);
         if mac.is_none() {
             return Err(PluginError::DeviceNotFound(format!(
-                "{selector} has no netdev in the host network namespace (driver {current_driver:?})"
+                "{selector} has no netdev in the host network namespace (driver {:?})",
+                current_driver.as_ref().map(|d| d.as_str())
             )));
         }
     }

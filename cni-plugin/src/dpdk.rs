@@ -4,22 +4,23 @@
 use nodeeni_conf::PciAddress;
 use nodeeni_conf::cni::Interface;
 use nodeeni_conf::pool::DpdkDriver;
-use nodeeni_host::pci::DriverState;
+use nodeeni_host::pci::{DriverState, PciError};
 
 use crate::context::{Ctx, DRIVER_TIMEOUT};
 use crate::error::Result;
 
 /// Binds and returns the state before, for the record.
 pub fn bind(ctx: &Ctx, pci: PciAddress, driver: DpdkDriver) -> Result<DriverState> {
-    Ok(ctx.bus.bind(pci, driver.as_str(), DRIVER_TIMEOUT)?)
+    Ok(ctx.bus.bind(pci, &driver.driver_name(), DRIVER_TIMEOUT)?)
 }
 
-pub fn restore(ctx: &Ctx, pci: PciAddress, before: &DriverState) -> Result<()> {
+/// Rebinds the driver the device had; a device that is gone (the ENI detached) has nothing to rebind.
+pub fn restore(ctx: &Ctx, pci: PciAddress, before: &DriverState) -> std::result::Result<(), PciError> {
     if !ctx.bus.exists(pci) {
         tracing::warn!(%pci, "PCI device is gone (ENI detached?); nothing to rebind");
         return Ok(());
     }
-    Ok(ctx.bus.restore(pci, before, DRIVER_TIMEOUT)?)
+    ctx.bus.restore(pci, before, DRIVER_TIMEOUT)
 }
 
 pub fn interface(ifname: &str, sandbox: Option<&str>, mac: Option<String>, pci: PciAddress) -> Interface {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use nodeeni_conf::PciAddress;
 use nodeeni_conf::cni::{CniError, ContainerId, codes};
 use nodeeni_host::netlink::NetlinkError;
 use nodeeni_host::netns::NetnsError;
@@ -57,6 +58,13 @@ pub enum UndoError {
     MoveOut(#[source] NetlinkError),
     #[error("restoring it on the host: {0}")]
     RestoreOnHost(#[source] NetlinkError),
+    /// DPDK mode: the device could not be put back on the driver it had before ADD.
+    #[error("restoring the driver of {pci}: {source}")]
+    RestoreDriver {
+        pci: PciAddress,
+        #[source]
+        source: PciError,
+    },
     #[error("releasing its addresses: {0}")]
     IpamDel(#[source] Box<PluginError>),
     #[error("releasing its claim in the node state: {0}")]

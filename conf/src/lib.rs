@@ -1,6 +1,8 @@
 //! nodeeni's configuration and wire types, validated where they are parsed.
 //!
-//! - [`pool`]: the node's pool configuration (and [`nodeeni`], NodeENI manifests read as pools);
+//! - [`pool`]: the node's pool configuration; [`nodeeni`]: NodeENI manifests read as pools;
+//! - [`load`]: a configuration file read, its documents merged into one [`PoolConfig`] (it uses `pool`
+//!   and `nodeeni`; `nodeeni` uses `pool`'s types; `pool` uses neither);
 //! - [`cni`]: the CNI spec's network configuration, results, errors and environment;
 //! - [`names`] and [`pci`]: the validated names every crate passes around;
 //! - [`problems`]: how validation reports everything wrong at once, with paths.
@@ -8,6 +10,7 @@
 mod fields;
 
 pub mod cni;
+pub mod load;
 pub mod names;
 pub mod net;
 pub mod nodeeni;
@@ -15,7 +18,8 @@ pub mod pci;
 pub mod pool;
 pub mod problems;
 
-pub use names::{EniId, IfName, InstanceId, MacAddr, NameError, ResourceName, SecurityGroupId, SubnetId};
+pub use load::{ConfigError, LoadOptions};
+pub use names::{DriverName, EniId, IfName, InstanceId, MacAddr, NameError, ResourceName, SecurityGroupId, SubnetId};
 pub use pci::PciAddress;
 pub use pool::{Mode, Pool, PoolConfig};
 pub use problems::{Problem, Problems};

@@ -226,6 +226,49 @@ impl fmt::Display for ResourceName {
 }
 string_serde!(ResourceName);
 
+/// A kernel driver's name as sysfs shows it (`ena`, `vfio-pci`, `igb_uio`): 1..=64 bytes of ASCII
+/// letters, digits, `_`, `-` and `.`, not `.` or `..`. It becomes a path component
+/// (`/sys/bus/pci/drivers/<name>/bind`), so a name read from a record can never leave that folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DriverName(String);
+
+impl DriverName {
+    pub const MAX_LEN: usize = 64;
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A name this crate spells out itself (the DPDK drivers); checked in debug builds and tests.
+    pub(crate) fn known(name: &'static str) -> Self {
+        debug_assert!(name.parse::<DriverName>().is_ok(), "{name:?} is not a valid driver name");
+        Self(name.to_string())
+    }
+}
+
+impl FromStr for DriverName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        let err = |why: &str| NameError::new("driver name", s, why);
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(err(&format!("must be 1-{} bytes", Self::MAX_LEN)));
+        }
+        if s == "." || s == ".." {
+            return Err(err("must not be '.' or '..'"));
+        }
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+            return Err(err("may hold only ASCII letters, digits, '_', '-' and '.'"));
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl fmt::Display for DriverName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+string_serde!(DriverName);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +321,21 @@ mod tests {
         ] {
             assert!(bad.parse::<ResourceName>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn driver_names_stay_one_path_component() {
+        for good in ["ena", "vfio-pci", "igb_uio", "uio_pci_generic", "mlx5_core", "a.b", &"d".repeat(64)] {
+            assert_eq!(good.parse::<DriverName>().expect(good).as_str(), good);
+        }
+        let long = "d".repeat(65);
+        for bad in ["", ".", "..", "../../x", "a/b", "/ena", "ena\0", "e na", "ena\n", "é", long.as_str()] {
+            assert!(bad.parse::<DriverName>().is_err(), "{bad:?} accepted");
+        }
+        for known in ["vfio-pci", "igb_uio", "uio_pci_generic"] {
+            assert_eq!(DriverName::known(known), known.parse::<DriverName>().expect(known));
+        }
+        let err = serde_json::from_str::<DriverName>(r#""../../x""#).expect_err("refused when read");
+        assert!(err.to_string().contains("driver name"), "{err}");
     }
 }

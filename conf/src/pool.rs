@@ -1,6 +1,7 @@
 //! The pool configuration: which ENIs each node keeps, how they are made in EC2 and how they are handed
-//! out. Read from YAML or JSON (one `PoolConfig` document and/or any number of `NodeENI` manifests),
-//! validated as a whole: every problem is reported at once with its path.
+//! out, and how a `PoolConfig` document and its pools are read and checked (every problem at once, with
+//! its path). A file is loaded by [`crate::load`], which also reads `NodeENI` manifests as pools
+//! ([`crate::nodeeni`]); this module depends on neither.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fields::{Fields, kind_of};
-use crate::names::{InstanceId, ResourceName, SecurityGroupId, SubnetId};
-use crate::nodeeni;
+use crate::names::{DriverName, InstanceId, ResourceName, SecurityGroupId, SubnetId};
 use crate::pci::PciAddress;
 use crate::problems::{Problems, child, index};
 
@@ -83,6 +83,17 @@ impl DpdkDriver {
             DpdkDriver::IgbUio => "igb_uio",
             DpdkDriver::UioPciGeneric => "uio_pci_generic",
         }
+    }
+
+    /// The driver's sysfs name, to bind to.
+    pub fn driver_name(self) -> DriverName {
+        DriverName::from(self)
+    }
+}
+
+impl From<DpdkDriver> for DriverName {
+    fn from(d: DpdkDriver) -> Self {
+        DriverName::known(d.as_str())
     }
 }
 
@@ -285,109 +296,12 @@ impl PoolConfig {
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
     }
-
-    /// Parses and validates a configuration file's text (YAML or JSON; several documents allowed).
-    pub fn from_text(text: &str, opts: &LoadOptions) -> Result<Self, ConfigError> {
-        let docs = parse_documents(text)?;
-        let config = from_documents(&docs, opts)?;
-        Ok(config)
-    }
-
-    /// Reads and validates a configuration file.
-    pub fn from_file(path: &std::path::Path, opts: &LoadOptions) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_text(&text, opts)
-    }
-}
-
-/// What the caller knows that the file may not say.
-#[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
-    /// Used when no `PoolConfig` document names the cluster (a file of NodeENI manifests only).
-    pub cluster_name: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot decode the configuration: {0}")]
-    Decode(String),
-    #[error("invalid configuration: {0}")]
-    Invalid(#[from] Problems),
-}
-
-/// Splits YAML (or JSON, a subset) into documents; empty documents are skipped.
-pub fn parse_documents(text: &str) -> Result<Vec<Value>, ConfigError> {
-    let mut docs = Vec::new();
-    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(de).map_err(|e| ConfigError::Decode(format!("document {}: {e}", i + 1)))?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    if docs.is_empty() {
-        return Err(ConfigError::Decode("the file holds no document".into()));
-    }
-    Ok(docs)
 }
 
 pub const POOL_CONFIG_API_VERSION: &str = "nodeeni.io/v1alpha1";
 
-fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Problems> {
-    let mut problems = Problems::new();
-    let mut config: Option<PoolConfig> = None;
-    let mut extra_pools = Vec::new();
-    let multi = docs.len() > 1;
-    for (i, doc) in docs.iter().enumerate() {
-        let doc_path = if multi { format!("documents[{i}]") } else { String::new() };
-        let kind = doc.get("kind").and_then(Value::as_str);
-        match kind {
-            Some(nodeeni::KIND) => {
-                if let Some(pool) = nodeeni::to_pool(doc, &doc_path, &mut problems) {
-                    extra_pools.push(pool);
-                }
-            }
-            None | Some("PoolConfig") => {
-                if config.is_some() {
-                    problems.push(doc_path, "a second PoolConfig document; a file holds at most one");
-                    continue;
-                }
-                config = read_pool_config(doc, &doc_path, &mut problems);
-            }
-            Some(other) => problems
-                .push(child(&doc_path, "kind"), format!("unknown kind {other:?} (expected PoolConfig or NodeENI)")),
-        }
-    }
-    let mut config = match config {
-        Some(c) => c,
-        None => {
-            let Some(cluster_name) = opts.cluster_name.clone() else {
-                problems.push(
-                    "clusterName",
-                    "required: add a PoolConfig document naming the cluster, or pass --cluster-name",
-                );
-                return Err(problems);
-            };
-            PoolConfig {
-                cluster_name,
-                node: NodeIdentity::default(),
-                ec2: Ec2Settings::default(),
-                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-                reconcile_interval_secs: 60,
-                leak_grace_secs: 300,
-                pools: Vec::new(),
-            }
-        }
-    };
-    // Pools that name the same resource (as several NodeENIs may) together form that one resource.
-    config.pools.extend(extra_pools);
-    check_pools_together(&config.pools, &mut problems);
-    problems.into_result(config)
-}
-
-fn read_pool_config(doc: &Value, path: &str, problems: &mut Problems) -> Option<PoolConfig> {
+/// Reads one `PoolConfig` document (its pools included); problems are recorded under `path`.
+pub(crate) fn read_pool_config(doc: &Value, path: &str, problems: &mut Problems) -> Option<PoolConfig> {
     let mut f = Fields::of(doc, path, problems)?;
     if let Some(v) = f.string("apiVersion", problems)
         && v != POOL_CONFIG_API_VERSION
@@ -579,7 +493,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
 }
 
 /// Rules that look at a pool as a whole, or at several pools together.
-fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
+pub(crate) fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
     for p in pools {
         let at = |key: &str| child(&p.origin, key);
         match p.mode {

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use nodeeni_conf::pool::{ConfigError, DpdkDriver, LoadOptions, SecurityGroupRef, SubnetRef};
+use nodeeni_conf::load::{ConfigError, LoadOptions};
+use nodeeni_conf::pool::{DpdkDriver, SecurityGroupRef, SubnetRef};
 use nodeeni_conf::{Mode, PoolConfig, Problems};
 
 fn fixture(name: &str) -> String {
@@ -428,4 +429,12 @@ fn a_pool_config_and_nodeenis_combine() {
     assert_eq!(c.cluster_name, "mixed");
     let names: Vec<_> = c.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["own", "user-plane"]);
+}
+
+#[test]
+fn every_dpdk_driver_is_a_valid_sysfs_driver_name() {
+    for d in [DpdkDriver::VfioPci, DpdkDriver::IgbUio, DpdkDriver::UioPciGeneric] {
+        assert_eq!(d.driver_name().as_str(), d.as_str());
+        assert_eq!(d.as_str().parse::<nodeeni_conf::DriverName>().ok(), Some(d.driver_name()));
+    }
 }

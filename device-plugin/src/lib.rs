@@ -1,17 +1,24 @@
-//! The nodeeni node daemon's parts.
+//! The nodeeni node daemon's parts; `main.rs` and `cmd/` are its command line.
 //!
-//! - [`devices`]: what the kubelet is told about each ENI of a resource (ID, health, NUMA);
-//! - [`allocate`]: what a container gets for its ENIs, in the SR-IOV device plugin's conventions
-//!   (PCIDEVICE_* env, vfio device nodes, Network Plumbing WG device-info files);
-//! - [`service`]: the kubelet device-plugin API v1beta1 for one resource.
+//! - [`daemon`]: the wiring (build, start, stop) with [`daemon::resources`] (one supervised task
+//!   per advertised resource), the pool task and configuration reload;
+//! - [`service`], [`registration`], [`allocate`], [`devices`]: the kubelet device-plugin API v1beta1
+//!   for one resource, served on our socket and registered with the kubelet; what a container gets;
+//! - [`health`]: device health from the node, pushed to ListAndWatch;
+//! - [`probes`], [`metrics`], [`http`]: what /healthz, /readyz and /metrics say, and the endpoint;
+//! - [`folder_watch`]: the one inotify watcher (config folder, kubelet folder);
+//! - [`sriov`]: the SR-IOV network device plugin's config.json, for migrations;
+//! - [`install`]: the `install-cni` command's copy-then-rename.
 
 pub mod allocate;
 pub mod daemon;
 pub mod devices;
+pub mod folder_watch;
 pub mod health;
 pub mod http;
 pub mod install;
 pub mod metrics;
+pub mod probes;
 pub mod registration;
 pub mod service;
 pub mod sriov;

@@ -2,16 +2,17 @@
 //! When the kubelet restarts it deletes every plugin socket and makes a new kubelet.sock; we watch the
 //! folder with inotify (a push, not a poll), and on either event serve again and register again.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nodeeni_conf::ResourceName;
 use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_proto::uds;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+use crate::folder_watch::{Change, FolderEvent, WatchError, watch_folder};
 use crate::service::PluginService;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +23,8 @@ pub enum RegisterError {
     Refused { resource: String, status: tonic::Status },
     #[error("cannot serve on {path}: {source}")]
     Serve { path: PathBuf, source: std::io::Error },
-    #[error("cannot watch {path}: {source}")]
-    Watch { path: PathBuf, source: nix::Error },
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("stopped watching {path} for kubelet restarts: {reason}")]
     WatchEnded { path: PathBuf, reason: String },
 }
@@ -63,40 +64,23 @@ pub async fn register(ep: &Endpoint) -> Result<(), RegisterError> {
     Ok(())
 }
 
-/// Reports, from a blocking thread, when `socket` is deleted or kubelet.sock is created in `dir`; the
-/// channel's last message is the error that ended the watch.
-fn watch_folder(dir: &Path, socket: &str) -> Result<mpsc::UnboundedReceiver<Result<(), nix::Error>>, RegisterError> {
-    let inotify =
-        Inotify::init(InitFlags::IN_CLOEXEC).map_err(|source| RegisterError::Watch { path: dir.into(), source })?;
-    inotify
-        .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE)
-        .map_err(|source| RegisterError::Watch { path: dir.into(), source })?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (ours, kubelet) = (OsString::from(socket), OsString::from(api::KUBELET_SOCKET));
-    std::thread::spawn(move || {
-        loop {
-            let events = match inotify.read_events() {
-                Ok(events) => events,
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let wake = events.iter().any(|e| {
-                (e.mask.contains(AddWatchFlags::IN_DELETE) && e.name.as_ref() == Some(&ours))
-                    || (e.mask.contains(AddWatchFlags::IN_CREATE) && e.name.as_ref() == Some(&kubelet))
-            });
-            if wake && tx.send(Ok(())).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
+/// The folder events that mean the kubelet restarted: our socket deleted, kubelet.sock created.
+type Events = mpsc::UnboundedReceiver<Result<FolderEvent, nix::Error>>;
+
+fn means_restart(e: &FolderEvent, socket: &str) -> bool {
+    match e.change {
+        Change::Deleted => e.name.as_deref() == Some(OsStr::new(socket)),
+        Change::Created => e.name.as_deref() == Some(OsStr::new(api::KUBELET_SOCKET)),
+        _ => false,
+    }
 }
 
 /// Serves `service` at `ep` and keeps it registered across kubelet restarts, until `stop` fires.
-pub async fn serve_and_register(service: PluginService, ep: Endpoint, stop: &Notify) -> Result<(), RegisterError> {
+pub async fn serve_and_register(
+    service: PluginService,
+    ep: Endpoint,
+    stop: &CancellationToken,
+) -> Result<(), RegisterError> {
     serve_and_register_reporting(service, ep, stop, || {}).await
 }
 
@@ -104,10 +88,10 @@ pub async fn serve_and_register(service: PluginService, ep: Endpoint, stop: &Not
 pub async fn serve_and_register_reporting(
     service: PluginService,
     ep: Endpoint,
-    stop: &Notify,
+    stop: &CancellationToken,
     on_registered: impl Fn(),
 ) -> Result<(), RegisterError> {
-    let mut events = watch_folder(&ep.dir, &ep.socket)?;
+    let mut events = watch_folder(&ep.dir)?;
     let path = ep.dir.join(&ep.socket);
     loop {
         // Serve first: the kubelet calls back as soon as we register.
@@ -149,8 +133,8 @@ enum Next {
 /// Registers `ep`, and again whenever the kubelet comes back, while the server on our socket runs.
 async fn keep_registered(
     ep: &Endpoint,
-    events: &mut mpsc::UnboundedReceiver<Result<(), nix::Error>>,
-    stop: &Notify,
+    events: &mut Events,
+    stop: &CancellationToken,
     on_registered: &impl Fn(),
 ) -> Next {
     loop {
@@ -186,28 +170,28 @@ async fn keep_registered(
     }
 }
 
-/// Waits for an event in the folder, `stop`, or `retry` to pass; `None` means go on.
-async fn wait(
-    ep: &Endpoint,
-    events: &mut mpsc::UnboundedReceiver<Result<(), nix::Error>>,
-    stop: &Notify,
-    retry: Option<Duration>,
-) -> Option<Next> {
-    let retry = async {
-        match retry {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
+/// Waits for a kubelet restart in the folder, `stop`, or `retry` to pass; `None` means go on.
+async fn wait(ep: &Endpoint, events: &mut Events, stop: &CancellationToken, retry: Option<Duration>) -> Option<Next> {
+    let deadline = retry.map(|d| tokio::time::Instant::now() + d);
     let ended = |reason: String| Some(Next::Fail(RegisterError::WatchEnded { path: ep.dir.clone(), reason }));
-    tokio::select! {
-        _ = retry => None,
-        event = events.recv() => match event {
-            Some(Ok(())) => None,
-            // Without the watch a kubelet restart would go unnoticed: end, and let the caller start over.
-            Some(Err(e)) => ended(e.to_string()),
-            None => ended("the watching thread ended".into()),
-        },
-        _ = stop.notified() => Some(Next::Stop),
+    loop {
+        let timer = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = timer => return None,
+            event = events.recv() => match event {
+                Some(Ok(e)) if means_restart(&e, &ep.socket) => return None,
+                // Anything else in the folder (another plugin's socket, say): keep waiting.
+                Some(Ok(_)) => continue,
+                // Without the watch a kubelet restart would go unnoticed: end, and let the caller start over.
+                Some(Err(e)) => return ended(e.to_string()),
+                None => return ended("the watching thread ended".into()),
+            },
+            _ = stop.cancelled() => return Some(Next::Stop),
+        }
     }
 }

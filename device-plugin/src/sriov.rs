@@ -46,7 +46,7 @@ pub fn write_config(path: &Path, config: &PoolConfig, state: &NodeState) -> std:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodeeni_conf::pool::LoadOptions;
+    use nodeeni_conf::load::LoadOptions;
     use nodeeni_state::node::EniRecord;
 
     #[test]

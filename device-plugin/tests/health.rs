@@ -1,7 +1,6 @@
 //! Health changes on the node reach the device list within a second: a stand-in link taken down or
 //! removed, a DPDK device off its driver, an ENI no longer Ready.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nodeeni_conf::Mode;
@@ -11,7 +10,7 @@ use nodeeni_state::node::{EniRecord, Lifecycle, NodeState, NodeStore, StoreError
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::root::require_root;
 use nodeeni_tests::sysfs::FakeSysfs;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 fn kernel(id: &str, mac: &str) -> EniRecord {
     EniRecord {
@@ -25,7 +24,7 @@ fn dpdk(id: &str, pci: &str) -> EniRecord {
     EniRecord {
         eni_id: Some(id.parse().expect("id")),
         pci: Some(pci.parse().expect("pci")),
-        dpdk_driver: Some("vfio-pci".into()),
+        dpdk_driver: Some(nodeeni_conf::pool::DpdkDriver::VfioPci),
         iommu_group: Some(7),
         numa_node: Some(1),
         ..EniRecord::new("dp", Mode::Dpdk, Lifecycle::Ready)
@@ -69,7 +68,7 @@ async fn health_changes_reach_the_list_within_a_second() {
         pools: vec!["fast".into(), "dp".into()],
     };
     let (tx, mut rx) = tokio::sync::watch::channel(Vec::new());
-    let stop = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
     let task = {
         let stop = stop.clone();
         tokio::spawn(async move { watch(source, tx, Duration::from_millis(200), &stop).await })
@@ -87,7 +86,7 @@ async fn health_changes_reach_the_list_within_a_second() {
 
     // The DPDK device falls off its driver.
     let bus = nodeeni_host::pci::PciBus::new(sysfs.root());
-    let before = nodeeni_host::pci::DriverState { driver: Some("ena".into()), netdevs: vec![] };
+    let before = nodeeni_host::pci::DriverState { driver: Some("ena".parse().expect("driver")), netdevs: vec![] };
     bus.restore("0000:00:06.0".parse().expect("pci"), &before, Duration::from_secs(5)).expect("to ena");
     health_becomes(&mut rx, "eni-0000000d", false).await;
 
@@ -99,6 +98,6 @@ async fn health_changes_reach_the_list_within_a_second() {
         })
         .expect("state");
     health_becomes(&mut rx, "eni-0000000f", false).await;
-    stop.notify_one();
+    stop.cancel();
     task.await.expect("stops");
 }

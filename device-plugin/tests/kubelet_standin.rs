@@ -2,7 +2,6 @@
 //! then a kubelet restart: every plugin socket deleted, a new kubelet.sock. The plugin must serve again
 //! and register again (bench-daemon measures how soon, against the 2 s target).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nodeeni_conf::Mode;
@@ -12,8 +11,9 @@ use nodeeni_device_plugin::registration::{Endpoint, serve_and_register};
 use nodeeni_device_plugin::service::PluginService;
 use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_proto::uds;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 struct Kubelet {
     registrations: mpsc::UnboundedSender<api::RegisterRequest>,
@@ -73,7 +73,7 @@ async fn registers_and_registers_again_after_a_kubelet_restart() {
     };
     let ep = Endpoint::for_resource(dir.path(), settings.resource.clone());
     let sock = dir.path().join(&ep.socket);
-    let stop = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
     let task = {
         let (stop, service, ep) = (stop.clone(), PluginService::new(settings, rx), ep.clone());
         tokio::spawn(async move { serve_and_register(service, ep, &stop).await })
@@ -117,7 +117,7 @@ async fn registers_and_registers_again_after_a_kubelet_restart() {
     assert_eq!(std::fs::metadata(&sock).expect("socket").ino(), inode, "the running server was kept");
     assert_eq!(list_once(&sock).await.len(), 1);
 
-    stop.notify_one();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("joined").expect("clean stop");
     assert!(!sock.exists(), "socket removed on stop");
 }

@@ -2,14 +2,16 @@
 //!
 //! Binding follows the kernel's documented order: set `driver_override`, unbind from the current
 //! driver, bind to the new one, then check the `driver` link says so. Writes never create files: a
-//! wrong path fails loudly, with the path and the data in the error.
+//! wrong path fails loudly, with the path and the data in the error. Drivers are named by
+//! [`DriverName`], so `bus/pci/drivers/<name>/bind` never leaves the drivers folder, whatever a record
+//! said.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nodeeni_conf::PciAddress;
+use nodeeni_conf::{DriverName, PciAddress};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PciError {
@@ -19,6 +21,8 @@ pub enum PciError {
     Write { path: PathBuf, data: String, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} names a driver that is not a safe name: {source}")]
+    BadDriverLink { path: PathBuf, source: nodeeni_conf::NameError },
     #[error("driver {driver} is not loaded (no {path}); load its module first")]
     NoDriver { driver: String, path: PathBuf },
     #[error("{pci} did not reach driver {want:?} within {waited:?} (driver now {now:?})")]
@@ -37,10 +41,15 @@ pub enum PciError {
 
 type Result<T> = std::result::Result<T, PciError>;
 
+/// A driver as the errors show it.
+fn names(driver: Option<&DriverName>) -> Option<String> {
+    driver.map(DriverName::to_string)
+}
+
 /// What a device looked like before a bind: enough to put it back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DriverState {
-    pub driver: Option<String>,
+    pub driver: Option<DriverName>,
     pub netdevs: Vec<String>,
 }
 
@@ -63,8 +72,8 @@ impl PciBus {
         self.root.join("bus/pci/devices").join(pci.to_string())
     }
 
-    fn driver_dir(&self, driver: &str) -> PathBuf {
-        self.root.join("bus/pci/drivers").join(driver)
+    fn driver_dir(&self, driver: &DriverName) -> PathBuf {
+        self.root.join("bus/pci/drivers").join(driver.as_str())
     }
 
     pub fn exists(&self, pci: PciAddress) -> bool {
@@ -77,10 +86,13 @@ impl PciBus {
     }
 
     /// The driver bound now, from the `driver` link's target name.
-    pub fn driver(&self, pci: PciAddress) -> Result<Option<String>> {
+    pub fn driver(&self, pci: PciAddress) -> Result<Option<DriverName>> {
         let link = self.require(pci)?.join("driver");
         match std::fs::read_link(&link) {
-            Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
+            Ok(target) => target
+                .file_name()
+                .map(|n| n.to_string_lossy().parse().map_err(|source| PciError::BadDriverLink { path: link, source }))
+                .transpose(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(PciError::Read { path: link, source }),
         }
@@ -138,28 +150,34 @@ impl PciBus {
         f.write_all(data.as_bytes()).map_err(err)
     }
 
-    fn wait_for_driver(&self, pci: PciAddress, want: Option<&str>, timeout: Duration) -> Result<()> {
+    fn wait_for_driver(&self, pci: PciAddress, want: Option<&DriverName>, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
             let now = self.driver(pci)?;
-            if now.as_deref() == want {
+            if now.as_ref() == want {
                 return Ok(());
             }
             if start.elapsed() >= timeout {
-                return Err(PciError::Timeout { pci, want: want.map(str::to_string), now, waited: timeout });
+                return Err(PciError::Timeout { pci, want: names(want), now: names(now.as_ref()), waited: timeout });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     /// Moves the device from whatever driver it has to `driver`.
-    fn switch_driver(&self, pci: PciAddress, from: Option<&str>, driver: &str, timeout: Duration) -> Result<()> {
+    fn switch_driver(
+        &self,
+        pci: PciAddress,
+        from: Option<&DriverName>,
+        driver: &DriverName,
+        timeout: Duration,
+    ) -> Result<()> {
         let bind = self.driver_dir(driver).join("bind");
         if !self.driver_dir(driver).is_dir() {
             return Err(PciError::NoDriver { driver: driver.to_string(), path: self.driver_dir(driver) });
         }
         let dev = self.require(pci)?;
-        self.write(&dev.join("driver_override"), driver)?;
+        self.write(&dev.join("driver_override"), driver.as_str())?;
         if let Some(cur) = from {
             self.write(&self.driver_dir(cur).join("unbind"), &pci.to_string())?;
             self.wait_for_driver(pci, None, timeout)?;
@@ -170,13 +188,13 @@ impl PciBus {
 
     /// Binds the device to `driver` (e.g. vfio-pci). Returns the state it had, for [`Self::restore`].
     /// On failure it puts the device back and reports both errors if that fails too.
-    pub fn bind(&self, pci: PciAddress, driver: &str, timeout: Duration) -> Result<DriverState> {
+    pub fn bind(&self, pci: PciAddress, driver: &DriverName, timeout: Duration) -> Result<DriverState> {
         let before = self.state(pci)?;
-        if before.driver.as_deref() == Some(driver) {
+        if before.driver.as_ref() == Some(driver) {
             return Ok(before);
         }
-        tracing::info!(%pci, from = ?before.driver, to = driver, "binding PCI device");
-        match self.switch_driver(pci, before.driver.as_deref(), driver, timeout) {
+        tracing::info!(%pci, from = ?names(before.driver.as_ref()), to = %driver, "binding PCI device");
+        match self.switch_driver(pci, before.driver.as_ref(), driver, timeout) {
             Ok(()) => Ok(before),
             Err(bind) => {
                 tracing::warn!(%pci, error = %bind, "bind failed; rolling back");
@@ -184,13 +202,13 @@ impl PciBus {
                     Ok(()) => Err(PciError::RolledBack {
                         pci,
                         driver: driver.to_string(),
-                        original: before.driver,
+                        original: names(before.driver.as_ref()),
                         bind: Box::new(bind),
                     }),
                     Err(rollback) => Err(PciError::RollbackFailed {
                         pci,
                         driver: driver.to_string(),
-                        original: before.driver,
+                        original: names(before.driver.as_ref()),
                         bind: Box::new(bind),
                         rollback: Box::new(rollback),
                     }),
@@ -221,8 +239,8 @@ impl PciBus {
                 if start.elapsed() >= timeout {
                     return Err(PciError::Timeout {
                         pci,
-                        want: before.driver.clone(),
-                        now: self.driver(pci)?,
+                        want: names(before.driver.as_ref()),
+                        now: names(self.driver(pci)?.as_ref()),
                         waited: timeout,
                     });
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::InstanceType;
 use common::{NoHostSide, sdk, world_with};
 use nodeeni_conf::PoolConfig;
-use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::load::LoadOptions;
 use nodeeni_ipam::ec2::AwsEc2;
 use nodeeni_ipam::identity::NodeIdentity;
 use nodeeni_ipam::reconcile::Reconciler;

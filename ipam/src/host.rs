@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use nodeeni_conf::{MacAddr, Mode, PciAddress, Pool};
+use nodeeni_conf::{DriverName, MacAddr, Mode, PciAddress, Pool};
 use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
 use nodeeni_host::netns::{NetNs, NetnsError};
 use nodeeni_host::pci::{PciBus, PciError};
@@ -25,7 +25,8 @@ use nodeeni_state::node::EniRecord;
 pub struct HostFacts {
     pub ifname: Option<String>,
     pub pci: Option<PciAddress>,
-    pub driver: Option<String>,
+    /// The kernel driver found on the device, to return to.
+    pub driver: Option<DriverName>,
     pub iommu_group: Option<u32>,
     pub numa_node: Option<u32>,
 }
@@ -105,7 +106,7 @@ impl HostSide {
         let bus = PciBus::new(&self.sysfs_root);
         if pool.mode == Mode::Dpdk
             && let Some(pci) = record.pci
-            && bus.driver(pci)?.as_deref() == Some(pool.dpdk_driver.as_str())
+            && bus.driver(pci)? == Some(pool.dpdk_driver.driver_name())
         {
             // Already bound (a restart): nothing to find, the netdev is gone by design.
             return Ok(HostFacts {
@@ -165,7 +166,7 @@ impl HostSide {
                 {
                     nl.set_mtu(link.index, mtu).map_err(&err)?;
                 }
-                bus.bind(pci, pool.dpdk_driver.as_str(), Duration::from_secs(10))?;
+                bus.bind(pci, &pool.dpdk_driver.driver_name(), Duration::from_secs(10))?;
                 tracing::info!(%pci, driver = %pool.dpdk_driver, "bound dpdk-pool ENI");
             }
         }

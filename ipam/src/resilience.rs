@@ -292,7 +292,9 @@ impl Resilient {
         Duration::from_millis(half + fastrand::u64(0..=half))
     }
 
-    /// Runs `call` under the whole policy. `mutating` calls also go through the rate limiter.
+    /// Runs `call` under the whole policy. `mutating` calls also go through the rate limiter. The call
+    /// runs in an `ec2` span naming the operation and the attempt under way.
+    #[tracing::instrument(name = "ec2", skip_all, fields(op = op, attempt = tracing::field::Empty))]
     pub async fn call<T, E, F, Fut>(&self, op: &'static str, mutating: bool, mut call: F) -> Result<T, CallError<E>>
     where
         E: Classify + std::error::Error + 'static,
@@ -302,6 +304,7 @@ impl Resilient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            tracing::Span::current().record("attempt", attempt);
             if !self.breaker.try_acquire() {
                 self.stats.add(op, "breaker_open");
                 return Err(CallError::BreakerOpen { op });

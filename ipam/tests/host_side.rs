@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::load::LoadOptions;
 use nodeeni_conf::{Mode, Pool, PoolConfig};
 use nodeeni_ipam::host::HostPrep;
 use nodeeni_ipam::host::HostSide;
@@ -89,7 +89,7 @@ async fn a_dpdk_pool_eni_is_bound_to_its_driver() {
     let mut rec = record("0a:00:00:00:07:09", 2, Mode::Dpdk);
     let facts = side(&node, &sysfs).prepare(&p, &rec).await.expect("prepare");
     assert_eq!(facts.pci.map(|p| p.to_string()).as_deref(), Some("0000:00:07.0"));
-    assert_eq!(facts.driver.as_deref(), Some("ena"), "the kernel driver, to return to");
+    assert_eq!(facts.driver.as_ref().map(|d| d.as_str()), Some("ena"), "the kernel driver, to return to");
     assert_eq!((facts.iommu_group, facts.numa_node), (Some(4), Some(1)));
     assert_eq!(sysfs.driver_of("0000:00:07.0").as_deref(), Some("igb_uio"));
     // After a restart: already bound, no netdev to find, nothing to do.
@@ -127,7 +127,12 @@ async fn an_eni_held_by_a_pod_is_not_touched() {
     let sysfs = FakeSysfs::new();
     let mut rec = record("0a:00:00:00:07:0b", 1, Mode::Kernel);
     rec.host_ifname = Some("eth9".into());
-    rec.allocation = Some(Allocation { container_id: "c".into(), ifname: "net1".into(), netns: None, since_unix: 0 });
+    rec.allocation = Some(Allocation {
+        container_id: "c".parse().expect("container id"),
+        ifname: "net1".into(),
+        netns: None,
+        since_unix: 0,
+    });
     let facts = side(&node, &sysfs).prepare(&pool("kernel", ""), &rec).await.expect("no-op");
     assert_eq!(facts.ifname.as_deref(), Some("eth9"));
 }

@@ -50,7 +50,7 @@ fn record(pool: &str, index: u32, id: u32, lifecycle: Lifecycle, held: bool) -> 
         device_index: Some(index),
         host_ifname: Some(format!("eth{index}")),
         allocation: held.then(|| Allocation {
-            container_id: format!("pod-{id}"),
+            container_id: format!("pod-{id}").parse().expect("container id"),
             ifname: "net1".into(),
             netns: None,
             since_unix: 0,

@@ -78,8 +78,12 @@ async fn an_eni_held_by_a_pod_drains_instead_of_being_taken() {
     r.reconcile().await.expect("warm");
     r.store
         .update(std::time::Duration::from_secs(1), |st| {
-            st.enis[0].allocation =
-                Some(Allocation { container_id: "pod-1".into(), ifname: "net1".into(), netns: None, since_unix: 0 });
+            st.enis[0].allocation = Some(Allocation {
+                container_id: "pod-1".parse().expect("container id"),
+                ifname: "net1".into(),
+                netns: None,
+                since_unix: 0,
+            });
             Ok::<_, nodeeni_ipam::store::StoreError>(())
         })
         .expect("claim");
@@ -140,7 +144,7 @@ async fn two_pools_in_two_subnets() {
         .collect();
     assert_eq!(by_pool, [("a".into(), s.w.subnet_a.to_string()), ("b".into(), s.w.subnet_c.to_string())].into());
     let dpdk = state.enis.iter().find(|e| e.pool == "b").expect("b");
-    assert_eq!(dpdk.dpdk_driver.as_deref(), Some("vfio-pci"));
+    assert_eq!(dpdk.dpdk_driver, Some(nodeeni_conf::pool::DpdkDriver::VfioPci));
 }
 
 #[tokio::test]
@@ -226,8 +230,12 @@ async fn drain_empties_the_node_and_reports_what_pods_still_hold() {
     let held = r
         .store
         .update(std::time::Duration::from_secs(1), |st| {
-            st.enis[0].allocation =
-                Some(Allocation { container_id: "pod-1".into(), ifname: "net1".into(), netns: None, since_unix: 0 });
+            st.enis[0].allocation = Some(Allocation {
+                container_id: "pod-1".parse().expect("container id"),
+                ifname: "net1".into(),
+                netns: None,
+                since_unix: 0,
+            });
             Ok::<_, nodeeni_ipam::store::StoreError>(st.enis[0].eni_id.clone().expect("id"))
         })
         .expect("claim");

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::load::LoadOptions;
 use nodeeni_conf::{InstanceId, Pool, PoolConfig, SubnetId};
 use nodeeni_ipam::ec2::{Eni, tags};
 use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
@@ -225,7 +225,7 @@ async fn a_pod_claiming_an_eni_after_the_passs_snapshot_keeps_it() {
             .update(SECOND, |s: &mut NodeState| {
                 let e = s.enis.iter_mut().find(|e| e.device_index == Some(3) && e.is_free()).expect("free");
                 e.allocation = Some(Allocation {
-                    container_id: "pod-1".into(),
+                    container_id: "pod-1".parse().expect("container id"),
                     ifname: "net1".into(),
                     netns: None,
                     since_unix: 0,
@@ -265,7 +265,7 @@ async fn a_pod_claiming_while_the_first_detach_waits_keeps_its_eni() {
                 let e = s.enis.iter_mut().filter(|e| e.is_free()).max_by_key(|e| e.device_index);
                 Ok::<_, StoreError>(e.map(|e| {
                     e.allocation = Some(Allocation {
-                        container_id: "pod-1".into(),
+                        container_id: "pod-1".parse().expect("container id"),
                         ifname: "net1".into(),
                         netns: None,
                         since_unix: 0,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{sdk, world};
 use nodeeni_conf::PoolConfig;
-use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::load::LoadOptions;
 use nodeeni_ipam::ec2::AwsEc2;
 use nodeeni_ipam::host::HostSide;
 use nodeeni_ipam::identity::NodeIdentity;

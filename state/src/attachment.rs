@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nodeeni_conf::cni::{CniResult, ContainerId, HandOver};
 use nodeeni_conf::net::IpNet;
 use nodeeni_conf::pool::DpdkDriver;
-use nodeeni_conf::{EniId, MacAddr, PciAddress};
+use nodeeni_conf::{DriverName, EniId, MacAddr, PciAddress};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::atomic::{Durability, replace};
@@ -46,7 +46,9 @@ pub enum Phase {
 /// DPDK mode: which kernel driver the PCI device had before ADD bound it, to rebind at DEL.
 ///
 /// On disk (`driverBefore`), as records have always had it: absent when not captured, `null` when the
-/// device had no driver, the driver's name otherwise.
+/// device had no driver, the driver's name otherwise. DEL makes that name a sysfs path
+/// (`bus/pci/drivers/<name>/bind`), so a record whose name is not a safe [`DriverName`] (`../../x`)
+/// does not read: it is corrupt, and nothing is written anywhere from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum DriverBefore {
     /// Not captured (kernel mode, or ADD stopped before looking): DEL leaves the driver alone.
@@ -55,7 +57,7 @@ pub enum DriverBefore {
     /// The device had no driver: DEL unbinds it again.
     Unbound,
     /// The device was bound to this driver (`ena`, or a DPDK driver a pool had bound it to).
-    Bound(String),
+    Bound(DriverName),
 }
 
 impl DriverBefore {
@@ -64,7 +66,7 @@ impl DriverBefore {
     }
 
     /// The driver to restore, when captured: `Some(None)` for an unbound device.
-    pub fn captured(&self) -> Option<Option<&str>> {
+    pub fn captured(&self) -> Option<Option<&DriverName>> {
         match self {
             DriverBefore::NotCaptured => None,
             DriverBefore::Unbound => Some(None),
@@ -73,9 +75,9 @@ impl DriverBefore {
     }
 }
 
-impl From<Option<String>> for DriverBefore {
+impl From<Option<DriverName>> for DriverBefore {
     /// A captured driver link: `None` is a device without a driver.
-    fn from(driver: Option<String>) -> Self {
+    fn from(driver: Option<DriverName>) -> Self {
         driver.map_or(DriverBefore::Unbound, DriverBefore::Bound)
     }
 }
@@ -95,7 +97,7 @@ impl<'de> Deserialize<'de> for DriverBefore {
     /// unbound device. (The `Option<Option<String>>` this replaces read that `null` back as "not
     /// captured", so DEL never unbound such a device; this reads it as it was meant.)
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::<String>::deserialize(d).map(DriverBefore::from)
+        Option::<DriverName>::deserialize(d).map(DriverBefore::from)
     }
 }
 
@@ -214,6 +216,10 @@ mod tests {
         c.parse().expect("container id")
     }
 
+    fn driver(d: &str) -> DriverName {
+        d.parse().expect("driver name")
+    }
+
     fn record(c: &str, i: &str) -> AttachmentRecord {
         AttachmentRecord {
             container_id: id(c),
@@ -299,8 +305,8 @@ mod tests {
         assert_eq!(kernel.host.as_ref().map(|h| h.alias.as_deref()), Some(Some("uplink")));
 
         let ena: AttachmentRecord = serde_json::from_str(OLD_DPDK_FROM_ENA).expect("old dpdk record");
-        assert_eq!(ena.driver_before, DriverBefore::Bound("ena".into()));
-        assert_eq!(ena.driver_before.captured(), Some(Some("ena")));
+        assert_eq!(ena.driver_before, DriverBefore::Bound(driver("ena")));
+        assert_eq!(ena.driver_before.captured(), Some(Some(&driver("ena"))));
         assert_eq!(ena.netdevs_before, ["eth1"]);
 
         // `null` was written for a device without a driver; the old type read it back as "not
@@ -329,7 +335,7 @@ mod tests {
     fn new_fields_round_trip_through_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = AttachmentStore::new(dir.path());
-        for (i, before) in [DriverBefore::NotCaptured, DriverBefore::Unbound, DriverBefore::Bound("vfio-pci".into())]
+        for (i, before) in [DriverBefore::NotCaptured, DriverBefore::Unbound, DriverBefore::Bound(driver("vfio-pci"))]
             .into_iter()
             .enumerate()
         {
@@ -360,6 +366,15 @@ mod tests {
         let bad_driver = OLD_DPDK_FROM_ENA.replace(r#""mode": "dpdk""#, r#""mode": "dpdk", "dpdkDriver": "e1000""#);
         std::fs::write(store.dir().join("x@dpdk0.json"), bad_driver).expect("write");
         assert!(matches!(store.list(), Err(AttachmentError::Corrupt { .. })));
+        // The driver to restore becomes a path under bus/pci/drivers: one that would leave it is refused.
+        for unsafe_name in ["../../x", "a/b", "..", ""] {
+            let bad_before =
+                OLD_DPDK_FROM_ENA.replace(r#""driverBefore": "ena""#, &format!(r#""driverBefore": "{unsafe_name}""#));
+            std::fs::write(store.path(&id("c1"), "dpdk0"), bad_before).expect("write");
+            let err = store.load(&id("c1"), "dpdk0").expect_err(unsafe_name);
+            assert!(matches!(err, AttachmentError::Corrupt { .. }), "{unsafe_name:?}: {err}");
+            assert!(err.to_string().contains("driver name"), "{err}");
+        }
     }
 
     #[test]

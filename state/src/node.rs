@@ -6,8 +6,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nodeeni_conf::cni::ContainerId;
 use nodeeni_conf::net::IpNet;
-use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress, SubnetId};
+use nodeeni_conf::pool::DpdkDriver;
+use nodeeni_conf::{DriverName, EniId, MacAddr, Mode, PciAddress, SubnetId};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{Durability, replace};
@@ -51,7 +53,8 @@ pub enum Lifecycle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Allocation {
-    pub container_id: String,
+    /// Validated when read: a record naming an impossible container is corrupt, not trusted.
+    pub container_id: ContainerId,
     pub ifname: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
@@ -89,12 +92,13 @@ pub struct EniRecord {
     pub host_ifname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci: Option<PciAddress>,
-    /// The kernel driver found on the device (ena), before any DPDK bind.
+    /// The kernel driver found on the device (ena), before any DPDK bind. A safe sysfs name, checked
+    /// when the record is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
-    /// The DPDK driver of dpdk pools (vfio-pci, …).
+    pub driver: Option<DriverName>,
+    /// The DPDK driver of dpdk pools (`vfio-pci`, `igb_uio`, `uio_pci_generic`, as in the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dpdk_driver: Option<String>,
+    pub dpdk_driver: Option<DpdkDriver>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iommu_group: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,10 +190,10 @@ impl NodeState {
     }
 
     /// The ENI given to this attachment, if any.
-    pub fn allocated_to(&self, container_id: &str, ifname: &str) -> Option<&EniRecord> {
+    pub fn allocated_to(&self, container_id: &ContainerId, ifname: &str) -> Option<&EniRecord> {
         self.enis
             .iter()
-            .find(|e| e.allocation.as_ref().is_some_and(|a| a.container_id == container_id && a.ifname == ifname))
+            .find(|e| e.allocation.as_ref().is_some_and(|a| &a.container_id == container_id && a.ifname == ifname))
     }
 }
 
@@ -348,6 +352,110 @@ mod tests {
         assert_eq!(std::fs::read(store.path()).expect("read"), b"{ not json", "never clobbered");
         std::fs::write(store.path(), br#"{"version": 9, "enis": []}"#).expect("write");
         assert!(matches!(store.load(Duration::from_secs(1)), Err(StoreError::Version { found: 9, .. })));
+    }
+
+    /// A node state as the build before the record newtypes wrote it: `containerId`, `driver` and
+    /// `dpdkDriver` as plain strings.
+    const OLD_STATE: &str = r#"{
+  "version": 1,
+  "enis": [
+    {
+      "eniId": "eni-0000000000000d0d1",
+      "pool": "dp",
+      "mode": "dpdk",
+      "lifecycle": "ready",
+      "subnetId": "subnet-0000000000000aaa1",
+      "subnetCidr": "10.0.1.0/24",
+      "gateway": "10.0.1.1",
+      "primaryIp": "10.0.1.20",
+      "mac": "0a:00:00:00:0d:01",
+      "deviceIndex": 2,
+      "attachmentId": "eni-attach-0000000000000001",
+      "pci": "0000:00:06.0",
+      "driver": "ena",
+      "dpdkDriver": "uio_pci_generic",
+      "iommuGroup": 7,
+      "numaNode": 0,
+      "allocation": {
+        "containerId": "3f1c2a9e8b7d",
+        "ifname": "dpdk0",
+        "netns": "/var/run/netns/cni-1234",
+        "sinceUnix": 1764000000
+      },
+      "updatedUnix": 1764000001
+    },
+    {
+      "eniId": "eni-0000000000000abc1",
+      "pool": "fast",
+      "mode": "kernel",
+      "lifecycle": "ready",
+      "mac": "0a:00:00:00:00:11",
+      "hostIfname": "eth1",
+      "driver": "ena",
+      "updatedUnix": 1764000002
+    },
+    {
+      "eniId": null,
+      "pool": "dp",
+      "mode": "dpdk",
+      "lifecycle": "creating",
+      "dpdkDriver": "vfio-pci",
+      "clientToken": "nodeeni-i-0123456789abcdef0-3-00000000000000ff",
+      "updatedUnix": 1764000003
+    }
+  ]
+}"#;
+
+    #[test]
+    fn a_node_state_in_the_old_format_reads_typed_and_writes_back_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path());
+        std::fs::write(store.path(), OLD_STATE).expect("write");
+        let state = store.load(Duration::from_secs(1)).expect("the old file reads");
+        let dp = &state.enis[0];
+        assert_eq!(dp.dpdk_driver, Some(DpdkDriver::UioPciGeneric));
+        assert_eq!(dp.driver.as_ref().map(DriverName::as_str), Some("ena"));
+        let held = dp.allocation.as_ref().expect("held");
+        assert_eq!(held.container_id.as_str(), "3f1c2a9e8b7d");
+        let id: ContainerId = "3f1c2a9e8b7d".parse().expect("id");
+        assert_eq!(state.allocated_to(&id, "dpdk0").and_then(|e| e.eni_id.as_ref()), dp.eni_id.as_ref());
+        assert_eq!(state.allocated_to(&id, "net1"), None);
+        assert_eq!(state.enis[2].dpdk_driver, Some(DpdkDriver::VfioPci));
+
+        // Written back (two real updates through the store, which writes only a changed state, the
+        // second undoing the first): byte for byte the file it read.
+        store
+            .update(Duration::from_secs(1), |s| {
+                s.enis[1].mtu = Some(9001);
+                Ok::<_, StoreError>(())
+            })
+            .expect("update");
+        store
+            .update(Duration::from_secs(1), |s| {
+                s.enis[1].mtu = None;
+                Ok::<_, StoreError>(())
+            })
+            .expect("update");
+        assert_eq!(std::fs::read_to_string(store.path()).expect("read"), OLD_STATE);
+    }
+
+    #[test]
+    fn a_node_state_naming_an_unsafe_driver_or_container_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path());
+        for (from, to) in [
+            (r#""driver": "ena""#, r#""driver": "../../x""#),
+            (r#""dpdkDriver": "uio_pci_generic""#, r#""dpdkDriver": "e1000""#),
+            (r#""containerId": "3f1c2a9e8b7d""#, r#""containerId": "../etc""#),
+        ] {
+            let bad = OLD_STATE.replacen(from, to, 1);
+            assert_ne!(bad, OLD_STATE);
+            std::fs::write(store.path(), &bad).expect("write");
+            assert!(matches!(store.load(Duration::from_secs(1)), Err(StoreError::Corrupt { .. })), "{to} accepted");
+            let r = store.update(Duration::from_secs(1), |_| Ok::<_, StoreError>(()));
+            assert!(r.is_err(), "{to}: never rewritten");
+            assert_eq!(std::fs::read_to_string(store.path()).expect("read"), bad, "{to}: left as it was");
+        }
     }
 
     #[test]

@@ -7,15 +7,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use nodeeni_conf::MacAddr;
+use std::time::Duration;
+
 use nodeeni_conf::cni::{CniEnv, CniResult, HandOver, NetConf};
 use nodeeni_conf::net::IpNet;
 use nodeeni_conf::pool::DpdkDriver;
+use nodeeni_conf::{MacAddr, PciAddress};
 use nodeeni_host::netns::NetNs;
-use nodeeni_state::attachment::{AttachmentRecord, HostLinkState, Phase};
+use nodeeni_host::pci::PciBus;
+use nodeeni_state::attachment::{AttachmentError, AttachmentRecord, DriverBefore, HostLinkState, Phase};
+use nodeeni_tests::sysfs::FakeSysfs;
 use serde_json::json;
 
-use super::{add_kernel, undo_kernel};
+use super::{add_kernel, del, undo_kernel, undo_record};
 use crate::context::Ctx;
 use crate::device::Target;
 use crate::error::{PluginError, UndoError};
@@ -128,6 +132,11 @@ struct Bed {
 
 impl Bed {
     fn new(links: Vec<FakeLink>) -> Self {
+        Self::with(links, json!({}))
+    }
+
+    /// A bed whose netconf also has (or has instead) the keys of `extra`.
+    fn with(links: Vec<FakeLink>, extra: serde_json::Value) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("bin");
@@ -151,10 +160,13 @@ impl Bed {
             ("CNI_PATH", bin.display().to_string()),
         ]);
         let env = CniEnv::from_vars(|k| vars.get(k).cloned()).expect("env");
-        let conf = json!({
+        let mut conf = json!({
             "cniVersion": "1.0.0", "name": "enis", "type": "nodeeni", "device": "eth1", "mtu": 1400,
             "stateDir": dir.path().join("state"), "ipam": {"type": "fake-ipam"},
         });
+        if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
+            conf.extend(extra.clone());
+        }
         let conf = NetConf::parse(conf.to_string().as_bytes()).expect("conf");
         // Two handles the fake tells apart by descriptor; the namespace itself is never entered.
         let (host_ns, pod_ns) = (NetNs::current().expect("host ns"), NetNs::current().expect("pod ns"));
@@ -359,4 +371,103 @@ fn a_del_whose_restore_fails_is_a_cleanup_error_and_can_be_retried() {
 
     bed.del().expect("DEL retried");
     assert_eq!(bed.fake.links(), original());
+}
+
+const PCI: &str = "0000:00:06.0";
+
+/// A DPDK attachment as ADD leaves it: the ENA device `PCI` bound to vfio-pci, its record saying it
+/// was on `ena` with netdev eth1, and IPAM asked for addresses.
+fn dpdk_bed() -> (Bed, FakeSysfs, AttachmentRecord) {
+    let sys = FakeSysfs::new();
+    sys.add_device(PCI, Some("ena"), "eth1", 7, 0);
+    let bed = Bed::with(Vec::new(), json!({"mode": "dpdk", "deviceID": PCI, "sysfsRoot": sys.root()}));
+    let pci: PciAddress = PCI.parse().expect("pci");
+    let before =
+        PciBus::new(sys.root()).bind(pci, &DpdkDriver::VfioPci.driver_name(), Duration::from_secs(5)).expect("bind");
+    let ctx = bed.ctx();
+    let (container, ifname) = ctx.attachment_key().expect("key");
+    let record = AttachmentRecord {
+        container_id: container.clone(),
+        ifname: ifname.to_string(),
+        netns: None,
+        network: "enis".into(),
+        mode: HandOver::Dpdk,
+        phase: Phase::Added,
+        eni_id: None,
+        mac: None,
+        pci: Some(pci),
+        host: None,
+        dpdk_driver: Some(DpdkDriver::VfioPci),
+        driver_before: DriverBefore::from(before.driver),
+        netdevs_before: before.netdevs,
+        ipam_type: Some("fake-ipam".into()),
+        claimed_from_pool: false,
+        result: None,
+        created_unix: 1,
+    };
+    ctx.attachments.save(&record).expect("record");
+    assert_eq!(sys.driver_of(PCI).as_deref(), Some("vfio-pci"));
+    (bed, sys, record)
+}
+
+#[test]
+fn a_dpdk_del_whose_driver_restore_fails_still_releases_ipam_and_reports_every_step() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (bed, sys, record) = dpdk_bed();
+    sys.break_bind_file("ena");
+    bed.fail_ipam_del(true);
+    let err = undo_record(&bed.ctx(), &record).expect_err("both steps fail");
+    let PluginError::Cleanup(undo) = &err else { panic!("expected Cleanup, got {err}") };
+    let steps: Vec<&UndoError> = undo.iter().collect();
+    assert!(matches!(steps[..], [UndoError::RestoreDriver { .. }, UndoError::IpamDel(_)]), "{undo}");
+    assert_eq!(bed.ipam_calls(), ["DEL"], "IPAM DEL is tried although the driver could not be restored");
+    let cni = err.to_cni();
+    assert_eq!(cni.code, 108);
+    assert!(
+        cni.msg.starts_with(&format!("cleanup failed: restoring the driver of {PCI}: cannot write"))
+            && cni.msg.contains("ena/bind")
+            && cni.msg.contains("; releasing its addresses: IPAM plugin fake-ipam: lease store busy"),
+        "{}",
+        cni.msg
+    );
+    assert_eq!(bed.record(), Some(record.clone()), "the record stays for DEL to retry");
+
+    // Only the driver fails now: still IPAM DEL, and only the driver's step is reported.
+    bed.fail_ipam_del(false);
+    let err = undo_record(&bed.ctx(), &record).expect_err("the driver still fails");
+    let PluginError::Cleanup(undo) = &err else { panic!("expected Cleanup, got {err}") };
+    assert!(matches!(undo.iter().collect::<Vec<_>>()[..], [UndoError::RestoreDriver { .. }]), "{undo}");
+    assert_eq!(bed.ipam_calls(), ["DEL", "DEL"]);
+
+    // The driver's bind file is back: the retried DEL finishes and forgets the record.
+    std::fs::write(sys.root().join("bus/pci/drivers/ena/bind"), b"").expect("bind file");
+    undo_record(&bed.ctx(), &record).expect("DEL retried");
+    assert_eq!(sys.driver_of(PCI).as_deref(), Some("ena"));
+    assert_eq!(sys.netdevs_of(PCI), ["eth1"]);
+    assert_eq!(bed.ipam_calls(), ["DEL", "DEL", "DEL"]);
+    assert_eq!(bed.record(), None);
+}
+
+#[test]
+fn a_record_naming_a_driver_outside_the_drivers_folder_is_refused_and_nothing_is_written() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (bed, sys, record) = dpdk_bed();
+    // `bus/pci/drivers/../../x/bind` is `bus/x/bind`: plant it, as a file DEL must never write.
+    let outside = sys.root().join("bus/x/bind");
+    std::fs::create_dir_all(outside.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&outside, b"").expect("plant");
+    let ctx = bed.ctx();
+    let path = ctx.attachments.path(&record.container_id, &record.ifname);
+    let mut raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    raw["driverBefore"] = json!("../../x");
+    std::fs::write(&path, raw.to_string()).expect("tampered record");
+
+    let err = del(&ctx).expect_err("refused");
+    assert!(matches!(err, PluginError::Attachment(AttachmentError::Corrupt { .. })), "{err}");
+    assert!(err.to_string().contains("driver name"), "{err}");
+    assert_eq!(std::fs::read(&outside).expect("planted"), b"", "nothing written outside the drivers folder");
+    assert_eq!(sys.driver_of(PCI).as_deref(), Some("vfio-pci"), "the device is left alone");
+    assert_eq!(sys.driver_override_of(PCI), "vfio-pci");
+    assert!(bed.ipam_calls().is_empty(), "nothing undone from a record that does not read");
+    assert!(path.exists(), "the record is kept for a person to look at");
 }

@@ -112,6 +112,16 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         })
     }
 
+    /// One slot's steps, in a `slot` span naming the pool, the device index and the ENI (once known).
+    #[tracing::instrument(
+        name = "slot",
+        skip_all,
+        fields(
+            pool = %work.slot.pool,
+            device_index = work.slot.device_index,
+            eni = work.existing.as_ref().and_then(|r| r.eni_id.as_ref()).map(tracing::field::display),
+        ),
+    )]
     async fn converge_slot(&self, work: SlotWork, listed: &[Eni], report: &mut Report) -> Result<(), PoolError> {
         let SlotWork { slot, existing, steps, .. } = work;
         let pool = self.pool_of(&slot)?;
@@ -246,7 +256,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 subnet_cidr: Some(slot.subnet.cidr),
                 gateway: Some(slot.subnet.cidr.vpc_gateway()),
                 device_index: Some(slot.device_index),
-                dpdk_driver: (pool.mode == nodeeni_conf::Mode::Dpdk).then(|| pool.dpdk_driver.to_string()),
+                dpdk_driver: (pool.mode == nodeeni_conf::Mode::Dpdk).then_some(pool.dpdk_driver),
                 mtu: pool.mtu,
                 client_token: Some(token.clone()),
                 ..EniRecord::new(pool.name.clone(), pool.mode, Lifecycle::Creating)
@@ -269,6 +279,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 client_token: token.clone(),
             })
             .await?;
+        tracing::Span::current().record("eni", tracing::field::display(&eni.id));
         tracing::info!(eni = %eni.id, pool = pool.name, device_index = slot.device_index, reason = "pool below its declared size", "created ENI");
         report.created.push(eni.id.clone());
         let rec = self
@@ -338,6 +349,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
 
     /// Detaches (waiting until EC2 says so) and deletes an ENI no longer desired. Whether a pod holds
     /// it and the move to Detaching are one locked step: once Detaching, the CNI refuses to claim it.
+    #[tracing::instrument(name = "removal", skip_all, fields(eni = %removal.eni, pool = %removal.pool))]
     pub(super) async fn remove(&self, removal: &Removal) -> Result<Removed, PoolError> {
         let id = &removal.eni;
         let decided = self.update(|s| match s.eni_mut(id) {

@@ -70,7 +70,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         }
     }
 
-    /// One full pass. Pools that cannot be served are reported, the rest still converge.
+    /// One full pass. Pools that cannot be served are reported, the rest still converge. Everything the
+    /// pass logs is inside its `pass` span, which names the instance.
+    #[tracing::instrument(name = "pass", skip_all, fields(instance = %self.node.instance_id))]
     pub async fn reconcile(&self) -> Result<Report, PoolError> {
         let mut report = Report::default();
         let instance = self

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use aws_sdk_ec2::types::InstanceType;
-use nodeeni_conf::pool::LoadOptions;
+use nodeeni_conf::load::LoadOptions;
 use nodeeni_conf::{InstanceId, Pool, PoolConfig, SecurityGroupId, SubnetId};
 use nodeeni_ipam::ec2::{AwsEc2, Ec2, tags};
 use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};

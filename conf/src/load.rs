@@ -1,0 +1,113 @@
+//! Loading the configuration: a file's text split into YAML/JSON documents, each read as what its
+//! `kind` says (a `PoolConfig`, or a `NodeENI` manifest read as one more pool), the pools merged and
+//! checked together. The types it fills are [`crate::pool`]'s; [`crate::nodeeni`] reads the manifests.
+//! Neither of those modules knows this one: loading depends on them, never the other way round.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::nodeeni;
+use crate::pool::{DEFAULT_STATE_DIR, Ec2Settings, NodeIdentity, PoolConfig, check_pools_together, read_pool_config};
+use crate::problems::{Problems, child};
+
+/// What the caller knows that the file may not say.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Used when no `PoolConfig` document names the cluster (a file of NodeENI manifests only).
+    pub cluster_name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot decode the configuration: {0}")]
+    Decode(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Problems),
+}
+
+/// Splits YAML (or JSON, a subset) into documents; empty documents are skipped.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, ConfigError> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let v = Value::deserialize(de).map_err(|e| ConfigError::Decode(format!("document {}: {e}", i + 1)))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    if docs.is_empty() {
+        return Err(ConfigError::Decode("the file holds no document".into()));
+    }
+    Ok(docs)
+}
+
+impl PoolConfig {
+    /// Parses and validates a configuration file's text (YAML or JSON; several documents allowed).
+    pub fn from_text(text: &str, opts: &LoadOptions) -> Result<Self, ConfigError> {
+        let docs = parse_documents(text)?;
+        let config = from_documents(&docs, opts)?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &Path, opts: &LoadOptions) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_text(&text, opts)
+    }
+}
+
+fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Problems> {
+    let mut problems = Problems::new();
+    let mut config: Option<PoolConfig> = None;
+    let mut extra_pools = Vec::new();
+    let multi = docs.len() > 1;
+    for (i, doc) in docs.iter().enumerate() {
+        let doc_path = if multi { format!("documents[{i}]") } else { String::new() };
+        let kind = doc.get("kind").and_then(Value::as_str);
+        match kind {
+            Some(nodeeni::KIND) => {
+                if let Some(pool) = nodeeni::to_pool(doc, &doc_path, &mut problems) {
+                    extra_pools.push(pool);
+                }
+            }
+            None | Some("PoolConfig") => {
+                if config.is_some() {
+                    problems.push(doc_path, "a second PoolConfig document; a file holds at most one");
+                    continue;
+                }
+                config = read_pool_config(doc, &doc_path, &mut problems);
+            }
+            Some(other) => problems
+                .push(child(&doc_path, "kind"), format!("unknown kind {other:?} (expected PoolConfig or NodeENI)")),
+        }
+    }
+    let mut config = match config {
+        Some(c) => c,
+        None => {
+            let Some(cluster_name) = opts.cluster_name.clone() else {
+                problems.push(
+                    "clusterName",
+                    "required: add a PoolConfig document naming the cluster, or pass --cluster-name",
+                );
+                return Err(problems);
+            };
+            PoolConfig {
+                cluster_name,
+                node: NodeIdentity::default(),
+                ec2: Ec2Settings::default(),
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                reconcile_interval_secs: 60,
+                leak_grace_secs: 300,
+                pools: Vec::new(),
+            }
+        }
+    };
+    // Pools that name the same resource (as several NodeENIs may) together form that one resource.
+    config.pools.extend(extra_pools);
+    check_pools_together(&config.pools, &mut problems);
+    problems.into_result(config)
+}

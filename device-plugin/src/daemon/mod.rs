@@ -1,0 +1,167 @@
+//! The node daemon: runs the pool loop, serves each advertised resource to the kubelet, reloads its
+//! configuration when the file changes, answers metrics and probes, and stops on SIGTERM without
+//! touching EC2 — the ENIs stay attached, so a restart does not disturb pods.
+//!
+//! This file is the wiring: it builds the parts, starts them, and stops them. Each part is in its own
+//! module: [`resources`] (one supervised task per advertised resource), `pool_task` (the pool loop
+//! and what it reports), `reload` (the configuration file watched and re-read). Shutdown is one
+//! cancellation-token tree: every task holds a child of the token `run` is given, so cancelling it
+//! stops them all; `run` then waits for each, bounded, so a stuck EC2 call cannot hold a shutdown.
+
+mod pool_task;
+mod reload;
+pub mod resources;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodeeni_conf::PoolConfig;
+use nodeeni_conf::load::{ConfigError, LoadOptions};
+use nodeeni_ipam::ec2::AwsEc2;
+use nodeeni_ipam::host::HostSide;
+use nodeeni_ipam::identity::{self, IdentityError};
+use nodeeni_state::node::NodeStore;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::folder_watch::WatchError;
+use crate::http::{Endpoints, LogLevel};
+use crate::metrics::Metrics;
+use crate::probes::Probes;
+
+pub use nodeeni_ipam::reconcile::DRAIN_MARKER;
+
+/// How long shutdown waits for a reconcile pass in flight before leaving it to the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How the daemon runs on this node (command-line flags; the pools come from the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_path: PathBuf,
+    pub cluster_name: Option<String>,
+    /// The kubelet's device-plugin folder.
+    pub device_plugin_dir: PathBuf,
+    /// Where /metrics, /healthz and /readyz are served; None: not at all.
+    pub metrics_addr: Option<SocketAddr>,
+    pub sysfs_root: PathBuf,
+    pub dev_root: PathBuf,
+    pub devinfo_dir: PathBuf,
+    /// The node's network namespace when it is not the daemon's own (the node-in-a-box tests).
+    pub node_netns: Option<PathBuf>,
+    /// The instance metadata endpoint (default: the standard IMDSv2 address).
+    pub imds_endpoint: Option<String>,
+    /// Write the SR-IOV network device plugin's config.json here after each pass.
+    pub sriov_config: Option<PathBuf>,
+    /// How often device health is judged.
+    pub health_interval: Duration,
+    /// How long a hot-plugged ENI may take to appear as a netdev.
+    pub netdev_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: std::io::Error },
+    #[error("the configuration folder: {0}")]
+    Watch(#[from] WatchError),
+}
+
+/// What the daemon's tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub ec2: Arc<AwsEc2>,
+    pub store: NodeStore,
+    pub probes: Arc<Probes>,
+}
+
+/// Loads and validates the configuration file.
+pub fn load_config(path: &Path, cluster_name: Option<String>) -> Result<PoolConfig, DaemonError> {
+    PoolConfig::from_file(path, &LoadOptions { cluster_name })
+        .map_err(|source| DaemonError::Config { path: path.to_path_buf(), source })
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `log_level`, when given, is served on
+/// `/debug/loglevel` so the level can change at run time.
+pub async fn run(
+    settings: Settings,
+    log_level: Option<Arc<dyn LogLevel>>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let config = load_config(&settings.config_path, settings.cluster_name.clone())?;
+    tracing::info!(config = %settings.config_path.display(), cluster = config.cluster_name, pools = config.pools.len(), "configuration loaded");
+    let identity = identity::resolve(&config.node, settings.imds_endpoint.as_deref()).await?;
+    tracing::info!(instance = %identity.instance_id, az = identity.availability_zone, instance_type = identity.instance_type, "node identity");
+    let ec2 = Arc::new(AwsEc2::new(&config.ec2).await);
+    let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::default()),
+        ec2,
+        store: NodeStore::new(&config.state_dir),
+        probes: Arc::new(Probes::new(Duration::from_secs(config.reconcile_interval_secs))),
+    });
+
+    let http = match settings.metrics_addr {
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics, /healthz, /readyz");
+            let render = {
+                let shared = shared.clone();
+                Arc::new(move || shared.metrics.render(Some(&shared.store), Some(&shared.ec2.resilience)))
+            };
+            let endpoints = Endpoints { probes: shared.probes.clone(), metrics: render, log_level };
+            Some(tokio::spawn(crate::http::serve(listener, endpoints, shutdown.child_token())))
+        }
+        None => None,
+    };
+
+    let mut resources = resources::Resources::new(settings.clone(), shared.clone(), shutdown.child_token());
+    resources.apply(&config, &identity.labels);
+
+    let host = HostSide {
+        sysfs_root: settings.sysfs_root.clone(),
+        netns: settings.node_netns.clone(),
+        netdev_wait: settings.netdev_wait,
+    };
+    let mut reload = reload::Reload::watch(&settings.config_path, settings.cluster_name.clone())?;
+    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+    let mut pool_loop = pool_task::spawn(
+        shared.clone(),
+        host,
+        config,
+        config_rx,
+        identity.clone(),
+        settings.sriov_config.clone(),
+        shutdown.child_token(),
+    );
+
+    loop {
+        let current = config_tx.borrow().clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            new = reload.next(&current, &shared.metrics) => {
+                resources.apply(&new, &identity.labels);
+                // The pool loop passes at once on a new configuration.
+                let _ = config_tx.send(Arc::new(new));
+            }
+        }
+    }
+
+    tracing::info!("shutting down: ENIs stay attached and the node state stays on disk, so pods keep their ENIs");
+    resources.wait_stopped().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut pool_loop).await.is_err() {
+        tracing::warn!("a reconcile pass was still running; leaving it to the next start (its intents are on disk)");
+        pool_loop.abort();
+    }
+    if let Some(h) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The pool task: the pool loop of nodeeni-ipam (the one its tests test), and what each turn tells the
+//! rest of the daemon — metrics, the probes, the SR-IOV device plugin's config file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodeeni_conf::{EniId, PoolConfig};
+use nodeeni_ipam::host::HostSide;
+use nodeeni_ipam::identity::NodeIdentity;
+use nodeeni_ipam::reconcile::{LoopSettings, PassObserver, PoolError, Reconciler, Report};
+use nodeeni_state::node::NodeStore;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+
+/// How often ENIs of dead nodes are looked for.
+const LEAK_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// Starts the pool loop under `config`, following `configs`, until `stop`.
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    host: HostSide,
+    config: PoolConfig,
+    configs: watch::Receiver<Arc<PoolConfig>>,
+    identity: NodeIdentity,
+    sriov_config: Option<PathBuf>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let mut pool = Reconciler::new(shared.ec2.clone(), host, config, identity);
+    let mut observer = DaemonObserver { shared, store: pool.store.clone(), sriov_config };
+    let settings = LoopSettings { leak_check_every: LEAK_CHECK_EVERY };
+    // Nothing asks for a pass out of turn: a new configuration does, through `configs`.
+    tokio::spawn(async move { pool.run(configs, &Notify::new(), &stop, settings, &mut observer).await })
+}
+
+/// What the pool loop tells the rest of the daemon.
+struct DaemonObserver {
+    shared: Arc<Shared>,
+    store: NodeStore,
+    sriov_config: Option<PathBuf>,
+}
+
+impl PassObserver for DaemonObserver {
+    fn pass_done(&mut self, config: &PoolConfig, result: &Result<Report, PoolError>, took: Duration) {
+        match result {
+            Ok(_) => {
+                self.shared.metrics.reconciled(true, None, took);
+                self.shared.probes.pass_succeeded();
+            }
+            Err(e) => self.shared.metrics.reconciled(false, Some(e.kind()), took),
+        }
+        if result.is_ok()
+            && let Some(path) = &self.sriov_config
+        {
+            match self.store.load(Duration::from_secs(5)) {
+                Ok(state) => {
+                    if let Err(e) = crate::sriov::write_config(path, config, &state) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the SR-IOV device plugin config");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the node state for the SR-IOV config"),
+            }
+        }
+    }
+
+    fn paused(&mut self, _marker: &Path) {
+        self.shared.metrics.paused_turn();
+        // A drained node is as it should be: ready, with nothing to advertise.
+        self.shared.probes.pass_succeeded();
+    }
+
+    fn leaks_collected(&mut self, result: &Result<Vec<EniId>, PoolError>) {
+        if let Ok(deleted) = result {
+            self.shared.metrics.leaks_deleted(deleted.len());
+        }
+    }
+
+    fn turned(&mut self, config: &PoolConfig) {
+        self.shared.probes.beat(Duration::from_secs(config.reconcile_interval_secs));
+    }
+}
