@@ -181,8 +181,8 @@ fn add_kernel(
         return Err(PluginError::IfnameExists { ifname: ifname.to_string() });
     }
     // Under the device lock now: look again, the device may have moved since we resolved it.
-    let link = host
-        .link_by_mac(mac)?
+    let on_host = kernel::Identity { mac, pci: target.pci, alias: None, index: None, in_pod: false };
+    let link = kernel::find(host, &on_host)?
         .ok_or_else(|| PluginError::DeviceInUse(format!("{mac} left the host namespace while waiting for its lock")))?;
     refuse_if_held(ctx, target)?;
     let mut record = new_record(ctx, target)?;
@@ -268,12 +268,16 @@ fn undo_kernel(
 ) -> std::result::Result<(), UndoErrors> {
     let mut errors = UndoErrors::default();
     if let (Some(mac), Some(before)) = (record.mac, &record.host) {
+        // Never the MAC alone: the pod may have given another link the ENI's MAC (kernel::find). ADD set
+        // the alias to the host name before the move.
+        let id =
+            kernel::Identity { mac, pci: record.pci, alias: Some(&before.name), index: before.ifindex, in_pod: true };
         if let Some(pod) = pod
-            && let Err(e) = kernel::move_out(pod, host_ns, mac, &before.name)
+            && let Err(e) = kernel::move_out(pod, host_ns, &id, &before.name)
         {
             errors.push(UndoError::MoveOut(e));
         }
-        match kernel::restore_on_host(host, mac, before) {
+        match kernel::restore_on_host(host, &id, before) {
             Ok(true) => {}
             Ok(false) => tracing::warn!(%mac, "device not found on the host (detached?); nothing to restore"),
             Err(e) => errors.push(UndoError::RestoreOnHost(e)),
@@ -313,7 +317,7 @@ fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
             let host_ns = NetNs::current()?;
             let mut host = Netlink::open()?;
             // A pod namespace that is gone is normal at DEL: the kernel has returned an ENA netdev to
-            // the host already, and restore_on_host finds it there by MAC.
+            // the host already, and restore_on_host finds it there (by MAC and hardware identity).
             let mut pod = match record.netns.as_deref().map(NetNs::open) {
                 Some(Ok(ns)) => Some(Netlink::open_in(&ns)?),
                 Some(Err(e)) => {

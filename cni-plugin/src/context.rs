@@ -1,9 +1,10 @@
-//! What every command works with: the runtime's environment, the config, and the node's stores.
+//! What every command works with: the runtime's environment, the config, the node's settings (from
+//! the node file, see `settings`), and the node's stores.
 
 use std::path::Path;
 use std::time::Duration;
 
-use nodeeni_conf::cni::{CniEnv, CniError, ContainerId, NetConf};
+use nodeeni_conf::cni::{CniEnv, CniError, ContainerId, NetConf, NodeSettings};
 use nodeeni_host::pci::PciBus;
 use nodeeni_state::attachment::AttachmentStore;
 use nodeeni_state::lock::DeviceLocks;
@@ -16,6 +17,7 @@ pub const DRIVER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Ctx<'a> {
     pub env: &'a CniEnv,
     pub conf: &'a NetConf,
+    pub settings: &'a NodeSettings,
     pub attachments: AttachmentStore,
     pub node: NodeStore,
     pub locks: DeviceLocks,
@@ -24,15 +26,16 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(env: &'a CniEnv, conf: &'a NetConf) -> Self {
-        let dir = &conf.state_dir;
+    pub fn new(env: &'a CniEnv, conf: &'a NetConf, settings: &'a NodeSettings) -> Self {
+        let dir = &settings.state_dir;
         Self {
             env,
             conf,
+            settings,
             attachments: AttachmentStore::new(dir),
             node: NodeStore::new(dir),
             locks: DeviceLocks::new(dir.join("locks")),
-            bus: PciBus::new(&conf.sysfs_root),
+            bus: PciBus::new(&settings.sysfs_root),
             lock_timeout: Duration::from_secs(conf.lock_timeout_secs),
         }
     }
@@ -43,6 +46,11 @@ impl<'a> Ctx<'a> {
             (Some(c), Some(i)) => Ok((c, i.as_str())),
             _ => Err(CniError::invalid_env("CNI_CONTAINERID and CNI_IFNAME are required")),
         }
+    }
+
+    /// The pod's UID, as runtimes (and Multus, for its delegates) pass it in CNI_ARGS.
+    pub fn pod_uid(&self) -> Option<&str> {
+        self.env.args.get("K8S_POD_UID").map(String::as_str).filter(|u| !u.is_empty())
     }
 
     pub fn netns_path(&self) -> Option<&Path> {

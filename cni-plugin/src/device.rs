@@ -1,17 +1,26 @@
 //! Which ENI a call is about, and how it is handed over. The config names it by ENI ID, PCI address,
 //! host ifname, MAC, or a pool to take a free one from. ENIs the node state knows are claimed there
 //! (under its lock) so no two pods get the same one; a device the node state does not know is used
-//! standalone, as host-device would.
+//! standalone, as host-device would, where the node file allows it.
+//!
+//! What a config may take:
+//! - an ENI of a kernel or DPDK pool (advertised to the kubelet under the pool's `resourceName`) only
+//!   as the kubelet allocated it: `runtimeConfig.deviceID`, or a `deviceID`/`pciBusID` that the
+//!   kubelet's checkpoint lists for this pod. `pool`, `device`, `mac` and a `deviceID` of another
+//!   pod's never take one, so no config takes an ENI the kubelet gave another pod;
+//! - never a host pool's ENI, the primary ENI (device index 0), or the interface of a default route;
+//! - in DPDK mode only a network device (PCI class 0x02) of Amazon's ENA vendor (0x1d0f), unless the
+//!   node file allows other vendors.
 
-use nodeeni_conf::cni::{CniError, ContainerId, DeviceSelector, HandOver, NetConf};
+use nodeeni_conf::cni::{CniError, ContainerId, DeviceSelector, DeviceSource, HandOver, NetConf};
 use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress};
 use nodeeni_host::netlink::{Link, Netlink};
-use nodeeni_state::atomic::Durability;
 use nodeeni_state::node::{Allocation, EniRecord, NodeState, StoreError, now_unix};
 
 use crate::context::Ctx;
 use crate::error::{PluginError, Result};
+use crate::kubelet;
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -51,16 +60,11 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> R
         return Ok(None);
     }
     let (container, ifname) = ctx.attachment_key()?;
-    ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
+    ctx.node.update(ctx.lock_timeout, |state| {
         let Some(i) = pick(state)? else { return Ok(None) };
+        may_take(ctx, &state.enis[i])?;
         let rec = &mut state.enis[i];
         let id = rec.eni_id.as_ref().map_or("an ENI".to_string(), |e| e.to_string());
-        if rec.mode == Mode::Host {
-            return Err(PluginError::DeviceNotFound(format!(
-                "{id} belongs to host pool {}: host pools stay on the node (Multus masters) and are not handed to pods",
-                rec.pool
-            )));
-        }
         match &rec.allocation {
             Some(a) if a.container_id == *container && a.ifname == ifname => {}
             Some(a) => {
@@ -85,12 +89,65 @@ fn claim(ctx: &Ctx, pick: impl FnOnce(&NodeState) -> Result<Option<usize>>) -> R
     })
 }
 
+/// Whether this call may take `rec` (see the module's doc): refused for host pools, the primary ENI,
+/// and, in pools the kubelet accounts for, anything but the kubelet's allocation for this pod.
+fn may_take(ctx: &Ctx, rec: &EniRecord) -> Result<()> {
+    let id = rec.eni_id.as_ref().map_or("an ENI".to_string(), |e| e.to_string());
+    if rec.mode == Mode::Host {
+        return Err(PluginError::DeviceNotFound(format!(
+            "{id} belongs to host pool {}: host pools stay on the node (Multus masters) and are not handed to pods",
+            rec.pool
+        )));
+    }
+    if rec.device_index == Some(0) {
+        return Err(PluginError::Refused(format!(
+            "{id} is at device index 0, the instance's primary ENI: it is never handed to a pod"
+        )));
+    }
+    // Kernel and DPDK pools all have a resourceName (the pool config requires it) and the daemon
+    // advertises each: the kubelet decides which pod has which ENI.
+    let accounted = || {
+        format!(
+            "{id} belongs to {} pool {}, which the kubelet accounts for: only the pod the kubelet allocated it to may \
+             take it, through runtimeConfig.deviceID (the deviceID capability) or Multus' deviceID",
+            rec.mode, rec.pool
+        )
+    };
+    let source = ctx.conf.device_source.unwrap_or(DeviceSource::Pool);
+    match source {
+        DeviceSource::RuntimeConfig => Ok(()),
+        DeviceSource::DeviceId | DeviceSource::PciBusId => {
+            let (Some(eni), Some(uid)) = (&rec.eni_id, ctx.pod_uid()) else {
+                return Err(PluginError::Refused(format!(
+                    "{}; a {} is taken only when the kubelet's checkpoint lists it for this pod, and CNI_ARGS has no \
+                     K8S_POD_UID",
+                    accounted(),
+                    source.key()
+                )));
+            };
+            let checkpoint = &ctx.settings.kubelet_checkpoint;
+            match kubelet::allocated_to(checkpoint, uid, eni.as_str()) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(PluginError::Refused(format!(
+                    "{}; the kubelet's checkpoint {} does not list it for pod {uid}",
+                    accounted(),
+                    checkpoint.display()
+                ))),
+                Err(e) => Err(PluginError::Refused(format!("{}; {e}", accounted()))),
+            }
+        }
+        DeviceSource::Device | DeviceSource::Mac | DeviceSource::Pool => {
+            Err(PluginError::Refused(format!("{}; {} cannot select it", accounted(), source.key())))
+        }
+    }
+}
+
 /// Clears this attachment's allocation in the node state (no-op when there is none or no state).
 pub fn release(ctx: &Ctx, container: &ContainerId, ifname: &str) -> Result<Option<EniId>> {
     if !ctx.node.exists() {
         return Ok(None);
     }
-    ctx.node.update_with(Durability::ProcessCrash, ctx.lock_timeout, |state| {
+    ctx.node.update(ctx.lock_timeout, |state| {
         let mut released = None;
         for rec in &mut state.enis {
             if rec.allocation.as_ref().is_some_and(|a| a.container_id == *container && a.ifname == ifname) {
@@ -107,8 +164,68 @@ fn index_where(state: &NodeState, f: impl Fn(&EniRecord) -> bool) -> Option<usiz
     state.enis.iter().position(f)
 }
 
-/// Finds and, for pool ENIs, claims the device. Touches nothing on the host.
+/// Finds and, for pool ENIs, claims the device, then checks it may be handed over at all (see the
+/// module's doc). Touches nothing on the host; a claim is released again when the device is refused.
 pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
+    let outcome = find(ctx, host).and_then(|target| {
+        refuse_node_devices(ctx, host, &target)?;
+        Ok(target)
+    });
+    if let Err(e) = &outcome
+        && let Ok((container, ifname)) = ctx.attachment_key()
+    {
+        // Whatever this call claimed (an unfinished earlier ADD was undone before resolving).
+        if let Err(release) = release(ctx, container, ifname) {
+            tracing::warn!(error = %release, refused = %e, "could not release the claim of a refused device");
+        }
+    }
+    outcome
+}
+
+/// The node's own devices and what DPDK may not bind: the interface of a default route, and in DPDK
+/// mode a device that is not a network device, or (unless the node file allows) not ENA.
+fn refuse_node_devices(ctx: &Ctx, host: &mut Netlink, target: &Target) -> Result<()> {
+    let netdevs = match target.pci {
+        Some(p) if ctx.bus.exists(p) => ctx.bus.netdevs(p)?,
+        _ => Vec::new(),
+    };
+    let mut links = Vec::new();
+    if let Some(mac) = target.mac {
+        links.extend(host.links_by_mac(mac)?);
+    }
+    for name in &netdevs {
+        links.extend(host.link_by_name(name)?);
+    }
+    let default = host.default_route_links()?;
+    if let Some(l) = links.iter().find(|l| default.contains(&l.index)) {
+        return Err(PluginError::Refused(format!(
+            "{} carries a default route: it is the node's own way out, never handed to a pod",
+            l.name
+        )));
+    }
+    if target.mode == HandOver::Dpdk
+        && let Some(pci) = target.pci
+    {
+        let ids = ctx.bus.ids(pci)?;
+        if !ids.is_network() {
+            return Err(PluginError::Refused(format!(
+                "PCI device {pci} is not a network device (class {:#08x}): DPDK mode binds only network devices",
+                ids.class
+            )));
+        }
+        if !ids.is_ena_vendor() && !ctx.settings.allow_non_ena_dpdk {
+            return Err(PluginError::Refused(format!(
+                "PCI device {pci} is not an ENA device (vendor {:#06x}, ENA is 0x1d0f): DPDK mode binds only ENIs \
+                 unless the node file sets allowNonEnaDpdk",
+                ids.vendor
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Finds and, for pool ENIs, claims the device.
+fn find(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
     let conf = ctx.conf;
     let selector = conf.device.clone().ok_or_else(|| {
         nodeeni_conf::cni::CniError::invalid_config(
@@ -134,6 +251,14 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
             }
             let (container, ifname) = ctx.attachment_key()?;
             let rec = claim(ctx, |s| {
+                if let Some(e) = s.enis.iter().find(|e| e.pool == *pool && e.mode != Mode::Host) {
+                    return Err(PluginError::Refused(format!(
+                        "pool {pool} is a {} pool, advertised to the kubelet: its ENIs go only to the pods the kubelet \
+                         allocates them to (request the pool's resource; the runtime passes runtimeConfig.deviceID). \
+                         `pool` takes only ENIs no kubelet accounts for",
+                        e.mode
+                    )));
+                }
                 // Already ours (a retried ADD), else the first free one.
                 index_where(s, |e| {
                     e.pool == *pool
@@ -185,6 +310,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         }
         DeviceSelector::Mac(m) => {
             let link = host.link_by_mac(*m)?;
+            // A host link, in the node's own namespace: no pod can have made it.
             if link.is_none() {
                 return Err(not_on_host(ctx, &selector.to_string(), |r| r.mac == Some(*m)));
             }
@@ -194,6 +320,13 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
         }
     };
 
+    if record.is_none() && !ctx.settings.allow_standalone_devices {
+        let file = ctx.settings.node_file.as_ref().map_or_else(String::new, |f| format!(" ({})", f.display()));
+        return Err(PluginError::Refused(format!(
+            "{selector} is not an ENI of this node's pools, and the node file{file} does not allow standalone \
+             devices (allowStandaloneDevices)"
+        )));
+    }
     if pci.is_none()
         && let Some(l) = &link
     {

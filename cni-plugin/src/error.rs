@@ -11,6 +11,8 @@ use nodeeni_state::attachment::AttachmentError;
 use nodeeni_state::lock::LockError;
 use nodeeni_state::node::StoreError;
 
+use crate::kernel::StepError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// Already has its code (bad config, bad environment, unsupported version).
@@ -20,6 +22,11 @@ pub enum PluginError {
     DeviceNotFound(String),
     #[error("{0}")]
     DeviceInUse(String),
+    /// The config asks for a device it may not have: an ENI the kubelet accounts for without the
+    /// kubelet's allocation, the node's own interface, a device that is not an ENA NIC, a standalone
+    /// device where the node file forbids them. Invalid config (7); the message says which rule.
+    #[error("{0}")]
+    Refused(String),
     #[error("interface {ifname} already exists in the pod's network namespace")]
     IfnameExists { ifname: String },
     #[error("{0}")]
@@ -55,9 +62,9 @@ pub enum PluginError {
 #[derive(Debug, thiserror::Error)]
 pub enum UndoError {
     #[error("moving it out of the pod: {0}")]
-    MoveOut(#[source] NetlinkError),
+    MoveOut(#[source] StepError),
     #[error("restoring it on the host: {0}")]
-    RestoreOnHost(#[source] NetlinkError),
+    RestoreOnHost(#[source] StepError),
     /// DPDK mode: the device could not be put back on the driver it had before ADD.
     #[error("restoring the driver of {pci}: {source}")]
     RestoreDriver {
@@ -127,6 +134,7 @@ impl PluginError {
             PluginError::Cni(e) => return e.clone(),
             PluginError::DeviceNotFound(_) => codes::DEVICE_NOT_FOUND,
             PluginError::DeviceInUse(_) => codes::DEVICE_IN_USE,
+            PluginError::Refused(_) => codes::INVALID_CONFIG,
             PluginError::IfnameExists { .. } => codes::INVALID_ENV,
             PluginError::PoolExhausted(_) => codes::POOL_EXHAUSTED,
             PluginError::Netlink(_) => codes::NETLINK,
@@ -146,6 +154,15 @@ impl PluginError {
     }
 }
 
+impl From<StepError> for PluginError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Netlink(e) => PluginError::Netlink(e),
+            StepError::Ambiguous { .. } => PluginError::DeviceInUse(e.to_string()),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, PluginError>;
 
 #[cfg(test)]
@@ -161,7 +178,7 @@ mod tests {
     #[test]
     fn undo_failures_are_code_108_naming_each_step_in_order() {
         let mut undo = UndoErrors::default();
-        undo.push(UndoError::MoveOut(kernel("move to namespace", 16)));
+        undo.push(UndoError::MoveOut(kernel("move to namespace", 16).into()));
         undo.push(UndoError::IpamDel(Box::new(PluginError::Ipam {
             plugin: "host-local".into(),
             code: Some(11),
@@ -184,7 +201,7 @@ mod tests {
     fn a_failed_step_whose_undo_failed_keeps_the_steps_code_and_names_both() {
         let e = PluginError::UndoFailed {
             error: Box::new(PluginError::Netlink(kernel("add route 10.99.0.0/16", 101))),
-            undo: UndoError::RestoreOnHost(kernel("rename to eth1", 17)).into(),
+            undo: UndoError::RestoreOnHost(kernel("rename to eth1", 17).into()).into(),
         };
         let cni = e.to_cni();
         assert_eq!(cni.code, codes::NETLINK);
@@ -203,7 +220,9 @@ mod tests {
             undo.push(UndoError::Attachment {
                 container: c.parse().expect("id"),
                 ifname: "net1".into(),
-                source: Box::new(PluginError::Cleanup(UndoError::RestoreOnHost(kernel("set MTU 1500", 22)).into())),
+                source: Box::new(PluginError::Cleanup(
+                    UndoError::RestoreOnHost(kernel("set MTU 1500", 22).into()).into(),
+                )),
             });
         }
         let cni = PluginError::Gc(undo).to_cni();

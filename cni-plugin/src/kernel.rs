@@ -2,9 +2,15 @@
 //! where udev and the host's network managers never see it; the original name also rides on the
 //! device as its alias, so it is recoverable from the device itself, not only from our record.
 //! The steps run against [`LinkOps`] (the netlink socket of each side), so tests can fail any of them.
+//!
+//! The device is found by its MAC, never by name, but never by the MAC alone: a pod with NET_ADMIN
+//! can give any link the ENI's MAC. [`find`] takes the link whose permanent address or PCI device
+//! (which no pod can make) says it is the ENI; where the kernel reports neither (a veth stand-in), the
+//! link must carry the MAC and the alias ADD set, and several such links in a pod are never guessed
+//! between.
 
-use nodeeni_conf::MacAddr;
 use nodeeni_conf::cni::{CniResult, Interface, Route};
+use nodeeni_conf::{MacAddr, PciAddress};
 use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
 use nodeeni_host::netns::NetNs;
 use nodeeni_state::attachment::HostLinkState;
@@ -14,6 +20,86 @@ use crate::link_ops::LinkOps;
 
 const EEXIST: i32 = 17;
 
+/// A kernel step that failed: the kernel refused, or the ENI could not be told from a look-alike.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(
+        "{count} links carry {mac} ({names}) and nothing the kernel reports tells which is the ENI; none is touched"
+    )]
+    Ambiguous { mac: MacAddr, count: usize, names: String },
+}
+
+/// What identifies the ENI's netdev beyond its MAC.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub mac: MacAddr,
+    /// The PCI device, when known (ADD saw it in sysfs).
+    pub pci: Option<PciAddress>,
+    /// The alias ADD set (the host name), required of a link without a hardware identity in the pod.
+    pub alias: Option<&'a str>,
+    /// The ifindex the device had, when known: it keeps it across namespaces unless it is taken.
+    pub index: Option<u32>,
+    /// In a pod's namespace, where links with the ENI's MAC may be forged: several candidates are an
+    /// error, not a guess. On the host (no pod can make links there) the first is taken, as before.
+    pub in_pod: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The permanent address or the PCI device says it is the ENI.
+    Hardware,
+    /// Nothing says otherwise: the MAC (and, in a pod, the alias) match.
+    Plausible,
+    Not,
+}
+
+fn judge(link: &Link, id: &Identity) -> Verdict {
+    if link.perm_mac.is_some_and(|p| p != id.mac) {
+        return Verdict::Not;
+    }
+    if let (Some(have), Some(want)) = (link.parent_pci, id.pci)
+        && have != want
+    {
+        return Verdict::Not;
+    }
+    if link.perm_mac == Some(id.mac) || (link.parent_pci.is_some() && link.parent_pci == id.pci) {
+        return Verdict::Hardware;
+    }
+    if link.mac != Some(id.mac) || (id.in_pod && id.alias.is_some_and(|a| link.alias.as_deref() != Some(a))) {
+        return Verdict::Not;
+    }
+    Verdict::Plausible
+}
+
+/// The ENI's link among those `ops` sees with its MAC (see the module's doc).
+pub fn find(ops: &mut impl LinkOps, id: &Identity) -> std::result::Result<Option<Link>, StepError> {
+    let links = ops.links_by_mac(id.mac)?;
+    let of = |v: Verdict| links.iter().filter(|l| judge(l, id) == v).cloned().collect::<Vec<Link>>();
+    let ambiguous = |found: &[Link]| StepError::Ambiguous {
+        mac: id.mac,
+        count: found.len(),
+        names: found.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+    };
+    let hardware = of(Verdict::Hardware);
+    match hardware.len() {
+        0 => {}
+        1 => return Ok(hardware.into_iter().next()),
+        _ => return Err(ambiguous(&hardware)),
+    }
+    let plausible = of(Verdict::Plausible);
+    if plausible.len() <= 1 || !id.in_pod {
+        let at_index = plausible.iter().find(|l| Some(l.index) == id.index).cloned();
+        return Ok(at_index.or_else(|| plausible.into_iter().next()));
+    }
+    let at_index: Vec<Link> = plausible.iter().filter(|l| Some(l.index) == id.index).cloned().collect();
+    if at_index.len() == 1 {
+        return Ok(at_index.into_iter().next());
+    }
+    Err(ambiguous(&plausible))
+}
+
 /// The link's state now, to put back later.
 pub fn capture(host: &mut impl LinkOps, link: &Link) -> std::result::Result<HostLinkState, NetlinkError> {
     Ok(HostLinkState {
@@ -22,6 +108,7 @@ pub fn capture(host: &mut impl LinkOps, link: &Link) -> std::result::Result<Host
         up: link.up,
         addresses: host.addresses(link.index)?,
         alias: link.alias.clone(),
+        ifindex: Some(link.index),
     })
 }
 
@@ -48,8 +135,10 @@ pub fn move_in(
     }
     host.set_alias(link.index, &link.name)?;
     host.move_to_netns(link.index, pod_ns)?;
-    let moved = pod
-        .link_by_mac(mac)?
+    // A link the pod already gave this MAC is not the one that arrived: the alias and index tell.
+    let arrived =
+        Identity { mac, pci: link.parent_pci, alias: Some(&link.name), index: Some(link.index), in_pod: true };
+    let moved = find(pod, &arrived)?
         .ok_or_else(|| PluginError::DeviceNotFound(format!("{mac} did not arrive in the pod's namespace")))?;
     pod.set_name(moved.index, ifname)?;
     if let Some(mtu) = mtu
@@ -68,15 +157,16 @@ pub fn move_in(
         .ok_or_else(|| PluginError::DeviceNotFound(format!("{ifname} vanished from the pod's namespace")))
 }
 
-/// Takes the link (found by MAC) out of the pod, if it is there: down, addresses removed, renamed back
-/// inside the pod, then moved to the host. Returns whether it was found.
+/// Takes the ENI's link (see [`find`]) out of the pod, if it is there: down, renamed back inside the
+/// pod, then moved to the host. Returns whether it was found.
 pub fn move_out(
     pod: &mut impl LinkOps,
     host_ns: &NetNs,
-    mac: MacAddr,
+    id: &Identity,
     original: &str,
-) -> std::result::Result<bool, NetlinkError> {
-    let Some(link) = pod.link_by_mac(mac)? else { return Ok(false) };
+) -> std::result::Result<bool, StepError> {
+    let Some(link) = find(pod, &Identity { in_pod: true, ..*id })? else { return Ok(false) };
+    let mac = id.mac;
     // Down for the rename (the kernel refuses to rename a running link); the move itself flushes the
     // pod's addresses, so they are not deleted one by one.
     pod.set_up(link.index, false)?;
@@ -97,15 +187,15 @@ pub fn move_out(
     Ok(true)
 }
 
-/// Puts the host link (found by MAC, never by name: the kernel may have returned it as the pod's
+/// Puts the host link (found by [`find`], never by name: the kernel may have returned it as the pod's
 /// ifname or `devN`) back to its recorded name, MTU, addresses, alias and state. Returns whether the
 /// link was found.
 pub fn restore_on_host(
     host: &mut impl LinkOps,
-    mac: MacAddr,
+    id: &Identity,
     before: &HostLinkState,
-) -> std::result::Result<bool, NetlinkError> {
-    let Some(link) = host.link_by_mac(mac)? else { return Ok(false) };
+) -> std::result::Result<bool, StepError> {
+    let Some(link) = find(host, &Identity { in_pod: false, ..*id })? else { return Ok(false) };
     let mut up = link.up;
     if link.name != before.name {
         if link.up {

@@ -20,8 +20,9 @@ type Result<T> = std::result::Result<T, NetlinkError>;
 pub trait LinkOps {
     fn link_by_name(&mut self, name: &str) -> Result<Option<Link>>;
     fn link_by_index(&mut self, index: u32) -> Result<Option<Link>>;
-    /// ENIs are found by MAC, never by name.
-    fn link_by_mac(&mut self, mac: MacAddr) -> Result<Option<Link>>;
+    /// Every link whose address or permanent address is `mac` (ENIs are found by MAC, never by name,
+    /// and told from look-alikes by `kernel::find`).
+    fn links_by_mac(&mut self, mac: MacAddr) -> Result<Vec<Link>>;
     /// The link's addresses (IPv6 link-local excluded).
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>>;
     fn set_up(&mut self, index: u32, up: bool) -> Result<()>;
@@ -46,8 +47,8 @@ impl LinkOps for Netlink {
         Netlink::link_by_index(self, index)
     }
 
-    fn link_by_mac(&mut self, mac: MacAddr) -> Result<Option<Link>> {
-        Netlink::link_by_mac(self, mac)
+    fn links_by_mac(&mut self, mac: MacAddr) -> Result<Vec<Link>> {
+        Netlink::links_by_mac(self, mac)
     }
 
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {

@@ -1,7 +1,7 @@
 //! `nodeeni`, the CNI plugin. kubelet/containerd, CRI-O, Multus and cnitool run it with `CNI_*`
 //! variables and the network configuration on stdin; it prints a result or an error on stdout.
-//! This file is the edge: environment and stdin in, spec error codes and JSON out. Logs go to the
-//! config's `logFile`, never to stdout.
+//! This file is the edge: environment and stdin in, spec error codes and JSON out. Node-level settings
+//! come from the node file (`settings`); logs go to its `logFile` (`log`), never to stdout.
 
 mod commands;
 mod context;
@@ -10,12 +10,15 @@ mod dpdk;
 mod error;
 mod ipam;
 mod kernel;
+mod kubelet;
 mod link_ops;
+mod log;
+mod settings;
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use nodeeni_conf::cni::{CniEnv, CniError, CniVersion, Command, NetConf, codes, version_info};
+use nodeeni_conf::cni::{CniEnv, CniError, CniVersion, Command, NetConf, NodeSettings, codes, version_info};
 
 use crate::context::Ctx;
 
@@ -32,23 +35,34 @@ Configuration keys (besides cniVersion, name, type, ipam, dns, runtimeConfig):
   mode                  kernel (move the netdev into the pod) or dpdk (bind to dpdkDriver)
   dpdkDriver            vfio-pci (default), igb_uio, uio_pci_generic
   mtu                   MTU inside the pod
-  stateDir              default /var/lib/nodeeni (node state, attachment records, locks)
   lockTimeoutSeconds    per-device lock wait, default 30 (then error 11, try again later)
-  logFile, logLevel     where to log (error, warn, info, debug, trace)
-  sysfsRoot             default /sys
+  logLevel              error, warn, info, debug, trace
+  stateDir, sysfsRoot, logFile
+                        only on hosts without a node file (standalone use): default /var/lib/nodeeni,
+                        /sys, none
+
+ENIs of kernel and DPDK pools are advertised to the kubelet: only runtimeConfig.deviceID, or a
+deviceID the kubelet's checkpoint lists for this pod (K8S_POD_UID), may take one.
+
+The node file (/etc/nodeeni/node.json, or $NODEENI_NODE_FILE; root's, not group/world-writable) sets
+stateDir, sysfsRoot, logFile, kubeletCheckpoint and allowNetconfPaths, allowStandaloneDevices,
+allowNonEnaDpdk (all false by default). nodeeni-device-plugin install-cni writes it.
 
 Options: --help, --version";
 
-fn init_logging(conf: &NetConf) {
+fn init_logging(conf: &NetConf, settings: &NodeSettings) {
     let level =
         conf.log_level.as_deref().and_then(|l| l.parse::<tracing::Level>().ok()).unwrap_or(tracing::Level::INFO);
-    let Some(path) = &conf.log_file else { return };
-    let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
-        eprintln!("nodeeni: cannot open log file {}", path.display());
-        return;
+    let Some(path) = &settings.log_file else { return };
+    let file = match log::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("nodeeni: cannot open log file {}: {e}", path.display());
+            return;
+        }
     };
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(log::LogFile::new(file))
         .with_ansi(false)
         .with_max_level(level)
         .with_target(false)
@@ -100,8 +114,12 @@ fn main() -> ExitCode {
             return fail(&e, asked.as_deref().unwrap_or(latest));
         }
     };
-    init_logging(&conf);
     let version = conf.cni_version_str.clone();
+    let settings = match settings::resolve(&conf, |k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e, &version),
+    };
+    init_logging(&conf, &settings);
     if matches!(env.command, Command::Check) && !conf.cni_version.has_check() {
         return fail(
             &CniError::new(
@@ -122,7 +140,7 @@ fn main() -> ExitCode {
             &version,
         );
     }
-    let ctx = Ctx::new(&env, &conf);
+    let ctx = Ctx::new(&env, &conf, &settings);
     let span = tracing::info_span!(
         "cni",
         command = ?env.command,

@@ -99,7 +99,7 @@ fn dpdk_pool_enis_from_the_node_state_use_the_pool_driver() {
         "pci": PCI, "mac": "0a:00:00:00:0d:01", "dpdkDriver": "uio_pci_generic", "updatedUnix": 0
     }]});
     std::fs::write(b.state.path().join("node-state.json"), state.to_string()).expect("state");
-    let conf = b.conf("1.1.0", json!({"deviceID": "eni-0000000000000d0d1"}));
+    let conf = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-0000000000000d0d1"}}));
     let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
     assert_eq!(r["interfaces"][0]["pciID"], PCI);
     assert_eq!(r["interfaces"][0]["mac"], "0a:00:00:00:0d:01");
@@ -132,4 +132,34 @@ fn a_device_without_a_driver_is_left_without_one_at_del() {
     assert_eq!(b.sysfs.driver_of(PCI), None, "unbound again, as it was before ADD");
     assert_eq!(b.sysfs.driver_override_of(PCI), "");
     assert!(b.records().is_empty() && b.lock_files() == 0);
+}
+
+/// DPDK mode binds only network devices of the ENA vendor: never the root disk (an NVMe device of
+/// Amazon's, class 0x010802), and another vendor's NIC only where the node file allows it.
+#[test]
+fn dpdk_binds_only_ena_network_devices_unless_the_node_file_allows_others() {
+    if !require_root("dpdk_binds_only_ena_network_devices_unless_the_node_file_allows_others") {
+        return;
+    }
+    let b = NodeBox::new("dven");
+    const DISK: &str = "0000:00:04.0";
+    const INTEL: &str = "0000:00:08.0";
+    b.sysfs.add_device(DISK, Some("ena"), "nvme0", 3, 0);
+    b.sysfs.set_ids(DISK, 0x1d0f, 0x010802);
+    b.sysfs.add_device(INTEL, Some("ena"), "eth8", 4, 0);
+    b.sysfs.set_ids(INTEL, 0x8086, 0x020000);
+    let pod = b.pod("dven");
+    let disk = b.conf("1.1.0", json!({"pciBusID": DISK, "mode": "dpdk"}));
+    b.cni("ADD", &disk, "c1", Some(&pod.path()), "dpdk0").expect_code(7, "is not a network device (class 0x010802)");
+    assert_eq!(b.sysfs.driver_of(DISK).as_deref(), Some("ena"), "left on its driver");
+    let intel = b.conf("1.1.0", json!({"pciBusID": INTEL, "mode": "dpdk"}));
+    b.cni("ADD", &intel, "c1", Some(&pod.path()), "dpdk0").expect_code(7, "vendor 0x8086");
+    assert_eq!(b.sysfs.driver_of(INTEL).as_deref(), Some("ena"));
+    assert!(b.records().is_empty());
+
+    b.write_node_file(json!({"allowStandaloneDevices": true, "allowNonEnaDpdk": true}));
+    b.cni("ADD", &intel, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    assert_eq!(b.sysfs.driver_of(INTEL).as_deref(), Some("vfio-pci"));
+    b.cni("DEL", &intel, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    b.cni("ADD", &disk, "c1", Some(&pod.path()), "dpdk0").expect_code(7, "not a network device");
 }

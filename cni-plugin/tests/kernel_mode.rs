@@ -23,7 +23,7 @@ fn add_check_del_for_every_version_with_vpc_addresses() {
     b.node_state("fast", &[("eni-0000000000000abc1", MAC, "10.0.1.50")]);
     for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let pod = b.pod("kver");
-        let conf = b.conf(version, json!({"deviceID": "eni-0000000000000abc1", "mtu": 1400}));
+        let conf = b.conf(version, json!({"runtimeConfig": {"deviceID": "eni-0000000000000abc1"}, "mtu": 1400}));
         let result = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
         assert_eq!(result["cniVersion"], version);
         assert_eq!(result["interfaces"][0]["name"], "net1");
@@ -102,30 +102,53 @@ fn host_local_ipam_gets_its_lease_back_on_del() {
     assert!(!data.join("enis/10.0.1.100").exists(), "lease released through IPAM DEL");
 }
 
+/// The kubelet gave eni-22 to pod B. Before, pod A's config naming the pool, the device, its MAC or a
+/// bare deviceID took it first, and pod B's ADD then failed with "already in use". Now only the
+/// kubelet's allocation takes an ENI of an advertised pool.
 #[test]
-fn a_pool_hands_out_free_enis_until_it_runs_out() {
-    if !require_root("a_pool_hands_out_free_enis_until_it_runs_out") {
+fn only_the_kubelets_allocation_takes_an_eni_of_an_advertised_pool() {
+    if !require_root("only_the_kubelets_allocation_takes_an_eni_of_an_advertised_pool") {
         return;
     }
-    let b = NodeBox::new("kpool");
+    let b = NodeBox::new("kacct");
     b.eni("eth1", "0a:00:00:00:00:21");
     b.eni("eth2", "0a:00:00:00:00:22");
     b.node_state(
         "fast",
         &[("eni-00000021", "0a:00:00:00:00:21", "10.0.1.21"), ("eni-00000022", "0a:00:00:00:00:22", "10.0.1.22")],
     );
-    let conf = b.conf("1.1.0", json!({"pool": "fast"}));
-    let (p1, p2, p3) = (b.pod("kpool1"), b.pod("kpool2"), b.pod("kpool3"));
-    let r1 = b.cni("ADD", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
-    let r2 = b.cni("ADD", &conf, "c2", Some(&p2.path()), "net1").expect_ok();
-    assert_ne!(r1["ips"][0]["address"], r2["ips"][0]["address"], "two pods, two ENIs");
-    b.cni("ADD", &conf, "c3", Some(&p3.path()), "net1").expect_code(107, "no free ENI");
-    assert!(!p3.has_link("net1"));
-    b.cni("STATUS", &conf, "", None, "").expect_ok();
-    b.cni("DEL", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
-    let r3 = b.cni("ADD", &conf, "c3", Some(&p3.path()), "net1").expect_ok();
-    assert_eq!(r3["ips"][0]["address"], r1["ips"][0]["address"], "the released ENI is reused");
-    assert!(Vpc::ping_from(&p3, GATEWAY));
+    b.write_node_file(json!({"allowStandaloneDevices": true}));
+    b.write_checkpoint(&[
+        ("uid-a", "nodeeni.io/fast", &["eni-00000021"]),
+        ("uid-b", "nodeeni.io/fast", &["eni-00000022"]),
+    ]);
+    let (pa, pb) = (b.pod("kaccta"), b.pod("kacctb"));
+    let a = |conf: Value, args: &str| b.cni_args("ADD", &conf, "ca", Some(&pa.path()), "net1", args);
+    for (conf, args, words) in [
+        (json!({"pool": "fast"}), "", "pool fast is a kernel pool, advertised to the kubelet"),
+        (json!({"device": "eth2"}), "", "device cannot select it"),
+        (json!({"mac": "0a:00:00:00:00:22"}), "", "mac cannot select it"),
+        (json!({"deviceID": "eni-00000022"}), "", "no K8S_POD_UID"),
+        (json!({"deviceID": "eni-00000022"}), "K8S_POD_UID=uid-a", "does not list it for pod uid-a"),
+    ] {
+        a(b.conf("1.1.0", conf.clone()), args).expect_code(7, words);
+        assert!(b.node.has_link("eth2") && !pa.has_link("net1"), "{conf}: nothing moved");
+        assert!(b.node_state_json()["enis"][1].get("allocation").is_none(), "{conf}: eni-00000022 still free");
+    }
+    // Pod B gets the ENI the kubelet gave it: Multus' deviceID, proven by the kubelet's checkpoint.
+    let multus = b.conf("1.1.0", json!({"deviceID": "eni-00000022"}));
+    let r = b.cni_args("ADD", &multus, "cb", Some(&pb.path()), "net1", "IgnoreUnknown=1;K8S_POD_UID=uid-b").expect_ok();
+    assert_eq!(r["ips"][0]["address"], "10.0.1.22/24");
+    assert!(Vpc::ping_from(&pb, GATEWAY));
+    // Pod A gets its own through the runtime's capability.
+    let runtime = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-00000021"}}));
+    a(runtime.clone(), "").expect_ok();
+    assert_eq!(pa.addresses("net1"), ["10.0.1.21/24"]);
+    b.cni("DEL", &runtime, "ca", Some(&pa.path()), "net1").expect_ok();
+    b.cni("DEL", &multus, "cb", Some(&pb.path()), "net1").expect_ok();
+    assert!(b.node.has_link("eth1") && b.node.has_link("eth2"));
+    // STATUS still reports on the pool.
+    b.cni("STATUS", &b.conf("1.1.0", json!({"pool": "fast"})), "", None, "").expect_ok();
 }
 
 #[test]
@@ -146,7 +169,7 @@ fn a_device_given_to_another_container_is_refused_cleanly() {
     // Pool ENIs: the node state's claim refuses a second container.
     b.cni("DEL", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
     b.node_state("fast", &[("eni-00000011", MAC, "10.0.1.11")]);
-    let by_id = b.conf("1.1.0", json!({"deviceID": "eni-00000011"}));
+    let by_id = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-00000011"}}));
     b.cni("ADD", &by_id, "c1", Some(&p1.path()), "net1").expect_ok();
     b.cni("ADD", &by_id, "c2", Some(&p2.path()), "net1").expect_code(101, "already given to container c1");
 }
@@ -314,4 +337,89 @@ fn a_failed_cleanup_is_reported_and_del_can_retry() {
     b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
     assert_eq!(b.node.mac_of("eth1"), MAC, "the ENI is back under its name");
     assert!(b.records().is_empty());
+}
+
+/// A pod with NET_ADMIN gives a link of its own the ENI's MAC. Before, DEL took the first link with
+/// the MAC (the decoy: it has the lower index in the pod) and returned it to the host as the ENI.
+#[test]
+fn del_returns_the_eni_never_a_decoy_carrying_its_mac() {
+    if !require_root("del_returns_the_eni_never_a_decoy_carrying_its_mac") {
+        return;
+    }
+    let b = NodeBox::new("kdecoy");
+    // Links made first on the node give the ENI a high index, which it keeps in the pod; the decoy
+    // takes index 2 there, so it comes first in the kernel's link dump.
+    for i in 0..4 {
+        b.node.ip(&["link", "add", &format!("pad{i}"), "type", "veth", "peer", "name", &format!("padp{i}")]);
+    }
+    b.eni("eth1", MAC);
+    let pod = b.pod("kdecoy");
+    let conf = b.conf("1.1.0", json!({"device": "eth1"}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    pod.ip(&[
+        "link", "add", "decoy", "index", "2", "address", MAC, "type", "veth", "peer", "name", "decoyp", "index", "3",
+    ]);
+    let index_of = |name: &str| {
+        let shown = pod.ip(&["-o", "link", "show", name]);
+        shown.split(':').next().and_then(|i| i.trim().parse::<u32>().ok()).expect("index")
+    };
+    assert!(index_of("decoy") < index_of("net1"), "the decoy is listed before the ENI");
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert!(b.node.has_link("eth1") && !b.node.has_link("decoy"), "the ENI came home, not the decoy");
+    assert!(pod.has_link("decoy") && !pod.has_link("net1") && !pod.has_link("eth1"), "the decoy stayed in the pod");
+    assert!(b.records().is_empty());
+
+    // A decoy that also copies the alias ADD set has no hardware identity either (a veth), but it
+    // cannot have the ifindex the ENI kept in the pod, which ADD recorded: DEL still takes the ENI.
+    b.cni("ADD", &conf, "c2", Some(&pod.path()), "net2").expect_ok();
+    pod.ip(&["link", "set", "decoy", "alias", "eth1"]);
+    b.cni("DEL", &conf, "c2", Some(&pod.path()), "net2").expect_ok();
+    assert!(b.node.has_link("eth1") && pod.has_link("decoy") && !pod.has_link("net2"), "the ENI came home");
+    assert_eq!(b.node.mac_of("eth1"), MAC);
+    assert!(b.records().is_empty());
+
+    // A record from before ifindexes were kept: two look-alikes are not guessed between (108, record
+    // kept), and DEL goes through once the decoy is gone.
+    b.cni("ADD", &conf, "c3", Some(&pod.path()), "net3").expect_ok();
+    let record = b.state.path().join("attachments/c3@net3.json");
+    let mut raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).expect("read")).expect("json");
+    raw["host"].as_object_mut().expect("host").remove("ifindex");
+    std::fs::write(&record, raw.to_string()).expect("old-format record");
+    let out = b.cni("DEL", &conf, "c3", Some(&pod.path()), "net3");
+    out.expect_code(108, "2 links carry 0a:00:00:00:00:11");
+    assert!(pod.has_link("net3") && pod.has_link("decoy") && !b.node.has_link("eth1"), "nothing moved");
+    assert_eq!(b.records(), ["c3@net3.json"], "kept for a retry");
+    pod.ip(&["link", "del", "decoy"]);
+    b.cni("DEL", &conf, "c3", Some(&pod.path()), "net3").expect_ok();
+    assert_eq!(b.node.mac_of("eth1"), MAC);
+}
+
+#[test]
+fn the_default_route_interface_and_the_primary_eni_are_never_handed_out() {
+    if !require_root("the_default_route_interface_and_the_primary_eni_are_never_handed_out") {
+        return;
+    }
+    let b = NodeBox::new("kprim");
+    b.eni("eth1", MAC);
+    b.node.ip(&["link", "set", "eth1", "up"]);
+    b.node.ip(&["addr", "add", "10.0.1.9/24", "dev", "eth1"]);
+    b.node.ip(&["route", "add", "default", "via", GATEWAY, "dev", "eth1"]);
+    let pod = b.pod("kprim");
+    for conf in [json!({"device": "eth1"}), json!({"mac": MAC})] {
+        b.cni("ADD", &b.conf("1.1.0", conf.clone()), "c1", Some(&pod.path()), "net1")
+            .expect_code(7, "eth1 carries a default route");
+        assert!(b.node.has_link("eth1") && !pod.has_link("net1"), "{conf}: the node keeps its way out");
+    }
+    assert!(b.records().is_empty());
+    // An ENI the node state has at device index 0 is the primary ENI: refused, even as the kubelet's
+    // allocation, and not left claimed.
+    b.node.ip(&["route", "del", "default"]);
+    let state = json!({"version": 1, "enis": [{
+        "eniId": "eni-00000000", "pool": "fast", "mode": "kernel", "lifecycle": "ready",
+        "mac": MAC, "deviceIndex": 0, "updatedUnix": 0
+    }]});
+    std::fs::write(b.state.path().join("node-state.json"), state.to_string()).expect("state");
+    let conf = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-00000000"}}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_code(7, "device index 0");
+    assert!(b.node.has_link("eth1") && b.node_state_json()["enis"][0].get("allocation").is_none());
 }

@@ -5,6 +5,8 @@ mod common;
 
 use common::NodeBox;
 use nodeeni_tests::root::require_root;
+use std::os::unix::fs::PermissionsExt;
+
 use serde_json::{Value, json};
 
 const MAC: &str = "0a:00:00:00:00:31";
@@ -225,4 +227,72 @@ fn logs_go_to_the_log_file_and_stdout_is_only_the_result() {
     let log = std::fs::read_to_string(&b.log).expect("log file");
     assert!(log.contains("ENI handed to the pod") && log.contains("container=\"c1\""), "{log}");
     assert!(log.contains("attachment undone"), "{log}");
+}
+
+/// Where the daemon runs, the node file sets the state folder, sysfs root and log file: a network
+/// config (which a namespace user may write) naming its own is refused, and so are devices the node
+/// state does not know. Before, the config's paths were used as root.
+#[test]
+fn the_node_file_sets_node_paths_and_network_configs_cannot() {
+    if !require_root("the_node_file_sets_node_paths_and_network_configs_cannot") {
+        return;
+    }
+    let b = NodeBox::new("pnode");
+    b.eni("eth1", MAC);
+    let pod = b.pod("pnode");
+    b.write_node_file(json!({}));
+    let elsewhere = tempfile::tempdir().expect("tenant's folder");
+    for (key, val) in [
+        ("stateDir", elsewhere.path().to_path_buf()),
+        ("sysfsRoot", elsewhere.path().to_path_buf()),
+        ("logFile", elsewhere.path().join("log")),
+    ] {
+        let conf = b.conf("1.1.0", json!({"device": "eth1", key: val}));
+        for command in ["ADD", "DEL", "CHECK"] {
+            b.cni(command, &conf, "c1", Some(&pod.path()), "net1").expect_code(7, &format!("{key}: {}", val.display()));
+        }
+        let status = b.exec_raw(conf.to_string().as_bytes(), &[("CNI_COMMAND", "STATUS")]);
+        status.expect_code(7, "not allowed here");
+        assert!(std::fs::read_dir(elsewhere.path()).expect("ls").next().is_none(), "{key}: nothing written there");
+    }
+    assert!(b.node.has_link("eth1"));
+    // A device the node state does not know: refused unless the node file allows standalone devices.
+    let conf = b.conf("1.1.0", json!({"device": "eth1"}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_code(7, "does not allow standalone devices");
+    b.write_node_file(json!({"allowStandaloneDevices": true}));
+    // Without the keys the node file's paths are used: the record lands in its state folder.
+    let bare = json!({"cniVersion": "1.1.0", "name": "enis", "type": "nodeeni", "device": "eth1"});
+    b.cni("ADD", &bare, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert_eq!(b.records(), ["c1@net1.json"]);
+    b.cni("DEL", &bare, "c1", Some(&pod.path()), "net1").expect_ok();
+    // A node file that is not root's alone is not trusted: every call fails, naming it.
+    std::fs::set_permissions(b.node_file(), std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    b.cni("ADD", &bare, "c1", Some(&pod.path()), "net1").expect_code(7, "writable by group or others");
+    assert!(b.node.has_link("eth1") && b.records().is_empty());
+}
+
+/// The log file is opened without following a symlink and created 0600, and a config value holding a
+/// newline cannot forge a log line. Before, a symlinked logFile appended to its target.
+#[test]
+fn the_log_follows_no_symlink_is_private_and_one_event_is_one_line() {
+    if !require_root("the_log_follows_no_symlink_is_private_and_one_event_is_one_line") {
+        return;
+    }
+    let b = NodeBox::new("plog2");
+    let victim = b.state.path().join("victim");
+    std::fs::write(&victim, b"keep\n").expect("victim");
+    std::os::unix::fs::symlink(&victim, &b.log).expect("plant a symlink");
+    let conf = b.conf("1.1.0", json!({"device": "eth9"}));
+    b.cni("ADD", &conf, "c1", Some(&b.pod("plog2").path()), "net1").expect_code(100, "eth9");
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"keep\n", "nothing written through the symlink");
+
+    std::fs::remove_file(&b.log).expect("rm symlink");
+    b.node_state("other", &[("eni-00000041", "0a:00:00:00:00:41", "10.0.1.41")]);
+    let forged = b.conf("1.1.0", json!({"pool": "x\n2026-01-01T00:00:00Z  INFO cni: ENI handed to the pod"}));
+    b.cni("ADD", &forged, "c1", Some(&b.pod("plog3").path()), "net1").expect_code(107, "has no free ENI");
+    let mode = std::fs::metadata(&b.log).expect("log").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "created owner-only");
+    let log = std::fs::read_to_string(&b.log).expect("log");
+    assert!(log.contains("pool x\\n2026-01-01T00:00:00Z"), "the newline is escaped: {log}");
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01")), "no forged line: {log}");
 }

@@ -338,6 +338,38 @@ impl fmt::Display for DeviceSelector {
     }
 }
 
+/// Which key named the device. Only the runtime's `runtimeConfig.deviceID` and Multus' `deviceID` /
+/// `pciBusID` can carry the kubelet's allocation; the plugin decides what each may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSource {
+    /// `runtimeConfig.deviceID`, from the `deviceID` capability: what the kubelet allocated.
+    RuntimeConfig,
+    /// Top-level `deviceID` (Multus writes it from the pod's allocation; a config may also hold one).
+    DeviceId,
+    /// Top-level `pciBusID`.
+    PciBusId,
+    /// `device`: a host ifname.
+    Device,
+    /// `mac`.
+    Mac,
+    /// `pool`.
+    Pool,
+}
+
+impl DeviceSource {
+    /// The configuration key, for messages.
+    pub fn key(self) -> &'static str {
+        match self {
+            DeviceSource::RuntimeConfig => "runtimeConfig.deviceID",
+            DeviceSource::DeviceId => "deviceID",
+            DeviceSource::PciBusId => "pciBusID",
+            DeviceSource::Device => "device",
+            DeviceSource::Mac => "mac",
+            DeviceSource::Pool => "pool",
+        }
+    }
+}
+
 /// How the plugin hands the device over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -347,6 +379,7 @@ pub enum HandOver {
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodeeni";
+pub const DEFAULT_SYSFS_ROOT: &str = "/sys";
 pub const DEFAULT_LOCK_TIMEOUT_SECS: u64 = 30;
 
 /// The `nodeeni` plugin's network configuration, as a runtime passes it on stdin.
@@ -358,6 +391,8 @@ pub struct NetConf {
     pub name: String,
     pub plugin_type: String,
     pub device: Option<DeviceSelector>,
+    /// Which key `device` came from.
+    pub device_source: Option<DeviceSource>,
     /// Multus' `pciBusID`, kept to fill the result's `pciID`.
     pub pci_bus_id: Option<PciAddress>,
     pub mode: Option<HandOver>,
@@ -369,11 +404,13 @@ pub struct NetConf {
     pub dns: Dns,
     /// The chain's result so far, parsed (of any supported version).
     pub prev_result: Option<CniResult>,
+    /// Node-level paths as the config gave them (`logFile`, `stateDir`, `sysfsRoot`): used only where
+    /// no node file says otherwise (see [`NodeSettings::resolve`]).
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
-    pub state_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
     pub lock_timeout_secs: u64,
-    pub sysfs_root: PathBuf,
+    pub sysfs_root: Option<PathBuf>,
     /// GC: `cni.dev/valid-attachments`, the attachments the runtime still uses.
     pub valid_attachments: Option<Vec<Attachment>>,
     /// `args` (conventionally `{"cni": {...}}`), passed through untouched.
@@ -446,18 +483,21 @@ impl NetConf {
         let pci_bus_id = opt_str(m, "pciBusID")?
             .map(|s| s.parse::<PciAddress>().map_err(|e| field_err("pciBusID", e)))
             .transpose()?;
-        let device = if let Some(id) = rc_device {
-            Some(parse_device_id(id, "runtimeConfig.deviceID")?)
+        let (device, device_source) = if let Some(id) = rc_device {
+            (Some(parse_device_id(id, "runtimeConfig.deviceID")?), Some(DeviceSource::RuntimeConfig))
         } else if let Some(id) = opt_str(m, "deviceID")? {
-            Some(parse_device_id(id, "deviceID")?)
+            (Some(parse_device_id(id, "deviceID")?), Some(DeviceSource::DeviceId))
         } else if let Some(p) = pci_bus_id {
-            Some(DeviceSelector::Pci(p))
+            (Some(DeviceSelector::Pci(p)), Some(DeviceSource::PciBusId))
         } else if let Some(d) = opt_str(m, "device")? {
-            Some(DeviceSelector::Ifname(d.parse().map_err(|e| field_err("device", e))?))
+            (Some(DeviceSelector::Ifname(d.parse().map_err(|e| field_err("device", e))?)), Some(DeviceSource::Device))
         } else if let Some(mac) = opt_str(m, "mac")? {
-            Some(DeviceSelector::Mac(mac.parse().map_err(|e| field_err("mac", e))?))
+            (Some(DeviceSelector::Mac(mac.parse().map_err(|e| field_err("mac", e))?)), Some(DeviceSource::Mac))
         } else {
-            opt_str(m, "pool")?.map(|p| DeviceSelector::Pool(p.to_string()))
+            match opt_str(m, "pool")? {
+                Some(p) => (Some(DeviceSelector::Pool(p.to_string())), Some(DeviceSource::Pool)),
+                None => (None, None),
+            }
         };
 
         let mode = match opt_str(m, "mode")? {
@@ -531,6 +571,7 @@ impl NetConf {
             name,
             plugin_type,
             device,
+            device_source,
             pci_bus_id,
             mode,
             dpdk_driver,
@@ -541,14 +582,165 @@ impl NetConf {
             prev_result,
             log_file: opt_str(m, "logFile")?.map(PathBuf::from),
             log_level: opt_str(m, "logLevel")?.map(str::to_string),
-            state_dir: opt_str(m, "stateDir")?.map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
+            state_dir: opt_str(m, "stateDir")?.map(PathBuf::from),
             lock_timeout_secs,
-            sysfs_root: opt_str(m, "sysfsRoot")?.map_or_else(|| PathBuf::from("/sys"), PathBuf::from),
+            sysfs_root: opt_str(m, "sysfsRoot")?.map(PathBuf::from),
             valid_attachments,
             args,
             capabilities,
             runtime_config: runtime_config.cloned(),
             raw,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The node file
+
+/// The node file: node-level settings of the plugin, written by root (the daemon's `install-cni`),
+/// never by a network config. Its path is this constant unless [`NODE_FILE_ENV`] names another.
+pub const NODE_FILE: &str = "/etc/nodeeni/node.json";
+/// The environment variable that moves the node file (runtimes set the plugin's environment; network
+/// configs cannot).
+pub const NODE_FILE_ENV: &str = "NODEENI_NODE_FILE";
+/// The kubelet's device-manager checkpoint: which pod the kubelet gave each device.
+pub const DEFAULT_KUBELET_CHECKPOINT: &str = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_sysfs_root() -> PathBuf {
+    PathBuf::from(DEFAULT_SYSFS_ROOT)
+}
+
+fn default_checkpoint() -> PathBuf {
+    PathBuf::from(DEFAULT_KUBELET_CHECKPOINT)
+}
+
+/// The node file's content. Unknown keys are errors; every path must be absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeFile {
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "default_sysfs_root")]
+    pub sysfs_root: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// Network configs may set `stateDir`, `sysfsRoot` and `logFile` (false: refused, unless equal to
+    /// this file's).
+    #[serde(default)]
+    pub allow_netconf_paths: bool,
+    /// Devices the node state does not know (`device`, `mac`, a PCI address) may be handed out.
+    #[serde(default)]
+    pub allow_standalone_devices: bool,
+    /// DPDK mode may bind network devices of other vendors than ENA (0x1d0f).
+    #[serde(default)]
+    pub allow_non_ena_dpdk: bool,
+    #[serde(default = "default_checkpoint")]
+    pub kubelet_checkpoint: PathBuf,
+}
+
+impl Default for NodeFile {
+    /// What `install-cni` writes: the daemon's defaults, nothing left to network configs.
+    fn default() -> Self {
+        Self {
+            state_dir: default_state_dir(),
+            sysfs_root: default_sysfs_root(),
+            log_file: None,
+            allow_netconf_paths: false,
+            allow_standalone_devices: false,
+            allow_non_ena_dpdk: false,
+            kubelet_checkpoint: default_checkpoint(),
+        }
+    }
+}
+
+impl NodeFile {
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let file: NodeFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        for (key, path) in [
+            ("stateDir", Some(&file.state_dir)),
+            ("sysfsRoot", Some(&file.sysfs_root)),
+            ("logFile", file.log_file.as_ref()),
+            ("kubeletCheckpoint", Some(&file.kubelet_checkpoint)),
+        ] {
+            if let Some(p) = path
+                && !p.is_absolute()
+            {
+                return Err(format!("{key}: {} is not an absolute path", p.display()));
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// The plugin's node-level settings for one call: the node file's, or, on a host without one
+/// (standalone use, no daemon), the network config's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    pub state_dir: PathBuf,
+    pub sysfs_root: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub allow_standalone_devices: bool,
+    pub allow_non_ena_dpdk: bool,
+    pub kubelet_checkpoint: PathBuf,
+    /// The node file these came from, if any.
+    pub node_file: Option<PathBuf>,
+}
+
+impl NodeSettings {
+    /// Settings from the node file at `path` (when there is one) and the config. Where the node file
+    /// does not allow them, the config's `stateDir`, `sysfsRoot` and `logFile` are refused (code 7)
+    /// unless they say what the node file says.
+    pub fn resolve(node: Option<(&std::path::Path, &NodeFile)>, conf: &NetConf) -> Result<Self, CniError> {
+        let Some((path, file)) = node else {
+            return Ok(Self {
+                state_dir: conf.state_dir.clone().unwrap_or_else(default_state_dir),
+                sysfs_root: conf.sysfs_root.clone().unwrap_or_else(default_sysfs_root),
+                log_file: conf.log_file.clone(),
+                allow_standalone_devices: true,
+                allow_non_ena_dpdk: false,
+                kubelet_checkpoint: default_checkpoint(),
+                node_file: None,
+            });
+        };
+        if !file.allow_netconf_paths {
+            for (key, given, node) in [
+                ("stateDir", conf.state_dir.as_ref(), Some(&file.state_dir)),
+                ("sysfsRoot", conf.sysfs_root.as_ref(), Some(&file.sysfs_root)),
+                ("logFile", conf.log_file.as_ref(), file.log_file.as_ref()),
+            ] {
+                if let Some(given) = given
+                    && Some(given) != node
+                {
+                    return Err(field_err(
+                        key,
+                        format!(
+                            "{} is not allowed here: on this node it is set by the node file {}, not by network \
+                             configs; remove the key",
+                            given.display(),
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        let or = |given: &Option<PathBuf>, node: &PathBuf| given.clone().unwrap_or_else(|| node.clone());
+        let netconf = file.allow_netconf_paths;
+        Ok(Self {
+            state_dir: if netconf { or(&conf.state_dir, &file.state_dir) } else { file.state_dir.clone() },
+            sysfs_root: if netconf { or(&conf.sysfs_root, &file.sysfs_root) } else { file.sysfs_root.clone() },
+            log_file: if netconf {
+                conf.log_file.clone().or_else(|| file.log_file.clone())
+            } else {
+                file.log_file.clone()
+            },
+            allow_standalone_devices: file.allow_standalone_devices,
+            allow_non_ena_dpdk: file.allow_non_ena_dpdk,
+            kubelet_checkpoint: file.kubelet_checkpoint.clone(),
+            node_file: Some(path.to_path_buf()),
         })
     }
 }

@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 
+use std::path::Path;
+
 use nodeeni_conf::cni::{
-    CniEnv, CniError, CniResult, CniVersion, Command, DeviceSelector, Interface, IpConfig, NetConf, NetConfList, Route,
-    codes, version_info,
+    CniEnv, CniError, CniResult, CniVersion, Command, DeviceSelector, DeviceSource, Interface, IpConfig, NetConf,
+    NetConfList, NodeFile, NodeSettings, Route, codes, version_info,
 };
 use serde_json::{Value, json};
 
@@ -99,11 +101,74 @@ fn the_device_comes_from_runtime_config_then_multus_then_our_keys() {
 }
 
 #[test]
+fn the_device_source_names_the_key_that_chose_the_device() {
+    let source = |v: Value| conf(v).expect("valid").device_source;
+    let mut v = with(base(), "deviceID", json!("eni-12345678"));
+    assert_eq!(source(v.clone()), Some(DeviceSource::DeviceId));
+    v["runtimeConfig"] = json!({"deviceID": "eni-12345678"});
+    assert_eq!(source(v), Some(DeviceSource::RuntimeConfig));
+    assert_eq!(source(with(base(), "pciBusID", json!("0000:00:06.0"))), Some(DeviceSource::PciBusId));
+    assert_eq!(source(with(base(), "device", json!("eth1"))), Some(DeviceSource::Device));
+    assert_eq!(source(with(base(), "mac", json!("0a:00:00:00:00:01"))), Some(DeviceSource::Mac));
+    assert_eq!(source(with(base(), "pool", json!("fast"))), Some(DeviceSource::Pool));
+    assert_eq!(source(base()), None);
+}
+
+#[test]
+fn node_paths_come_from_the_node_file_and_network_configs_may_not_set_them() {
+    let node = NodeFile { log_file: Some("/var/log/nodeeni-cni.log".into()), ..NodeFile::default() };
+    let at = Path::new("/etc/nodeeni/node.json");
+    // No node file: standalone use, the config's keys apply.
+    let mut v = with(base(), "stateDir", json!("/tmp/s"));
+    v["sysfsRoot"] = json!("/tmp/sys");
+    v["logFile"] = json!("/tmp/log");
+    let c = conf(v).expect("valid");
+    let s = NodeSettings::resolve(None, &c).expect("standalone");
+    assert_eq!((s.state_dir.to_str(), s.sysfs_root.to_str()), (Some("/tmp/s"), Some("/tmp/sys")));
+    assert!(s.allow_standalone_devices && !s.allow_non_ena_dpdk && s.node_file.is_none());
+    // With the node file, each key is refused by name (code 7), unless it says what the file says.
+    for (key, val) in [("stateDir", "/tmp/s"), ("sysfsRoot", "/tmp/sys"), ("logFile", "/tmp/log")] {
+        let c = conf(with(base(), key, json!(val))).expect("valid");
+        let e = NodeSettings::resolve(Some((at, &node)), &c).expect_err(key);
+        assert_eq!(e.code, codes::INVALID_CONFIG, "{key}");
+        assert!(e.msg.starts_with(&format!("{key}: {val} is not allowed here")), "{}", e.msg);
+        assert!(e.msg.contains("/etc/nodeeni/node.json"), "{}", e.msg);
+    }
+    let c = conf(with(base(), "logFile", json!("/var/log/nodeeni-cni.log"))).expect("valid");
+    let s = NodeSettings::resolve(Some((at, &node)), &c).expect("the node's own value");
+    assert_eq!(s.log_file.as_deref(), Some(Path::new("/var/log/nodeeni-cni.log")));
+    assert_eq!(s.state_dir.to_str(), Some("/var/lib/nodeeni"));
+    assert!(!s.allow_standalone_devices && !s.allow_non_ena_dpdk);
+    assert_eq!(s.node_file.as_deref(), Some(at));
+    // A node file that allows them: the config's win.
+    let open = NodeFile { allow_netconf_paths: true, ..node.clone() };
+    let c = conf(with(base(), "stateDir", json!("/tmp/s"))).expect("valid");
+    assert_eq!(NodeSettings::resolve(Some((at, &open)), &c).expect("allowed").state_dir.to_str(), Some("/tmp/s"));
+}
+
+#[test]
+fn the_node_file_parses_strictly_with_absolute_paths() {
+    let f = NodeFile::parse(br#"{"stateDir": "/srv/nodeeni", "allowStandaloneDevices": true}"#).expect("valid");
+    assert_eq!(f.state_dir.to_str(), Some("/srv/nodeeni"));
+    assert_eq!(f.sysfs_root.to_str(), Some("/sys"));
+    assert!(f.allow_standalone_devices && !f.allow_netconf_paths && !f.allow_non_ena_dpdk);
+    assert_eq!(NodeFile::parse(b"{}").expect("defaults"), NodeFile::default());
+    let e = NodeFile::parse(br#"{"stateDirr": "/x"}"#).expect_err("unknown key");
+    assert!(e.contains("stateDirr"), "{e}");
+    let e = NodeFile::parse(br#"{"logFile": "cni.log"}"#).expect_err("relative");
+    assert!(e.contains("logFile") && e.contains("absolute"), "{e}");
+    // What install-cni writes reads back the same.
+    let written = serde_json::to_vec(&NodeFile::default()).expect("json");
+    assert_eq!(NodeFile::parse(&written).expect("round trip"), NodeFile::default());
+}
+
+#[test]
 fn settings_have_defaults_and_ipam_is_kept_verbatim() {
     let c = conf(base()).expect("defaults");
-    assert_eq!(c.state_dir.to_str(), Some("/var/lib/nodeeni"));
+    let settings = NodeSettings::resolve(None, &c).expect("no node file");
+    assert_eq!(settings.state_dir.to_str(), Some("/var/lib/nodeeni"));
     assert_eq!(c.lock_timeout_secs, 30);
-    assert_eq!(c.sysfs_root.to_str(), Some("/sys"));
+    assert_eq!(settings.sysfs_root.to_str(), Some("/sys"));
     let ipam = json!({"type": "static", "addresses": [{"address": "10.1.0.5/24"}]});
     let mut v = with(base(), "ipam", ipam.clone());
     v["dns"] = json!({"nameservers": ["10.1.0.2"], "search": ["svc"]});

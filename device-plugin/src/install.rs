@@ -2,9 +2,16 @@
 //! its destination under a unique temporary name, made executable and flushed, then renamed over the old
 //! one (`nodeeni_state::atomic::replace_file`). A runtime running the plugin at that moment gets the old
 //! file or the new one, never half.
+//!
+//! It also writes the plugin's node file (`nodeeni_conf::cni::NodeFile`) where there is none: root's,
+//! 0644, the daemon's defaults and nothing left to network configs (no `stateDir`, `sysfsRoot` or
+//! `logFile` from a config, no standalone devices, DPDK on ENA devices only). One already there is
+//! kept: it is the operator's to change.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use nodeeni_conf::cni::NodeFile;
 use nodeeni_state::atomic::{Durability, replace_file};
 
 /// CNI plugins are executables the runtime runs as root; others may read and run them.
@@ -27,6 +34,52 @@ pub fn install_binary(from: &Path, to_dir: &Path) -> Result<PathBuf, InstallErro
     let bytes = std::fs::read(from).map_err(err("read"))?;
     replace_file(&dest, &bytes, BINARY_MODE, Durability::PowerLoss).map_err(|e| err(e.step.as_str())(e.source))?;
     Ok(dest)
+}
+
+/// Root may write the node file; everyone may read it.
+const NODE_FILE_MODE: u32 = 0o644;
+
+/// The CNI's log file, as the shipped network attachments name it.
+pub const CNI_LOG_FILE: &str = "/var/log/nodeeni-cni.log";
+
+/// What the node file says on a node where the daemon runs.
+pub fn node_file_defaults() -> NodeFile {
+    NodeFile { log_file: Some(PathBuf::from(CNI_LOG_FILE)), ..NodeFile::default() }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeFileError {
+    #[error("node file {path}: {step}: {source}")]
+    Io { path: PathBuf, step: &'static str, source: std::io::Error },
+    #[error("node file {path} is there but does not read ({why}); fix or remove it")]
+    Invalid { path: PathBuf, why: String },
+}
+
+/// Whether [`write_node_file`] wrote the file or kept the one there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeFileOutcome {
+    Written,
+    Kept,
+}
+
+/// Writes `file` at `path` (its folder made 0755 if missing) unless a valid node file is there.
+pub fn write_node_file(path: &Path, file: &NodeFile) -> Result<NodeFileOutcome, NodeFileError> {
+    let err = |step| move |source| NodeFileError::Io { path: path.to_path_buf(), step, source };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            return NodeFile::parse(&bytes)
+                .map(|_| NodeFileOutcome::Kept)
+                .map_err(|why| NodeFileError::Invalid { path: path.to_path_buf(), why });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err("read")(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(err("create folder"))?;
+    }
+    let bytes = serde_json::to_vec_pretty(file).map_err(|e| err("encode")(std::io::Error::other(e)))?;
+    replace_file(path, &bytes, NODE_FILE_MODE, Durability::PowerLoss).map_err(|e| err(e.step.as_str())(e.source))?;
+    Ok(NodeFileOutcome::Written)
 }
 
 #[cfg(test)]
@@ -60,5 +113,24 @@ mod tests {
         std::fs::write(&from, b"x").expect("write");
         let e = install_binary(&from, Path::new("/nonexistent/opt/cni/bin")).expect_err("no folder");
         assert!(e.to_string().contains("create temp file"), "{e}");
+    }
+
+    #[test]
+    fn the_node_file_is_written_root_only_writable_once_and_then_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("etc/nodeeni/node.json");
+        assert_eq!(write_node_file(&path, &node_file_defaults()).expect("write"), NodeFileOutcome::Written);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        let written = NodeFile::parse(&std::fs::read(&path).expect("read")).expect("reads as a node file");
+        assert_eq!(written, node_file_defaults());
+        assert!(!written.allow_netconf_paths && !written.allow_standalone_devices && !written.allow_non_ena_dpdk);
+        // An operator's edit survives the next install.
+        std::fs::write(&path, br#"{"allowStandaloneDevices": true}"#).expect("edit");
+        assert_eq!(write_node_file(&path, &node_file_defaults()).expect("keep"), NodeFileOutcome::Kept);
+        assert_eq!(std::fs::read(&path).expect("read"), br#"{"allowStandaloneDevices": true}"#);
+        std::fs::write(&path, b"{ nope").expect("break");
+        let e = write_node_file(&path, &node_file_defaults()).expect_err("invalid");
+        assert!(e.to_string().contains("does not read"), "{e}");
     }
 }

@@ -1,278 +1,222 @@
-//! The daemon's metrics, rendered in the Prometheus text format (version 0.0.4) on each scrape.
+//! The daemon's metrics: one owned prometheus-client [`Registry`], rendered in the Prometheus text
+//! format (version 0.0.4) by the crate's encoder, which also escapes label values.
 //!
-//! Counters the daemon bumps live here; gauges that have one home elsewhere are read at scrape time
-//! (pool ENIs from the node state, EC2 calls and the breaker from the client's resilience layer), so
-//! nothing is copied and nothing drifts.
+//! Counters and gauges the daemon bumps are families registered once in [`Metrics::new`]. Figures
+//! that have one home elsewhere are [`Collector`]s that read it at scrape time, so nothing is copied
+//! and nothing drifts:
+//! - [`PoolSnapshot`]: ENIs per pool and state, and how many pods hold, from a snapshot of the node
+//!   state that the pool loop refreshes after each turn (a scrape never takes the node-state lock,
+//!   which the CNI needs exclusively);
+//! - [`Ec2Collector`]: EC2 attempts, their latency and the circuit breaker, from the EC2 client's
+//!   resilience layer.
+//!
+//! Names are the README's Metrics table (a test reads the table): counters are registered without
+//! their `_total`, which the encoder adds.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use nodeeni_ipam::ec2::AwsEc2;
 use nodeeni_ipam::resilience::{BreakerState, LATENCY_BUCKETS, Resilient};
-use nodeeni_state::node::{Lifecycle, NodeStore};
+use nodeeni_state::node::{Lifecycle, NodeState};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
 
-/// Counters and small gauges the daemon keeps.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    inner: Mutex<Counters>,
+/// What `/metrics` answers with: the content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    reconciles: BTreeMap<&'static str, u64>,
-    reconcile_errors: BTreeMap<String, u64>,
-    last_reconcile_seconds: f64,
-    leaks_deleted: u64,
-    paused_turns: u64,
-    allocations: BTreeMap<String, u64>,
-    allocation_errors: BTreeMap<String, u64>,
-    registrations: BTreeMap<String, u64>,
-    config_reloads: BTreeMap<&'static str, u64>,
-    /// resource → (healthy, unhealthy)
-    devices: BTreeMap<String, (u64, u64)>,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeviceLabels {
+    resource: String,
+    health: &'static str,
+}
+
+/// The registry and the families the daemon bumps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabel, Counter>,
+    reconcile_errors: Family<KindLabel, Counter>,
+    paused_turns: Counter,
+    last_reconcile_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    leaks_deleted: Counter,
+    allocations: Family<ResourceLabel, Counter>,
+    allocation_errors: Family<ResourceLabel, Counter>,
+    registrations: Family<ResourceLabel, Counter>,
+    config_reloads: Family<ResultLabel, Counter>,
+    devices: Family<DeviceLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    /// The daemon's families, registered once; add the collectors with [`Self::collect`].
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        registry.register("nodeeni_reconcile", "Reconcile passes by result", reconciles.clone());
+        let reconcile_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "nodeeni_reconcile_errors",
+            "Failed reconcile passes by kind (ec2, state, refused, no_instance, host)",
+            reconcile_errors.clone(),
+        );
+        let paused_turns = Counter::default();
+        registry.register(
+            "nodeeni_reconcile_paused",
+            "Turns of the pool loop without a pass because the node is drained",
+            paused_turns.clone(),
+        );
+        let last_reconcile_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "nodeeni_reconcile_last_duration_seconds",
+            "How long the last reconcile pass took",
+            last_reconcile_seconds.clone(),
+        );
+        let leaks_deleted = Counter::default();
+        registry.register(
+            "nodeeni_leaked_enis_deleted",
+            "ENIs of dead nodes of this cluster deleted by leak collection",
+            leaks_deleted.clone(),
+        );
+        let allocations = Family::<ResourceLabel, Counter>::default();
+        registry.register(
+            "nodeeni_allocations",
+            "Devices handed to containers by Allocate, per resource",
+            allocations.clone(),
+        );
+        let allocation_errors = Family::<ResourceLabel, Counter>::default();
+        registry.register(
+            "nodeeni_allocation_errors",
+            "Allocate requests refused (unknown or unhealthy device, missing vfio node), per resource",
+            allocation_errors.clone(),
+        );
+        let registrations = Family::<ResourceLabel, Counter>::default();
+        registry.register(
+            "nodeeni_kubelet_registrations",
+            "Registrations with the kubelet, per resource (more than one: the kubelet restarted)",
+            registrations.clone(),
+        );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "nodeeni_config_reloads",
+            "Configuration reloads by result (ok; invalid: the old configuration was kept)",
+            config_reloads.clone(),
+        );
+        let devices = Family::<DeviceLabels, Gauge>::default();
+        registry.register(
+            "nodeeni_devices",
+            "Devices advertised to the kubelet, per resource and health",
+            devices.clone(),
+        );
+
+        // Both results are shown from the start, so a rate over them is defined before the first.
+        for result in ["ok", "error"] {
+            reconciles.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
+        for result in ["ok", "invalid"] {
+            config_reloads.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            paused_turns,
+            last_reconcile_seconds,
+            leaks_deleted,
+            allocations,
+            allocation_errors,
+            registrations,
+            config_reloads,
+            devices,
+        }
+    }
+
+    /// Adds a collector, asked for its samples at each render.
+    pub fn collect(&mut self, collector: impl Collector) {
+        self.registry.register_collector(Box::new(collector));
     }
 
     pub fn reconciled(&self, ok: bool, error_kind: Option<&str>, took: Duration) {
-        self.with(|c| {
-            *c.reconciles.entry(if ok { "ok" } else { "error" }).or_default() += 1;
-            if let Some(kind) = error_kind {
-                *c.reconcile_errors.entry(kind.to_string()).or_default() += 1;
-            }
-            c.last_reconcile_seconds = took.as_secs_f64();
-        });
+        self.reconciles.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+        if let Some(kind) = error_kind {
+            self.reconcile_errors.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
+        }
+        self.last_reconcile_seconds.set(took.as_secs_f64());
     }
 
     /// The pool loop turned without a pass: the node is drained.
     pub fn paused_turn(&self) {
-        self.with(|c| c.paused_turns += 1);
+        self.paused_turns.inc();
     }
 
     pub fn leaks_deleted(&self, n: usize) {
-        self.with(|c| c.leaks_deleted += n as u64);
+        self.leaks_deleted.inc_by(n as u64);
     }
 
     pub fn allocated(&self, resource: &str, devices: usize) {
-        self.with(|c| *c.allocations.entry(resource.to_string()).or_default() += devices as u64);
+        self.allocations.get_or_create(&ResourceLabel { resource: resource.to_string() }).inc_by(devices as u64);
     }
 
     pub fn allocation_failed(&self, resource: &str) {
-        self.with(|c| *c.allocation_errors.entry(resource.to_string()).or_default() += 1);
+        self.allocation_errors.get_or_create(&ResourceLabel { resource: resource.to_string() }).inc();
     }
 
     pub fn registered(&self, resource: &str) {
-        self.with(|c| *c.registrations.entry(resource.to_string()).or_default() += 1);
-    }
-
-    pub fn registrations(&self, resource: &str) -> u64 {
-        self.with(|c| c.registrations.get(resource).copied().unwrap_or(0))
+        self.registrations.get_or_create(&ResourceLabel { resource: resource.to_string() }).inc();
     }
 
     pub fn config_reload(&self, ok: bool) {
-        self.with(|c| *c.config_reloads.entry(if ok { "ok" } else { "invalid" }).or_default() += 1);
+        self.config_reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "invalid" } }).inc();
     }
 
     pub fn devices(&self, resource: &str, healthy: usize, unhealthy: usize) {
-        self.with(|c| {
-            c.devices.insert(resource.to_string(), (healthy as u64, unhealthy as u64));
-        });
+        for (health, n) in [("healthy", healthy), ("unhealthy", unhealthy)] {
+            let labels = DeviceLabels { resource: resource.to_string(), health };
+            self.devices.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
+    /// The resource is no longer advertised: its device gauges go.
     pub fn forget_resource(&self, resource: &str) {
-        self.with(|c| {
-            c.devices.remove(resource);
-        });
+        for health in ["healthy", "unhealthy"] {
+            self.devices.remove(&DeviceLabels { resource: resource.to_string(), health });
+        }
     }
 
-    /// The whole exposition: ours, the pool's ENIs from `store`, EC2's from `ec2`.
-    pub fn render(&self, store: Option<&NodeStore>, ec2: Option<&Resilient>) -> String {
+    /// The whole exposition (families and collectors), in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
         let mut out = String::new();
-
-        if let Some(store) = store {
-            let mut by_state: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-            let mut allocated: BTreeMap<String, u64> = BTreeMap::new();
-            if let Ok(state) = store.load(Duration::from_secs(2)) {
-                for e in &state.enis {
-                    *by_state.entry((e.pool.clone(), lifecycle_label(e.lifecycle))).or_default() += 1;
-                    let held = allocated.entry(e.pool.clone()).or_default();
-                    if e.allocation.is_some() {
-                        *held += 1;
-                    }
-                }
-            }
-            family(
-                &mut out,
-                "nodeeni_pool_enis",
-                "gauge",
-                "ENIs of each pool on this node, by lifecycle state.",
-                by_state
-                    .into_iter()
-                    .map(|((p, s), n)| (labels(&[("pool", &p), ("state", s)]), n.to_string()))
-                    .collect(),
-            );
-            family(
-                &mut out,
-                "nodeeni_pool_enis_held",
-                "gauge",
-                "ENIs of each pool held by pods.",
-                allocated.into_iter().map(|(p, n)| (labels(&[("pool", &p)]), n.to_string())).collect(),
-            );
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
+            // Writing to a String fails only when a collector reports an error.
+            tracing::error!(error = %e, "cannot render the metrics");
         }
-
-        if let Some(ec2) = ec2 {
-            family(
-                &mut out,
-                "nodeeni_ec2_calls_total",
-                "counter",
-                "EC2 call attempts by operation and outcome (ok, throttled, transient, not_found, fatal, breaker_open).",
-                ec2.stats
-                    .snapshot()
-                    .into_iter()
-                    .map(|((op, outcome), n)| (labels(&[("operation", op), ("outcome", outcome)]), n.to_string()))
-                    .collect(),
-            );
-            // A histogram's samples are `_bucket` (cumulative, with `le`), `_sum` and `_count`.
-            let name = "nodeeni_ec2_call_duration_seconds";
-            let _ = writeln!(out, "# HELP {name} Latency of each EC2 call attempt, by operation.");
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            for (op, l) in ec2.stats.latency() {
-                let mut cumulative = 0;
-                let bounds = LATENCY_BUCKETS.iter().map(f64::to_string).chain(["+Inf".to_string()]);
-                for (count, bound) in l.buckets.iter().zip(bounds) {
-                    cumulative += count;
-                    let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(&[("operation", op), ("le", &bound)]));
-                }
-                let _ = writeln!(out, "{name}_sum{} {}", labels(&[("operation", op)]), l.sum_seconds);
-                let _ = writeln!(out, "{name}_count{} {}", labels(&[("operation", op)]), l.count);
-            }
-            let state = ec2.breaker.state();
-            family(
-                &mut out,
-                "nodeeni_ec2_circuit_breaker_state",
-                "gauge",
-                "1 for the EC2 circuit breaker's current state (closed, open, half_open), 0 for the others.",
-                [(BreakerState::Closed, "closed"), (BreakerState::Open, "open"), (BreakerState::HalfOpen, "half_open")]
-                    .into_iter()
-                    .map(|(s, name)| (labels(&[("state", name)]), u8::from(s == state).to_string()))
-                    .collect(),
-            );
-        }
-
-        let c = self.with(|c| {
-            (
-                c.reconciles.clone(),
-                c.reconcile_errors.clone(),
-                c.last_reconcile_seconds,
-                c.leaks_deleted,
-                c.paused_turns,
-                c.allocations.clone(),
-                c.allocation_errors.clone(),
-                c.registrations.clone(),
-                c.config_reloads.clone(),
-                c.devices.clone(),
-            )
-        });
-        let (reconciles, errors, last, leaks, paused, allocations, allocation_errors, registrations, reloads, devices) =
-            c;
-        family(
-            &mut out,
-            "nodeeni_reconcile_total",
-            "counter",
-            "Reconcile passes by result.",
-            ["ok", "error"]
-                .into_iter()
-                .map(|r| (labels(&[("result", r)]), reconciles.get(r).copied().unwrap_or(0).to_string()))
-                .collect(),
-        );
-        family(
-            &mut out,
-            "nodeeni_reconcile_errors_total",
-            "counter",
-            "Failed reconcile passes by kind (ec2, state, refused, no_instance, host).",
-            errors.into_iter().map(|(k, n)| (labels(&[("kind", &k)]), n.to_string())).collect(),
-        );
-        family(
-            &mut out,
-            "nodeeni_reconcile_paused_total",
-            "counter",
-            "Turns of the pool loop without a pass because the node is drained.",
-            vec![(String::new(), paused.to_string())],
-        );
-        family(
-            &mut out,
-            "nodeeni_reconcile_last_duration_seconds",
-            "gauge",
-            "How long the last reconcile pass took.",
-            vec![(String::new(), last.to_string())],
-        );
-        family(
-            &mut out,
-            "nodeeni_leaked_enis_deleted_total",
-            "counter",
-            "ENIs of dead nodes of this cluster deleted by leak collection.",
-            vec![(String::new(), leaks.to_string())],
-        );
-        family(
-            &mut out,
-            "nodeeni_allocations_total",
-            "counter",
-            "Devices handed to containers by Allocate, per resource.",
-            allocations.into_iter().map(|(r, n)| (labels(&[("resource", &r)]), n.to_string())).collect(),
-        );
-        family(
-            &mut out,
-            "nodeeni_allocation_errors_total",
-            "counter",
-            "Allocate requests refused (unknown or unhealthy device, missing vfio node), per resource.",
-            allocation_errors.into_iter().map(|(r, n)| (labels(&[("resource", &r)]), n.to_string())).collect(),
-        );
-        family(
-            &mut out,
-            "nodeeni_kubelet_registrations_total",
-            "counter",
-            "Registrations with the kubelet, per resource (more than one: the kubelet restarted).",
-            registrations.into_iter().map(|(r, n)| (labels(&[("resource", &r)]), n.to_string())).collect(),
-        );
-        family(
-            &mut out,
-            "nodeeni_config_reloads_total",
-            "counter",
-            "Configuration reloads by result (ok; invalid: the old configuration was kept).",
-            ["ok", "invalid"]
-                .into_iter()
-                .map(|r| (labels(&[("result", r)]), reloads.get(r).copied().unwrap_or(0).to_string()))
-                .collect(),
-        );
-        family(
-            &mut out,
-            "nodeeni_devices",
-            "gauge",
-            "Devices advertised to the kubelet, per resource and health.",
-            devices
-                .into_iter()
-                .flat_map(|(r, (h, u))| {
-                    [
-                        (labels(&[("resource", &r), ("health", "healthy")]), h.to_string()),
-                        (labels(&[("resource", &r), ("health", "unhealthy")]), u.to_string()),
-                    ]
-                })
-                .collect(),
-        );
         out
-    }
-}
-
-/// One metric family: HELP, TYPE and its samples (`labels` already rendered, may be empty).
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, String)>) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
     }
 }
 
@@ -287,36 +231,377 @@ fn lifecycle_label(l: Lifecycle) -> &'static str {
     }
 }
 
-/// `{a="x",b="y"}` with label values escaped as the text format requires.
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let inner: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
-        .collect();
-    format!("{{{}}}", inner.join(","))
+/// ENIs per pool as of the last refresh: by lifecycle state, and held by pods.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct PoolCounts {
+    by_state: BTreeMap<(String, &'static str), u64>,
+    held: BTreeMap<String, u64>,
+}
+
+/// The pool gauges' one home: a snapshot of the node state, refreshed by whoever has just read it
+/// (the pool loop after each turn), read by each scrape without touching the node-state file or lock.
+/// Before the first refresh the pool gauges are absent.
+#[derive(Debug, Default)]
+pub struct PoolSnapshot {
+    counts: RwLock<Option<PoolCounts>>,
+}
+
+impl PoolSnapshot {
+    /// Counts `state`'s ENIs; the next scrape shows them.
+    pub fn refresh(&self, state: &NodeState) {
+        let mut counts = PoolCounts::default();
+        for e in &state.enis {
+            *counts.by_state.entry((e.pool.clone(), lifecycle_label(e.lifecycle))).or_default() += 1;
+            *counts.held.entry(e.pool.clone()).or_default() += u64::from(e.allocation.is_some());
+        }
+        *self.counts.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counts);
+    }
+}
+
+fn gauge(n: u64) -> ConstGauge {
+    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Collector for PoolSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(counts) = self.counts.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "nodeeni_pool_enis",
+            "ENIs of each pool on this node, by lifecycle state (as of the pool loop's last turn).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((pool, state), n) in &counts.by_state {
+            gauge(*n).encode(family.encode_family(&[("pool", pool.as_str()), ("state", *state)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "nodeeni_pool_enis_held",
+            "ENIs of each pool held by pods (as of the pool loop's last turn).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, n) in &counts.held {
+            gauge(*n).encode(family.encode_family(&[("pool", pool.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whatever carries the EC2 client's resilience layer: the AWS client, or the layer alone.
+pub trait HasResilience: std::fmt::Debug + Send + Sync + 'static {
+    fn resilience(&self) -> &Resilient;
+}
+
+impl HasResilience for Resilient {
+    fn resilience(&self) -> &Resilient {
+        self
+    }
+}
+
+impl HasResilience for AwsEc2 {
+    fn resilience(&self) -> &Resilient {
+        &self.resilience
+    }
+}
+
+/// EC2 attempts, their latency and the circuit breaker, read from the resilience layer at each render.
+#[derive(Debug)]
+pub struct Ec2Collector(pub Arc<dyn HasResilience>);
+
+impl Collector for Ec2Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let layer = self.0.resilience();
+
+        let calls = layer.stats.snapshot();
+        if !calls.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "nodeeni_ec2_calls",
+                "EC2 call attempts by operation and outcome (ok, throttled, transient, not_found, fatal, breaker_open).",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((operation, outcome), n) in calls {
+                ConstCounter::new(n)
+                    .encode(family.encode_family(&[("operation", operation), ("outcome", outcome)])?)?;
+            }
+        }
+
+        let latency = layer.stats.latency();
+        if !latency.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "nodeeni_ec2_call_duration_seconds",
+                "Latency of each EC2 call attempt, by operation.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (operation, l) in latency {
+                // Per-bucket counts; the encoder makes them cumulative and adds +Inf (the count).
+                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS.iter().copied().zip(l.buckets).collect();
+                family.encode_family(&[("operation", operation)])?.encode_histogram::<NoLabelSet>(
+                    l.sum_seconds,
+                    l.count,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+
+        let state = layer.breaker.state();
+        let mut family = encoder.encode_descriptor(
+            "nodeeni_ec2_circuit_breaker_state",
+            "1 for the EC2 circuit breaker's current state (closed, open, half_open), 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (s, name) in
+            [(BreakerState::Closed, "closed"), (BreakerState::Open, "open"), (BreakerState::HalfOpen, "half_open")]
+        {
+            ConstGauge::new(i64::from(s == state)).encode(family.encode_family(&[("state", name)])?)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use nodeeni_conf::Mode;
+    use nodeeni_conf::pool::{CircuitBreakerSettings, RateLimitSettings, RetrySettings};
+    use nodeeni_ipam::resilience::{Classify, ErrorClass};
+    use nodeeni_state::node::EniRecord;
+
     use super::*;
 
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(labels(&[("a", "x\"y\\z\n")]), "{a=\"x\\\"y\\\\z\\n\"}");
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake EC2 error")]
+    struct Fake(ErrorClass);
+
+    impl Classify for Fake {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
     }
 
-    #[test]
-    fn counters_render_with_their_labels() {
-        let m = Metrics::default();
+    fn layer() -> Arc<Resilient> {
+        Arc::new(Resilient::new(
+            RetrySettings { max_attempts: 1, base_delay_ms: 1, max_delay_ms: 1 },
+            CircuitBreakerSettings::default(),
+            &RateLimitSettings::default(),
+        ))
+    }
+
+    /// One call of `op` through the layer, answered with `outcome`.
+    async fn call(layer: &Resilient, op: &'static str, outcome: Result<(), ErrorClass>) {
+        let _ = layer.call(op, false, || async { outcome.map_err(Fake) }).await;
+    }
+
+    fn eni(pool: &str, lifecycle: Lifecycle, held: bool) -> EniRecord {
+        let mut e = EniRecord::new(pool, Mode::Kernel, lifecycle);
+        if held {
+            let held = serde_json::json!({"containerId": "0123456789abcdef", "ifname": "net1", "sinceUnix": 0});
+            e.allocation = Some(serde_json::from_value(held).expect("allocation"));
+        }
+        e
+    }
+
+    /// A daemon's metrics with every family populated: counters bumped, a node state counted, EC2
+    /// calls made.
+    async fn everything() -> (Metrics, String) {
+        let mut m = Metrics::new();
+        let snapshot = Arc::new(PoolSnapshot::default());
+        m.collect(snapshot.clone());
+        let ec2 = layer();
+        m.collect(Ec2Collector(ec2.clone()));
+
+        m.reconciled(true, None, Duration::from_millis(250));
+        m.reconciled(false, Some("ec2"), Duration::from_millis(1500));
+        m.paused_turn();
+        m.leaks_deleted(2);
         m.allocated("nodeeni.io/fast", 2);
         m.allocated("nodeeni.io/fast", 1);
+        m.allocation_failed("nodeeni.io/fast");
+        m.registered("nodeeni.io/fast");
         m.config_reload(false);
-        m.reconciled(false, Some("ec2"), Duration::from_millis(1500));
-        let text = m.render(None, None);
-        assert!(text.contains("nodeeni_allocations_total{resource=\"nodeeni.io/fast\"} 3\n"), "{text}");
-        assert!(text.contains("nodeeni_config_reloads_total{result=\"invalid\"} 1\n"), "{text}");
-        assert!(text.contains("nodeeni_config_reloads_total{result=\"ok\"} 0\n"), "{text}");
-        assert!(text.contains("nodeeni_reconcile_errors_total{kind=\"ec2\"} 1\n"), "{text}");
-        assert!(text.contains("nodeeni_reconcile_last_duration_seconds 1.5\n"), "{text}");
+        m.devices("nodeeni.io/fast", 2, 1);
+        let state = NodeState {
+            enis: vec![
+                eni("fast", Lifecycle::Ready, true),
+                eni("fast", Lifecycle::Ready, false),
+                eni("fast", Lifecycle::Detaching, false),
+                eni("dp", Lifecycle::Creating, false),
+            ],
+            ..NodeState::default()
+        };
+        snapshot.refresh(&state);
+        call(&ec2, "CreateNetworkInterface", Ok(())).await;
+        call(&ec2, "CreateNetworkInterface", Ok(())).await;
+        call(&ec2, "DeleteNetworkInterface", Err(ErrorClass::NotFound)).await;
+        let text = m.render();
+        (m, text)
+    }
+
+    #[tokio::test]
+    async fn every_family_renders_with_its_labels() {
+        let (_, text) = everything().await;
+        for line in [
+            "nodeeni_pool_enis{pool=\"fast\",state=\"ready\"} 2\n",
+            "nodeeni_pool_enis{pool=\"fast\",state=\"detaching\"} 1\n",
+            "nodeeni_pool_enis{pool=\"dp\",state=\"creating\"} 1\n",
+            "nodeeni_pool_enis_held{pool=\"fast\"} 1\n",
+            "nodeeni_pool_enis_held{pool=\"dp\"} 0\n",
+            "nodeeni_ec2_calls_total{operation=\"CreateNetworkInterface\",outcome=\"ok\"} 2\n",
+            "nodeeni_ec2_calls_total{operation=\"DeleteNetworkInterface\",outcome=\"not_found\"} 1\n",
+            "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"0.005\"} 2\n",
+            "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"10\"} 2\n",
+            "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"+Inf\"} 2\n",
+            "nodeeni_ec2_call_duration_seconds_count{operation=\"CreateNetworkInterface\"} 2\n",
+            "nodeeni_ec2_circuit_breaker_state{state=\"closed\"} 1\n",
+            "nodeeni_ec2_circuit_breaker_state{state=\"open\"} 0\n",
+            "nodeeni_ec2_circuit_breaker_state{state=\"half_open\"} 0\n",
+            "nodeeni_reconcile_total{result=\"ok\"} 1\n",
+            "nodeeni_reconcile_total{result=\"error\"} 1\n",
+            "nodeeni_reconcile_errors_total{kind=\"ec2\"} 1\n",
+            "nodeeni_reconcile_paused_total 1\n",
+            "nodeeni_reconcile_last_duration_seconds 1.5\n",
+            "nodeeni_leaked_enis_deleted_total 2\n",
+            "nodeeni_allocations_total{resource=\"nodeeni.io/fast\"} 3\n",
+            "nodeeni_allocation_errors_total{resource=\"nodeeni.io/fast\"} 1\n",
+            "nodeeni_kubelet_registrations_total{resource=\"nodeeni.io/fast\"} 1\n",
+            "nodeeni_config_reloads_total{result=\"invalid\"} 1\n",
+            "nodeeni_config_reloads_total{result=\"ok\"} 0\n",
+            "nodeeni_devices{resource=\"nodeeni.io/fast\",health=\"healthy\"} 2\n",
+            "nodeeni_devices{resource=\"nodeeni.io/fast\",health=\"unhealthy\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let buckets = text
+            .lines()
+            .filter(|l| l.starts_with("nodeeni_ec2_call_duration_seconds_bucket{operation=\"Create"))
+            .count();
+        assert_eq!(buckets, LATENCY_BUCKETS.len() + 1, "the resilience layer's buckets, and +Inf\n{text}");
+    }
+
+    #[tokio::test]
+    async fn before_any_figure_the_counters_that_are_always_shown_are_zero() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(text.contains("nodeeni_reconcile_total{result=\"ok\"} 0\n"), "{text}");
+        assert!(text.contains("nodeeni_config_reloads_total{result=\"invalid\"} 0\n"), "{text}");
+        assert!(!text.contains("nodeeni_pool_enis"), "no pool gauges without a snapshot: {text}");
+        m.devices("nodeeni.io/fast", 1, 0);
+        m.forget_resource("nodeeni.io/fast");
+        assert!(!m.render().contains("nodeeni.io/fast"), "a forgotten resource's gauges go");
+    }
+
+    #[tokio::test]
+    async fn label_values_are_escaped_by_the_encoder() {
+        let mut m = Metrics::new();
+        let ec2 = layer();
+        m.collect(Ec2Collector(ec2.clone()));
+        let snapshot = Arc::new(PoolSnapshot::default());
+        m.collect(snapshot.clone());
+        let weird = "a\"b\\c\nd";
+        m.allocated(weird, 1);
+        let state = NodeState { enis: vec![eni(weird, Lifecycle::Ready, false)], ..NodeState::default() };
+        snapshot.refresh(&state);
+        call(&ec2, "Describe\"Odd\\Op\n", Ok(())).await;
+        let text = m.render();
+        let escaped = r#"a\"b\\c\nd"#;
+        for line in [
+            format!("nodeeni_allocations_total{{resource=\"{escaped}\"}} 1\n"),
+            format!("nodeeni_pool_enis{{pool=\"{escaped}\",state=\"ready\"}} 1\n"),
+            "nodeeni_ec2_calls_total{operation=\"Describe\\\"Odd\\\\Op\\n\",outcome=\"ok\"} 1\n".to_string(),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.lines().any(|l| l == "d\"} 1"), "no raw newline splits a sample:\n{text}");
+    }
+
+    /// One sample line: its name and label names (`le` aside). Label values may hold escaped
+    /// quotes, so they are walked, not split.
+    fn sample(line: &str) -> (String, BTreeSet<String>) {
+        let (series, _value) = line.rsplit_once(' ').expect("a sample has a value");
+        let Some((name, rest)) = series.split_once('{') else { return (series.to_string(), BTreeSet::new()) };
+        let mut labels = BTreeSet::new();
+        let mut chars = rest.chars();
+        loop {
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if key.is_empty() {
+                break;
+            }
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            if key != "le" {
+                labels.insert(key);
+            }
+            match chars.next() {
+                Some(',') => continue,
+                Some('}') => break,
+                other => panic!("{line}: {other:?} after a label"),
+            }
+        }
+        (name.to_string(), labels)
+    }
+
+    /// The README's Metrics table: name → (type, label names).
+    fn readme_table() -> BTreeMap<String, (String, BTreeSet<String>)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let table = readme.split_once("### Metrics\n").expect("a Metrics section").1;
+        let mut rows = BTreeMap::new();
+        for line in table.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let Some(name) = cells[0].strip_prefix('`').and_then(|n| n.strip_suffix('`')) else { continue };
+            let labels = cells[2].split(',').map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            rows.insert(name.to_string(), (cells[1].to_string(), labels));
+        }
+        rows
+    }
+
+    /// The README's table and the code cannot drift: the exposition's families are exactly the
+    /// table's, with the table's types and label names.
+    #[tokio::test]
+    async fn the_exposition_is_the_readme_table() {
+        let (_, text) = everything().await;
+        let table = readme_table();
+        assert_eq!(table.len(), 15, "the table's rows: {table:?}");
+
+        let mut types = BTreeMap::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').expect("# TYPE name type");
+            assert!(types.insert(name.to_string(), kind.to_string()).is_none(), "{name} typed twice");
+        }
+        let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, keys) = sample(line);
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| name.strip_suffix(s))
+                .find(|base| types.get(*base).is_some_and(|t| t == "histogram"))
+                .unwrap_or(&name)
+                .to_string();
+            assert!(types.contains_key(&family), "{line}: a sample of no typed family");
+            let seen = labels.entry(family).or_insert_with(|| keys.clone());
+            assert_eq!(*seen, keys, "{line}: every sample of a family has the same labels");
+        }
+
+        let exposed: BTreeSet<&String> = types.keys().collect();
+        let documented: BTreeSet<&String> = table.keys().collect();
+        assert_eq!(exposed, documented, "the families exposed and the README's Metrics table");
+        for (name, (kind, keys)) in &table {
+            assert_eq!(&types[name], kind, "{name}'s type");
+            assert_eq!(&labels[name], keys, "{name}'s labels");
+        }
     }
 }

@@ -16,8 +16,8 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use nodeeni_conf::MacAddr;
 use nodeeni_conf::net::IpNet;
+use nodeeni_conf::{MacAddr, PciAddress};
 
 use crate::netns::{NetNs, NetnsError};
 
@@ -59,6 +59,11 @@ pub struct Link {
     /// Administratively up (IFF_UP).
     pub up: bool,
     pub alias: Option<String>,
+    /// The permanent hardware address (IFLA_PERM_ADDRESS), where the driver has one: the address the
+    /// device was made with, which no one in any namespace can change. Virtual links (veth) have none.
+    pub perm_mac: Option<MacAddr>,
+    /// The PCI device behind the link (IFLA_PARENT_DEV_NAME on the `pci` bus), where the kernel says.
+    pub parent_pci: Option<PciAddress>,
 }
 
 /// A route as CHECK compares them.
@@ -155,19 +160,32 @@ impl Netlink {
             mtu: 0,
             up: m.header.flags.contains(LinkFlags::Up),
             alias: None,
+            perm_mac: None,
+            parent_pci: None,
         };
+        let mac_of = |bytes: &[u8]| {
+            let mut mac = [0u8; 6];
+            (bytes.len() == 6).then(|| {
+                mac.copy_from_slice(bytes);
+                MacAddr(mac)
+            })
+        };
+        let (mut parent, mut parent_bus) = (None, None);
         for a in m.attributes {
             match a {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(mtu) => link.mtu = mtu,
                 LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
-                LinkAttribute::Address(bytes) if bytes.len() == 6 => {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(&bytes);
-                    link.mac = Some(MacAddr(mac));
-                }
+                LinkAttribute::Address(bytes) => link.mac = mac_of(&bytes),
+                // The kernel reports it only when it is not all zeroes.
+                LinkAttribute::PermAddress(bytes) => link.perm_mac = mac_of(&bytes).filter(|m| m.0 != [0; 6]),
+                LinkAttribute::ParentDevName(n) => parent = Some(n),
+                LinkAttribute::ParentDevBusName(b) => parent_bus = Some(b),
                 _ => {}
             }
+        }
+        if parent_bus.as_deref() == Some("pci") {
+            link.parent_pci = parent.and_then(|p| p.parse().ok());
         }
         link
     }
@@ -210,6 +228,37 @@ impl Netlink {
     /// The link with this MAC. ENIs are found this way, never by name.
     pub fn link_by_mac(&mut self, mac: MacAddr) -> Result<Option<Link>> {
         Ok(self.links()?.into_iter().find(|l| l.mac == Some(mac)))
+    }
+
+    /// Every link whose address or permanent address is `mac`: the ENI, and any link someone gave
+    /// its MAC (the caller tells them apart).
+    pub fn links_by_mac(&mut self, mac: MacAddr) -> Result<Vec<Link>> {
+        Ok(self.links()?.into_iter().filter(|l| l.mac == Some(mac) || l.perm_mac == Some(mac)).collect())
+    }
+
+    /// The links default routes (IPv4 and IPv6, main table) leave through: the node's way out.
+    pub fn default_route_links(&mut self) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = fam;
+            for r in self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP, "list routes")? {
+                let RouteNetlinkMessage::NewRoute(m) = r else { continue };
+                if m.header.table != RouteHeader::RT_TABLE_MAIN || m.header.destination_prefix_length != 0 {
+                    continue;
+                }
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Oif(i) => out.push(*i),
+                        RouteAttribute::MultiPath(hops) => out.extend(hops.iter().map(|h| h.interface_index)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     fn set_link(&mut self, index: u32, op: &str, edit: impl FnOnce(&mut LinkMessage)) -> Result<()> {

@@ -21,6 +21,8 @@ pub enum PciError {
     Write { path: PathBuf, data: String, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} holds {content:?}, not a hexadecimal PCI ID")]
+    BadId { path: PathBuf, content: String },
     #[error("{path} names a driver that is not a safe name: {source}")]
     BadDriverLink { path: PathBuf, source: nodeeni_conf::NameError },
     #[error("driver {driver} is not loaded (no {path}); load its module first")]
@@ -51,6 +53,29 @@ fn names(driver: Option<&DriverName>) -> Option<String> {
 pub struct DriverState {
     pub driver: Option<DriverName>,
     pub netdevs: Vec<String>,
+}
+
+/// What kind of device a PCI function is: its `vendor` and `class` in sysfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciIds {
+    pub vendor: u16,
+    /// Base class, subclass and programming interface (`0x020000`: an Ethernet controller).
+    pub class: u32,
+}
+
+impl PciIds {
+    /// Amazon's vendor ID, which ENA devices carry.
+    pub const ENA_VENDOR: u16 = 0x1d0f;
+    /// The network controller base class.
+    pub const NETWORK_CLASS: u8 = 0x02;
+
+    pub fn is_network(&self) -> bool {
+        (self.class >> 16) as u8 == Self::NETWORK_CLASS
+    }
+
+    pub fn is_ena_vendor(&self) -> bool {
+        self.vendor == Self::ENA_VENDOR
+    }
 }
 
 /// The PCI bus under a sysfs root (`/sys` in production).
@@ -135,6 +160,23 @@ impl PciBus {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(PciError::Read { path, source }),
         }
+    }
+
+    /// The device's vendor and class IDs.
+    pub fn ids(&self, pci: PciAddress) -> Result<PciIds> {
+        let dev = self.require(pci)?;
+        let read_hex = |file: &str| {
+            let path = dev.join(file);
+            let content =
+                std::fs::read_to_string(&path).map_err(|source| PciError::Read { path: path.clone(), source })?;
+            let hex = content.trim();
+            u32::from_str_radix(hex.strip_prefix("0x").unwrap_or(hex), 16)
+                .map_err(|_| PciError::BadId { path, content: hex.to_string() })
+        };
+        let vendor = read_hex("vendor")?;
+        let vendor = u16::try_from(vendor)
+            .map_err(|_| PciError::BadId { path: dev.join("vendor"), content: format!("{vendor:#x}") })?;
+        Ok(PciIds { vendor, class: read_hex("class")? })
     }
 
     /// The PCI device behind a host netdev, if it has one (veths and other virtual links do not).

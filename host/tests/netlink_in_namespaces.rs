@@ -77,3 +77,40 @@ fn opening_something_that_is_not_a_namespace_fails_clearly() {
     let err = NetNs::open("/run/netns/does-not-exist-nodeeni").expect_err("missing");
     assert!(err.to_string().contains("does-not-exist-nodeeni"), "{err}");
 }
+
+#[test]
+fn every_link_with_a_mac_and_the_default_route_links_are_listed() {
+    if !require_root("every_link_with_a_mac_and_the_default_route_links_are_listed") {
+        return;
+    }
+    let node = TestNs::new("nl-dflt");
+    for (name, peer) in [("eth1", "peer1"), ("decoy", "peer2"), ("up0", "peer3")] {
+        node.ip(&["link", "add", name, "type", "veth", "peer", "name", peer]);
+    }
+    node.ip(&["link", "set", "eth1", "address", "0a:00:00:00:02:01"]);
+    node.ip(&["link", "set", "decoy", "address", "0a:00:00:00:02:01"]);
+    let ns = NetNs::open(node.path()).expect("open");
+    let mut nl = Netlink::open_in(&ns).expect("socket in node ns");
+    let mut same: Vec<String> = nl
+        .links_by_mac("0a:00:00:00:02:01".parse().expect("mac"))
+        .expect("query")
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    same.sort();
+    assert_eq!(same, ["decoy", "eth1"]);
+    let eth1 = nl.link_by_name("eth1").expect("query").expect("exists");
+    assert_eq!((eth1.perm_mac, eth1.parent_pci), (None, None), "a veth has no hardware identity");
+
+    assert!(nl.default_route_links().expect("routes").is_empty());
+    for args in [
+        &["link", "set", "up0", "up"][..],
+        &["link", "set", "peer3", "up"],
+        &["addr", "add", "10.8.0.2/24", "dev", "up0"],
+        &["route", "add", "default", "via", "10.8.0.1", "dev", "up0"],
+    ] {
+        node.ip(args);
+    }
+    let up0 = nl.link_by_name("up0").expect("query").expect("exists");
+    assert_eq!(nl.default_route_links().expect("routes"), [up0.index]);
+}

@@ -112,3 +112,22 @@ fn a_driver_link_naming_an_unsafe_driver_is_an_error_not_a_path() {
     bus.bind(pci, &drv("vfio-pci"), T).expect_err("bind refuses");
     assert_eq!(std::fs::read_to_string(sys.root().join("bus/pci/drivers/vfio-pci/bind")).expect("bind"), "");
 }
+
+#[test]
+fn vendor_and_class_tell_an_ena_nic_from_other_devices() {
+    let (sys, bus, pci) = setup();
+    let ids = bus.ids(pci).expect("ids");
+    assert_eq!((ids.vendor, ids.class), (0x1d0f, 0x020000));
+    assert!(ids.is_ena_vendor() && ids.is_network());
+    // An NVMe disk (class 0x010802) and an Intel NIC.
+    sys.add_device("0000:00:1e.0", Some("nvme"), "x", 9, 0);
+    sys.set_ids("0000:00:1e.0", 0x1d0f, 0x010802);
+    let nvme = bus.ids("0000:00:1e.0".parse().expect("pci")).expect("ids");
+    assert!(nvme.is_ena_vendor() && !nvme.is_network(), "{nvme:?}");
+    sys.set_ids("0000:00:1e.0", 0x8086, 0x020000);
+    let intel = bus.ids("0000:00:1e.0".parse().expect("pci")).expect("ids");
+    assert!(!intel.is_ena_vendor() && intel.is_network(), "{intel:?}");
+    std::fs::write(sys.root().join("bus/pci/devices/0000:00:1e.0/vendor"), "zz\n").expect("garble");
+    let e = bus.ids("0000:00:1e.0".parse().expect("pci")).expect_err("not hex");
+    assert!(matches!(e, PciError::BadId { .. }) && e.to_string().contains("vendor"), "{e}");
+}

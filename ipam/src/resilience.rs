@@ -111,23 +111,25 @@ impl CircuitBreaker {
         }
     }
 
-    /// May a call go through now?
-    pub fn try_acquire(&self) -> bool {
+    /// May a call go through now? The admission must be settled with its outcome; dropped
+    /// unsettled (the call's future was dropped mid-flight), a half-open trial gives its place back.
+    pub fn admit(&self) -> Option<Admission<'_>> {
         let mut inner = self.lock();
         self.tick(&mut inner);
-        match &mut *inner {
-            Inner::Closed { .. } => true,
-            Inner::Open { .. } => false,
+        let trial = match &mut *inner {
+            Inner::Closed { .. } => false,
+            Inner::Open { .. } => return None,
             Inner::HalfOpen { in_flight, .. } if *in_flight < self.settings.half_open_max_requests => {
                 *in_flight += 1;
                 true
             }
-            Inner::HalfOpen { .. } => false,
-        }
+            Inner::HalfOpen { .. } => return None,
+        };
+        Some(Admission { breaker: self, trial, settled: false })
     }
 
     /// The service answered (success, or an error that is the caller's fault).
-    pub fn on_success(&self) {
+    fn on_success(&self) {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { failures } => *failures = 0,
@@ -144,7 +146,7 @@ impl CircuitBreaker {
     }
 
     /// The service failed (throttled, 5xx, timeout).
-    pub fn on_failure(&self) {
+    fn on_failure(&self) {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { failures } => {
@@ -159,6 +161,41 @@ impl CircuitBreaker {
                 *inner = Inner::Open { since: Instant::now() };
             }
             Inner::Open { .. } => {}
+        }
+    }
+}
+
+/// A call the breaker let through, to be settled with what the service did.
+#[derive(Debug)]
+#[must_use = "settle the admission with the call's outcome"]
+pub struct Admission<'a> {
+    breaker: &'a CircuitBreaker,
+    /// It holds one of the half-open state's trial places.
+    trial: bool,
+    settled: bool,
+}
+
+impl Admission<'_> {
+    /// The service answered (success, or an error that is the caller's fault).
+    pub fn success(mut self) {
+        self.settled = true;
+        self.breaker.on_success();
+    }
+
+    /// The service failed (throttled, 5xx, timeout).
+    pub fn failure(mut self) {
+        self.settled = true;
+        self.breaker.on_failure();
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.settled
+            && self.trial
+            && let Inner::HalfOpen { in_flight, .. } = &mut *self.breaker.lock()
+        {
+            *in_flight = in_flight.saturating_sub(1);
         }
     }
 }
@@ -305,10 +342,10 @@ impl Resilient {
         loop {
             attempt += 1;
             tracing::Span::current().record("attempt", attempt);
-            if !self.breaker.try_acquire() {
+            let Some(admission) = self.breaker.admit() else {
                 self.stats.add(op, "breaker_open");
                 return Err(CallError::BreakerOpen { op });
-            }
+            };
             let permit = if mutating { Some(self.limiter.acquire().await) } else { None };
             // The attempt alone: waiting for the rate limiter is not EC2's latency.
             let started = Instant::now();
@@ -317,7 +354,7 @@ impl Resilient {
             drop(permit);
             let error = match result {
                 Ok(v) => {
-                    self.breaker.on_success();
+                    admission.success();
                     self.stats.add(op, "ok");
                     return Ok(v);
                 }
@@ -325,17 +362,17 @@ impl Resilient {
             };
             match error.class() {
                 ErrorClass::NotFound => {
-                    self.breaker.on_success();
+                    admission.success();
                     self.stats.add(op, "not_found");
                     return Err(CallError::NotFound { op, error });
                 }
                 ErrorClass::Fatal => {
-                    self.breaker.on_success();
+                    admission.success();
                     self.stats.add(op, "fatal");
                     return Err(CallError::Fatal { op, error });
                 }
                 class @ (ErrorClass::Throttled | ErrorClass::Transient) => {
-                    self.breaker.on_failure();
+                    admission.failure();
                     self.stats.add(op, if class == ErrorClass::Throttled { "throttled" } else { "transient" });
                     if attempt >= self.retry.max_attempts {
                         return Err(CallError::Exhausted { op, attempts: attempt, last: error });
@@ -502,8 +539,34 @@ mod tests {
         });
         b.on_failure();
         tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(b.try_acquire() && b.try_acquire());
-        assert!(!b.try_acquire(), "a third trial waits");
+        let (first, second) = (b.admit().expect("first trial"), b.admit().expect("second trial"));
+        assert!(b.admit().is_none(), "a third trial waits");
+        first.success();
+        second.success();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_call_dropped_mid_flight_gives_its_place_back() {
+        let r = Resilient::new(
+            RetrySettings { max_attempts: 1, base_delay_ms: 1, max_delay_ms: 1 },
+            CircuitBreakerSettings {
+                failure_threshold: 1,
+                success_threshold: 1,
+                open_timeout_ms: 10,
+                half_open_max_requests: 1,
+            },
+            &RateLimitSettings { mutating_per_second: 100, burst: 100, max_concurrent: 4 },
+        );
+        r.breaker.admit().expect("closed").failure();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // The only trial place goes to a call whose future is dropped before EC2 answers (a pass
+        // cancelled at shutdown, a timeout around it).
+        let hung = r.call("DescribeInstances", false, std::future::pending::<Result<(), Fake>>);
+        assert!(tokio::time::timeout(Duration::from_millis(5), hung).await.is_err());
+        assert_eq!(r.breaker.state(), BreakerState::HalfOpen);
+        let ok = r.call("DescribeInstances", false, || async { Ok::<_, Fake>(()) }).await;
+        assert!(ok.is_ok(), "the place came back: {ok:?}");
+        assert_eq!(r.breaker.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

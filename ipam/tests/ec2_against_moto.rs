@@ -101,3 +101,77 @@ async fn the_client_does_every_pool_operation_against_moto() {
         .expect_err("unknown subnet");
     assert!(bad.to_string().contains("InvalidSubnetID.NotFound"), "{bad}");
 }
+
+/// A stand-in for EC2's DescribeNetworkInterfaces that pages as EC2 does (moto returns every item in
+/// one answer whatever MaxResults says): `total` ENIs, `MaxResults` per page, `NextToken` an offset.
+/// Returns its endpoint and the (MaxResults, NextToken) of each request.
+/// Each request's (MaxResults, NextToken), as the stand-in saw it.
+type PageRequests = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+fn paging_ec2(total: usize) -> (String, PageRequests) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(50) {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let form = String::from_utf8_lossy(&body).into_owned();
+            let param =
+                |k: &str| form.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
+            let (max, token) = (param("MaxResults"), param("NextToken"));
+            log.lock().expect("log").push((max.clone(), token.clone()));
+            let from: usize = token.parse().unwrap_or(0);
+            let to = (from + max.parse().unwrap_or(1000)).min(total);
+            let items: String = (from..to)
+                .map(|n| {
+                    format!(
+                        "<item><networkInterfaceId>eni-{n:08x}</networkInterfaceId><status>available</status></item>"
+                    )
+                })
+                .collect();
+            let next = if to < total { format!("<nextToken>{to}</nextToken>") } else { String::new() };
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeNetworkInterfacesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r</requestId><networkInterfaceSet>{items}</networkInterfaceSet>{next}</DescribeNetworkInterfacesResponse>"
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+        }
+    });
+    (endpoint, seen)
+}
+
+#[tokio::test]
+async fn listings_follow_every_page() {
+    let (endpoint, seen) = paging_ec2(12);
+    let mut ec2 = AwsEc2::from_client(sdk(&endpoint), &Ec2Settings::default());
+    ec2.page_size = 5;
+    let listed = ec2.enis_tagged(tags::CLUSTER, Some("paged")).await.expect("list");
+    let ids: std::collections::BTreeSet<_> = listed.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(listed.len(), 12, "every page read, not just the first: {ids:?}");
+    assert_eq!(ids.len(), 12, "no page read twice");
+    let requests = seen.lock().expect("log").clone();
+    let expected: Vec<(String, String)> =
+        [("5", ""), ("5", "5"), ("5", "10")].iter().map(|(m, t)| (m.to_string(), t.to_string())).collect();
+    assert_eq!(requests, expected, "page size sent, each next token followed once");
+    assert_eq!(ec2.resilience.stats.attempts("DescribeNetworkInterfaces"), 3, "one call per page");
+}

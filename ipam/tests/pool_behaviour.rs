@@ -310,6 +310,76 @@ async fn a_record_drained_by_someone_else_during_a_pass_stays_drained() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_drain_waits_for_the_pass_in_flight_and_no_pass_runs_during_it() {
+    let w = region();
+    let config = w.config(&w.pool("fast", 1, 1));
+    w.reconciler(config).reconcile().await.expect("warm one");
+    // The loop's next pass (the pool grown to two) is slow to resolve its pools; `drain` starts
+    // meanwhile, as the command does: marker first, then the drain.
+    let grown = w.config(&w.pool("fast", 2, 1));
+    let mut r = w.reconciler(grown.clone());
+    let (_configs_tx, configs) = watch::channel(Arc::new(grown.clone()));
+    let (count, mut counted) = watch::channel((0u64, 0u64));
+    let mut observer = Passes { count, last: None };
+    let (now, stop) = (tokio::sync::Notify::new(), tokio_util::sync::CancellationToken::new());
+    w.ec2.set_latency("DescribeSecurityGroups", 5 * SECOND);
+    let lookups = w.ec2.calls("DescribeSubnets");
+    let drainer = w.reconciler(grown);
+    let drain = async {
+        while w.ec2.calls("DescribeSubnets") == lookups {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        std::fs::write(w.state.path().join(DRAIN_MARKER), b"drain").expect("marker");
+        let report = drainer.drain(120 * SECOND).await.expect("drain");
+        assert_eq!(counted.borrow().0, 1, "the pass in flight finished before the drain began");
+        assert_eq!(report.deleted.len(), 2, "both ENIs, the one the pass made included: {report:?}");
+        now.notify_one();
+        counted.wait_for(|(_, paused)| *paused >= 1).await.expect("loop alive");
+        stop.cancel();
+    };
+    tokio::join!(r.run(configs, &now, &stop, LoopSettings::default(), &mut observer), drain);
+    assert!(w.node_enis().is_empty(), "nothing re-created: {:#?}", w.node_enis());
+}
+
+/// While a pass waits for the node-state lock (the CNI holds it), the runtime's other tasks — health,
+/// Allocate, metrics in the daemon — go on, even with one worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_pass_waiting_for_the_node_state_lock_does_not_stall_other_tasks() {
+    let w = region();
+    let r = Arc::new(w.reconciler(w.config(&w.pool("fast", 1, 1))));
+    r.reconcile().await.expect("warm");
+    // Another process (the CNI) holds the node-state lock for a while.
+    let lock = w.state.path().join("node-state.lock");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _guard = nodeeni_state::lock::acquire(&lock, "node state", true, false, SECOND).expect("lock");
+        held_tx.send(()).expect("tell");
+        std::thread::sleep(Duration::from_millis(800));
+    });
+    held_rx.recv().expect("held");
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    // The pass runs on the runtime's one worker, as the daemon's pool task does.
+    let pass = tokio::spawn({
+        let r = r.clone();
+        async move { r.reconcile().await.map(|_| ()).map_err(|e| e.to_string()) }
+    });
+    pass.await.expect("joined").expect("a pass once the lock is free");
+    ticker.abort();
+    holder.join().expect("holder");
+    let n = ticks.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 20, "the other task ran only {n} times while the pass waited ~800 ms for the lock");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stuck_detach_does_not_stop_other_pools_converging() {
     let w = region();
     let r = w.reconciler(w.config(&format!("{}{}", w.pool("old", 1, 1), w.pool("grow", 1, 2))));

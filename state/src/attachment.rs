@@ -2,7 +2,7 @@
 //! updated as ADD goes, so DEL can undo it exactly even when the daemon is down, the prevResult is
 //! missing, or ADD itself was killed halfway.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nodeeni_conf::cni::{CniResult, ContainerId, HandOver};
 use nodeeni_conf::net::IpNet;
@@ -31,6 +31,10 @@ pub struct HostLinkState {
     pub addresses: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// The link's ifindex when ADD took it: it keeps it in the pod, and no link a pod makes can have
+    /// it while the ENI does, so it tells the ENI from a look-alike where no hardware identity does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
 }
 
 /// How far ADD got.
@@ -140,15 +144,52 @@ pub struct AttachmentRecord {
     pub created_unix: u64,
 }
 
-/// Attachment records in `<state_dir>/attachments`, one file per (container, ifname).
+/// Attachment records in `<state_dir>/attachments`, one file per (container, ifname). Each file
+/// carries the boot it was written in (`bootId`, beside the record's fields): a record of an earlier
+/// boot describes a pod namespace that died with that boot, and undoing it now would disturb the ENI
+/// as this boot's daemon prepared it, so such a record is dropped when it is next read.
 #[derive(Debug, Clone)]
 pub struct AttachmentStore {
     dir: PathBuf,
+    /// This boot's ID; None where the kernel does not say (then no record is taken for stale).
+    boot: Option<String>,
 }
+
+const BOOT_KEY: &str = "bootId";
 
 impl AttachmentStore {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        Self { dir: state_dir.into().join("attachments") }
+        let boot = std::fs::read_to_string(crate::node::BOOT_ID_PATH)
+            .ok()
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty());
+        Self { dir: state_dir.into().join("attachments"), boot }
+    }
+
+    /// The same store as if the node were in boot `boot` (tests).
+    pub fn with_boot_id(mut self, boot: Option<String>) -> Self {
+        self.boot = boot;
+        self
+    }
+
+    /// The record in `bytes`, or None when it was written in another boot (then the file goes).
+    fn read_record(&self, path: &Path, bytes: &[u8]) -> Result<Option<AttachmentRecord>, AttachmentError> {
+        let corrupt = |source| AttachmentError::Corrupt { path: path.to_path_buf(), source };
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let written_in = value.as_object_mut().and_then(|o| o.remove(BOOT_KEY));
+        let record: AttachmentRecord = serde_json::from_value(value).map_err(corrupt)?;
+        if let (Some(serde_json::Value::String(then)), Some(now)) = (&written_in, &self.boot)
+            && then != now
+        {
+            tracing::info!(path = %path.display(), boot = then, "attachment record of an earlier boot: its pod is gone; dropped");
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(AttachmentError::Io { path: path.to_path_buf(), source }),
+            }
+            return Ok(None);
+        }
+        Ok(Some(record))
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -163,7 +204,7 @@ impl AttachmentStore {
     pub fn load(&self, container_id: &ContainerId, ifname: &str) -> Result<Option<AttachmentRecord>, AttachmentError> {
         let path = self.path(container_id, ifname);
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| AttachmentError::Corrupt { path, source }),
+            Ok(b) => self.read_record(&path, &b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(AttachmentError::Io { path, source }),
         }
@@ -173,10 +214,14 @@ impl AttachmentStore {
         let io = |path: &PathBuf, source| AttachmentError::Io { path: path.clone(), source };
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let path = self.path(&record.container_id, &record.ifname);
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|source| AttachmentError::Corrupt { path: path.clone(), source })?;
-        // A reboot ends every pod namespace and with it what a record is for: crash safety is enough.
-        replace(&path, &bytes, Durability::ProcessCrash).map_err(|e| io(&path, e))
+        let corrupt = |source| AttachmentError::Corrupt { path: path.clone(), source };
+        let mut value = serde_json::to_value(record).map_err(corrupt)?;
+        if let (Some(o), Some(boot)) = (value.as_object_mut(), &self.boot) {
+            o.insert(BOOT_KEY.into(), serde_json::Value::String(boot.clone()));
+        }
+        let bytes = serde_json::to_vec_pretty(&value).map_err(corrupt)?;
+        // Durable: after a power loss the record must be whole (or the old one), never torn.
+        replace(&path, &bytes, Durability::PowerLoss).map_err(|e| io(&path, e))
     }
 
     pub fn remove(&self, container_id: &ContainerId, ifname: &str) -> Result<(), AttachmentError> {
@@ -189,6 +234,9 @@ impl AttachmentStore {
     }
 
     /// Every record (unreadable files are reported, not skipped silently).
+    /// Every record. One that cannot be read as a record is quarantined — renamed aside to
+    /// `<name>.corrupt-<unix time>`, logged — so a single torn or forged file cannot fail every ADD
+    /// and GC of the node; [`Self::quarantined`] counts them.
     pub fn list(&self) -> Result<Vec<AttachmentRecord>, AttachmentError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -202,9 +250,31 @@ impl AttachmentStore {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(|source| AttachmentError::Io { path: path.clone(), source })?;
-            out.push(serde_json::from_slice(&bytes).map_err(|source| AttachmentError::Corrupt { path, source })?);
+            match self.read_record(&path, &bytes) {
+                Ok(Some(record)) => out.push(record),
+                Ok(None) => {}
+                Err(AttachmentError::Corrupt { source: error, .. }) => {
+                    let aside = path.with_extension(format!("json.corrupt-{}", crate::node::now_unix()));
+                    match std::fs::rename(&path, &aside) {
+                        Ok(()) => {
+                            tracing::error!(path = %path.display(), aside = %aside.display(), %error, "attachment record unreadable; quarantined")
+                        }
+                        Err(e) => return Err(AttachmentError::Io { path, source: e }),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
+    }
+
+    /// How many records were quarantined as unreadable.
+    pub fn quarantined(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".json.corrupt-")).count()
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -231,7 +301,14 @@ mod tests {
             eni_id: None,
             mac: Some("0a:00:00:00:00:01".parse().expect("mac")),
             pci: None,
-            host: Some(HostLinkState { name: "eth1".into(), mtu: 1500, up: false, addresses: vec![], alias: None }),
+            host: Some(HostLinkState {
+                name: "eth1".into(),
+                mtu: 1500,
+                up: false,
+                addresses: vec![],
+                alias: None,
+                ifindex: None,
+            }),
             dpdk_driver: None,
             driver_before: DriverBefore::NotCaptured,
             netdevs_before: vec![],
@@ -361,11 +438,14 @@ mod tests {
         let store = AttachmentStore::new(dir.path());
         std::fs::create_dir_all(store.dir()).expect("mkdir");
         let bad_id = OLD_DPDK_FROM_ENA.replace(r#""containerId": "c1""#, r#""containerId": "../etc""#);
-        std::fs::write(store.dir().join("x@dpdk0.json"), bad_id).expect("write");
-        assert!(matches!(store.list(), Err(AttachmentError::Corrupt { .. })));
+        std::fs::write(store.dir().join("x@dpdk0.json"), &bad_id).expect("write");
+        std::fs::write(store.path(&id("c1"), "dpdk0"), &bad_id).expect("write");
+        assert!(matches!(store.load(&id("c1"), "dpdk0"), Err(AttachmentError::Corrupt { .. })));
+        assert_eq!(store.list().expect("listed"), [], "unreadable records are set aside, not listed");
+        assert_eq!(store.quarantined(), 2);
         let bad_driver = OLD_DPDK_FROM_ENA.replace(r#""mode": "dpdk""#, r#""mode": "dpdk", "dpdkDriver": "e1000""#);
-        std::fs::write(store.dir().join("x@dpdk0.json"), bad_driver).expect("write");
-        assert!(matches!(store.list(), Err(AttachmentError::Corrupt { .. })));
+        std::fs::write(store.path(&id("c1"), "dpdk0"), bad_driver).expect("write");
+        assert!(matches!(store.load(&id("c1"), "dpdk0"), Err(AttachmentError::Corrupt { .. })));
         // The driver to restore becomes a path under bus/pci/drivers: one that would leave it is refused.
         for unsafe_name in ["../../x", "a/b", "..", ""] {
             let bad_before =
@@ -383,5 +463,35 @@ mod tests {
         assert_eq!(serde_json::to_value(DriverBefore::Unbound).expect("unbound"), serde_json::Value::Null);
         let json = serde_json::to_value(record("c", "net1")).expect("record");
         assert!(json.get("driverBefore").is_none(), "{json}");
+    }
+
+    #[test]
+    fn an_unreadable_record_is_quarantined_and_the_rest_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AttachmentStore::new(dir.path());
+        let good = record("keep", "net1");
+        store.save(&good).expect("save");
+        std::fs::write(store.dir().join("torn@net1.json"), b"{\"containerId\": \"torn\", \"ifn").expect("torn");
+        let listed = store.list().expect("one bad file does not fail the listing");
+        assert_eq!(listed, vec![good]);
+        assert_eq!(store.quarantined(), 1);
+        assert!(!store.dir().join("torn@net1.json").exists(), "moved aside");
+        assert_eq!(store.list().expect("again").len(), 1, "and not looked at again");
+    }
+
+    #[test]
+    fn records_of_an_earlier_boot_are_dropped_not_undone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = AttachmentStore::new(dir.path()).with_boot_id(Some("boot-1".into()));
+        before.save(&record("old", "net1")).expect("save");
+        assert!(before.load(&id("old"), "net1").expect("load").is_some(), "same boot: kept");
+        let after = AttachmentStore::new(dir.path()).with_boot_id(Some("boot-2".into()));
+        after.save(&record("new", "net1")).expect("save");
+        assert_eq!(after.list().expect("list"), vec![record("new", "net1")], "the earlier boot's record is gone");
+        assert!(!after.path(&id("old"), "net1").exists());
+        assert_eq!(after.load(&id("old"), "net1").expect("load"), None, "a DEL for it finds nothing to undo");
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(after.path(&id("new"), "net1")).expect("read")).expect("json");
+        assert_eq!(raw["bootId"], "boot-2");
     }
 }

@@ -162,17 +162,44 @@ impl EniRecord {
 #[serde(rename_all = "camelCase")]
 pub struct NodeState {
     pub version: u32,
+    /// The boot (`/proc/sys/kernel/random/boot_id`) whose pods the allocations belong to. The first
+    /// writer after a reboot finds another boot here and releases every allocation: their pods died
+    /// with the boot, and no DEL will come for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     #[serde(default)]
     pub enis: Vec<EniRecord>,
 }
 
 impl Default for NodeState {
     fn default() -> Self {
-        Self { version: SCHEMA_VERSION, enis: Vec::new() }
+        Self { version: SCHEMA_VERSION, boot_id: None, enis: Vec::new() }
     }
 }
 
 impl NodeState {
+    /// Brings the state into boot `boot`: allocations made in another boot are released (their pods
+    /// are gone). A state that names no boot (written before boot IDs were kept) is taken to be of
+    /// this one: releasing on a guess would hand running pods' ENIs to others. Returns what it released.
+    pub fn settle_boot(&mut self, boot: &str) -> Vec<EniId> {
+        let mut released = Vec::new();
+        match self.boot_id.as_deref() {
+            Some(b) if b == boot => {}
+            None => self.boot_id = Some(boot.to_string()),
+            Some(_) => {
+                for e in &mut self.enis {
+                    if e.allocation.take().is_some()
+                        && let Some(id) = &e.eni_id
+                    {
+                        released.push(id.clone());
+                    }
+                }
+                self.boot_id = Some(boot.to_string());
+            }
+        }
+        released
+    }
+
     pub fn eni(&self, id: &EniId) -> Option<&EniRecord> {
         self.enis.iter().find(|e| e.eni_id.as_ref() == Some(id))
     }
@@ -205,11 +232,26 @@ pub fn now_unix() -> u64 {
 #[derive(Debug, Clone)]
 pub struct NodeStore {
     dir: PathBuf,
+    /// This boot's ID; None where the kernel does not say (then nothing is released).
+    boot: Option<String>,
 }
+
+/// Where the kernel names the current boot.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The previous good copy of the node state, kept beside it for a torn write to fall back to.
+pub const PREVIOUS_FILE: &str = "node-state.json.prev";
 
 impl NodeStore {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        Self { dir: state_dir.into() }
+        let boot = std::fs::read_to_string(BOOT_ID_PATH).ok().map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
+        Self { dir: state_dir.into(), boot }
+    }
+
+    /// The same store as if the node were in boot `boot` (tests).
+    pub fn with_boot_id(mut self, boot: Option<String>) -> Self {
+        self.boot = boot;
+        self
     }
 
     pub fn path(&self) -> PathBuf {
@@ -226,25 +268,64 @@ impl NodeStore {
         Ok(acquire(&self.dir.join(LOCK_FILE), "node state", exclusive, false, timeout)?)
     }
 
-    fn read_unlocked(&self) -> Result<NodeState, StoreError> {
+    fn parse(path: &Path, bytes: &[u8]) -> Result<NodeState, StoreError> {
+        let state: NodeState =
+            serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })?;
+        if state.version != SCHEMA_VERSION {
+            return Err(StoreError::Version { path: path.to_path_buf(), found: state.version });
+        }
+        Ok(state)
+    }
+
+    /// The state read into this boot (allocations of an earlier boot released), and the state as
+    /// the file has it — None when the file was torn (power lost after a rename landed but before
+    /// its data did) and the previous good copy was read instead.
+    fn read_unlocked(&self) -> Result<(NodeState, Option<NodeState>), StoreError> {
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(NodeState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Nothing on disk: an update that changes nothing writes nothing, boot stamp or not.
+                let empty = self.in_this_boot(NodeState::default());
+                return Ok((empty.clone(), Some(empty)));
+            }
             Err(source) => return Err(StoreError::Read { path, source }),
         };
-        let state: NodeState =
-            serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
-        if state.version != SCHEMA_VERSION {
-            return Err(StoreError::Version { path, found: state.version });
+        let (state, on_disk) = match Self::parse(&path, &bytes) {
+            Ok(state) => (state.clone(), Some(state)),
+            Err(torn @ StoreError::Corrupt { .. }) => {
+                let previous = self.dir.join(PREVIOUS_FILE);
+                let Ok(state) =
+                    std::fs::read(&previous).map_err(|_| ()).and_then(|b| Self::parse(&previous, &b).map_err(|_| ()))
+                else {
+                    return Err(torn);
+                };
+                tracing::error!(error = %torn, previous = %previous.display(), "node state unreadable; using the previous good copy (the daemon reconciles the rest from EC2)");
+                (state, None)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((self.in_this_boot(state), on_disk))
+    }
+
+    fn in_this_boot(&self, mut state: NodeState) -> NodeState {
+        if let Some(boot) = &self.boot {
+            let released = state.settle_boot(boot);
+            if !released.is_empty() {
+                tracing::warn!(
+                    ?released,
+                    boot,
+                    "the node rebooted: ENIs held by pods of the earlier boot are free again"
+                );
+            }
         }
-        Ok(state)
+        state
     }
 
     /// A consistent snapshot, read under a shared lock. A missing file is an empty state.
     pub fn load(&self, timeout: Duration) -> Result<NodeState, StoreError> {
         let _guard = self.lock(false, timeout)?;
-        self.read_unlocked()
+        Ok(self.read_unlocked()?.0)
     }
 
     /// Reads, lets `f` change the state, and writes it back atomically and durably (power loss
@@ -269,20 +350,30 @@ impl NodeStore {
         E: From<StoreError>,
     {
         let _guard = self.lock(true, timeout)?;
-        let mut state = self.read_unlocked()?;
-        let before = state.clone();
+        let (mut state, on_disk) = self.read_unlocked()?;
         let out = f(&mut state)?;
-        if state != before {
-            self.write_unlocked(&state, durability)?;
+        // Settling into this boot is a change too: it is compared with the file as it was.
+        if on_disk.as_ref() != Some(&state) {
+            let bytes = serde_json::to_vec_pretty(&state)
+                .map_err(|source| StoreError::Corrupt { path: self.path(), source })?;
+            self.write_unlocked(&bytes, on_disk.is_some(), durability)?;
         }
         Ok(out)
     }
 
-    fn write_unlocked(&self, state: &NodeState, durability: Durability) -> Result<(), StoreError> {
+    /// Replaces the state with `bytes`, keeping what was there (when it was good) as the previous
+    /// copy: a hard link, so the old content stays whole whatever happens to the new.
+    fn write_unlocked(&self, bytes: &[u8], keep_previous: bool, durability: Durability) -> Result<(), StoreError> {
         let path = self.path();
-        let bytes =
-            serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
-        replace(&path, &bytes, durability).map_err(|source| StoreError::Write { path, source })
+        let write = |path: &Path, source| StoreError::Write { path: path.to_path_buf(), source };
+        if keep_previous && path.exists() {
+            let previous = self.dir.join(PREVIOUS_FILE);
+            let staged = self.dir.join(format!(".{PREVIOUS_FILE}.{}", std::process::id()));
+            let _ = std::fs::remove_file(&staged);
+            std::fs::hard_link(&path, &staged).map_err(|e| write(&staged, e))?;
+            std::fs::rename(&staged, &previous).map_err(|e| write(&previous, e))?;
+        }
+        replace(&path, bytes, durability).map_err(|source| write(&path, source))
     }
 }
 
@@ -409,7 +500,7 @@ mod tests {
     #[test]
     fn a_node_state_in_the_old_format_reads_typed_and_writes_back_the_same() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = NodeStore::new(dir.path());
+        let store = NodeStore::new(dir.path()).with_boot_id(None); // the format alone; boots are tested below
         std::fs::write(store.path(), OLD_STATE).expect("write");
         let state = store.load(Duration::from_secs(1)).expect("the old file reads");
         let dp = &state.enis[0];
@@ -481,5 +572,81 @@ mod tests {
             h.join().expect("thread");
         }
         assert_eq!(store.load(Duration::from_secs(1)).expect("load").enis.len(), 80);
+    }
+
+    fn held(id: &str) -> EniRecord {
+        EniRecord {
+            allocation: Some(Allocation {
+                container_id: "pod-1".parse().expect("container id"),
+                ifname: "net1".into(),
+                netns: None,
+                since_unix: 0,
+            }),
+            ..record(id, "fast")
+        }
+    }
+
+    #[test]
+    fn a_reboot_frees_what_pods_of_the_earlier_boot_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = NodeStore::new(dir.path()).with_boot_id(Some("boot-1".into()));
+        before
+            .update(Duration::from_secs(1), |s| {
+                s.enis.push(held("eni-00000001"));
+                Ok::<_, StoreError>(())
+            })
+            .expect("claim");
+        assert!(before.load(Duration::from_secs(1)).expect("load").enis[0].allocation.is_some(), "same boot: held");
+        let after = NodeStore::new(dir.path()).with_boot_id(Some("boot-2".into()));
+        // A reader (health, Allocate) already sees it free; the first writer (daemon or CNI) makes it so.
+        assert!(after.load(Duration::from_secs(1)).expect("load").enis[0].is_free());
+        after.update(Duration::from_secs(1), |_| Ok::<_, StoreError>(())).expect("any update");
+        let on_disk: NodeState = serde_json::from_slice(&std::fs::read(after.path()).expect("read")).expect("json");
+        assert_eq!(on_disk.boot_id.as_deref(), Some("boot-2"));
+        assert!(on_disk.enis[0].allocation.is_none(), "released on disk");
+    }
+
+    #[test]
+    fn a_state_from_before_boot_ids_is_taken_as_this_boots() {
+        // Upgrading the daemon while pods run must not free their ENIs.
+        let dir = tempfile::tempdir().expect("tempdir");
+        NodeStore::new(dir.path())
+            .with_boot_id(None)
+            .update(Duration::from_secs(1), |s| {
+                s.enis.push(held("eni-00000001"));
+                Ok::<_, StoreError>(())
+            })
+            .expect("claim");
+        let store = NodeStore::new(dir.path()).with_boot_id(Some("boot-1".into()));
+        assert!(store.load(Duration::from_secs(1)).expect("load").enis[0].allocation.is_some());
+    }
+
+    #[test]
+    fn a_torn_state_falls_back_to_the_previous_good_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path()).with_boot_id(Some("b".into()));
+        for id in ["eni-00000001", "eni-00000002"] {
+            store
+                .update(Duration::from_secs(1), |s| {
+                    s.enis.push(record(id, "fast"));
+                    Ok::<_, StoreError>(())
+                })
+                .expect("update");
+        }
+        // Power lost after the rename landed but before its data did: the file is empty.
+        std::fs::write(store.path(), b"").expect("tear");
+        let state = store.load(Duration::from_secs(1)).expect("the previous copy is read");
+        assert_eq!(state.enis.len(), 1, "as of the write before the torn one");
+        // The next write starts from it and leaves the torn file behind; the torn one never becomes
+        // the previous copy.
+        store
+            .update(Duration::from_secs(1), |s| {
+                s.enis.push(record("eni-00000003", "fast"));
+                Ok::<_, StoreError>(())
+            })
+            .expect("update");
+        assert_eq!(store.load(Duration::from_secs(1)).expect("load").enis.len(), 2);
+        std::fs::write(store.path(), b"{").expect("tear again");
+        assert_eq!(store.load(Duration::from_secs(1)).expect("previous").enis.len(), 1);
     }
 }

@@ -73,11 +73,13 @@ impl FakeSysfs {
         self.root().join("bus/pci/devices").join(pci)
     }
 
-    /// Adds a device bound to `driver`, with netdev `netdev` when the driver is a network driver.
+    /// Adds a device bound to `driver`, with netdev `netdev` when the driver is a network driver. It is
+    /// an ENA device (vendor 0x1d0f, class 0x020000) unless [`FakeSysfs::set_ids`] says otherwise.
     pub fn add_device(&self, pci: &str, driver: Option<&str>, netdev: &str, iommu_group: u32, numa_node: i32) {
         let dev = self.dev(pci);
         std::fs::create_dir_all(&dev).expect("mkdir dev");
         std::fs::write(dev.join("driver_override"), b"(null)\n").expect("override");
+        self.set_ids(pci, 0x1d0f, 0x020000);
         std::fs::write(dev.join("numa_node"), format!("{numa_node}\n")).expect("numa");
         let group = self.root().join("kernel/iommu_groups").join(iommu_group.to_string());
         std::fs::create_dir_all(&group).expect("group");
@@ -86,6 +88,13 @@ impl FakeSysfs {
         if let Some(d) = driver {
             attach(self.root(), pci, d, &self.shared);
         }
+    }
+
+    /// Makes the device another kind: its `vendor` and `class` files, as the kernel writes them.
+    pub fn set_ids(&self, pci: &str, vendor: u16, class: u32) {
+        let dev = self.dev(pci);
+        std::fs::write(dev.join("vendor"), format!("{vendor:#06x}\n")).expect("vendor");
+        std::fs::write(dev.join("class"), format!("{class:#08x}\n")).expect("class");
     }
 
     /// From now on, binding to `driver` fails the way a failed probe does (the device stays unbound).

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use std::time::Duration;
 
-use nodeeni_conf::cni::{CniEnv, CniResult, HandOver, NetConf};
+use nodeeni_conf::cni::{CniEnv, CniResult, HandOver, NetConf, NodeSettings};
 use nodeeni_conf::net::IpNet;
 use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{MacAddr, PciAddress};
@@ -72,12 +72,12 @@ const IPAM_RESULT: &str = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.1.20/
 fn add_calls() -> Vec<Call> {
     vec![
         pod(Op::LinkByName("net1".into())),
-        host(Op::LinkByMac(mac())),
+        host(Op::LinksByMac(mac())),
         host(Op::Addresses(ETH1)), // CAPTURE; the record is written after it, then IPAM ADD runs
         host(Op::SetUp(ETH1, false)), // DOWN
         host(Op::SetAlias(ETH1, "eth1".into())),
         host(Op::MoveToNetns(ETH1, Some(Side::Pod))), // MOVE
-        pod(Op::LinkByMac(mac())),
+        pod(Op::LinksByMac(mac())),
         pod(Op::SetName(ETH1, "net1".into())), // RENAME
         pod(Op::SetMtu(ETH1, 1400)),           // MTU
         pod(Op::SetUp(ETH1, true)),
@@ -95,7 +95,7 @@ fn expected_rollback(step: usize) -> Vec<Call> {
         return Vec::new(); // nothing changed and nothing recorded yet
     }
     let moved = step > MOVE;
-    let mut want = vec![pod(Op::LinkByMac(mac()))];
+    let mut want = vec![pod(Op::LinksByMac(mac()))];
     if moved {
         want.push(pod(Op::SetUp(ETH1, false)));
         if step > RENAME {
@@ -103,7 +103,7 @@ fn expected_rollback(step: usize) -> Vec<Call> {
         }
         want.push(pod(Op::MoveToNetns(ETH1, Some(Side::Host))));
     }
-    want.push(host(Op::LinkByMac(mac())));
+    want.push(host(Op::LinksByMac(mac())));
     if step > MTU {
         want.push(host(Op::SetMtu(ETH1, 1450)));
     }
@@ -127,6 +127,7 @@ struct Bed {
     bin: PathBuf,
     env: CniEnv,
     conf: NetConf,
+    settings: NodeSettings,
     _dir: tempfile::TempDir,
 }
 
@@ -168,16 +169,17 @@ impl Bed {
             conf.extend(extra.clone());
         }
         let conf = NetConf::parse(conf.to_string().as_bytes()).expect("conf");
+        let settings = NodeSettings::resolve(None, &conf).expect("standalone settings");
         // Two handles the fake tells apart by descriptor; the namespace itself is never entered.
         let (host_ns, pod_ns) = (NetNs::current().expect("host ns"), NetNs::current().expect("pod ns"));
         let fake = Fake::new(links);
         fake.name_namespace(Side::Host, &host_ns);
         fake.name_namespace(Side::Pod, &pod_ns);
-        Self { fake, host_ns, pod_ns, bin, env, conf, _dir: dir }
+        Self { fake, host_ns, pod_ns, bin, env, conf, settings, _dir: dir }
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx::new(&self.env, &self.conf)
+        Ctx::new(&self.env, &self.conf, &self.settings)
     }
 
     fn add(&self) -> crate::error::Result<CniResult> {
@@ -243,15 +245,18 @@ fn a_kernel_add_moves_the_link_in_and_del_puts_it_back_exactly() {
 
     let record = bed.record().expect("record");
     assert_eq!(record.phase, Phase::Added);
+    let captured = record.host.clone().expect("host state");
+    assert!(captured.ifindex.is_some(), "the ENI's ifindex is recorded, to tell it from look-alikes at DEL");
     assert_eq!(
-        record.host,
-        Some(HostLinkState {
+        HostLinkState { ifindex: None, ..captured },
+        HostLinkState {
             name: "eth1".into(),
             mtu: 1450,
             up: true,
             addresses: vec![net("192.0.2.5/24")],
-            alias: None
-        })
+            alias: None,
+            ifindex: None,
+        }
     );
 
     let before_del = bed.fake.calls().len();
@@ -259,11 +264,11 @@ fn a_kernel_add_moves_the_link_in_and_del_puts_it_back_exactly() {
     assert_eq!(
         bed.fake.calls()[before_del..],
         [
-            pod(Op::LinkByMac(mac())),
+            pod(Op::LinksByMac(mac())),
             pod(Op::SetUp(ETH1, false)),
             pod(Op::SetName(ETH1, "eth1".into())),
             pod(Op::MoveToNetns(ETH1, Some(Side::Host))),
-            host(Op::LinkByMac(mac())),
+            host(Op::LinksByMac(mac())),
             host(Op::SetMtu(ETH1, 1450)),
             host(Op::Addresses(ETH1)),
             host(Op::AddAddress(ETH1, net("192.0.2.5/24"))),
@@ -328,7 +333,7 @@ fn a_rollback_that_fails_keeps_going_and_reports_every_failed_step() {
     let bed = Bed::new(original());
     let route = add_calls().len() - 1;
     bed.fake.fail_call(route);
-    // The rollback's move home fails: pod LinkByMac, SetUp, SetName, then MoveToNetns.
+    // The rollback's move home fails: pod LinksByMac, SetUp, SetName, then MoveToNetns.
     bed.fake.fail_call(route + 4);
     bed.fail_ipam_del(true);
     let err = bed.add().expect_err("ADD fails");
@@ -345,7 +350,7 @@ fn a_rollback_that_fails_keeps_going_and_reports_every_failed_step() {
         cni.msg
     );
     // Restoring on the host was tried too: the link was not there (still in the pod).
-    assert!(bed.fake.calls()[route + 4..].contains(&host(Op::LinkByMac(mac()))));
+    assert!(bed.fake.calls()[route + 4..].contains(&host(Op::LinksByMac(mac()))));
     let record = bed.record().expect("the record stays for DEL to retry");
     assert_eq!(record.phase, Phase::Adding);
 
@@ -359,7 +364,7 @@ fn a_del_whose_restore_fails_is_a_cleanup_error_and_can_be_retried() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let bed = Bed::new(original());
     bed.add().expect("ADD");
-    // DEL: pod LinkByMac, SetUp, SetName, MoveToNetns, host LinkByMac, SetMtu <- fails.
+    // DEL: pod LinksByMac, SetUp, SetName, MoveToNetns, host LinksByMac, SetMtu <- fails.
     bed.fake.fail_call(add_calls().len() + 6);
     let undo = bed.del().expect_err("restore fails");
     assert!(matches!(undo.iter().collect::<Vec<_>>()[..], [UndoError::RestoreOnHost(_)]), "{undo}");

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
-use nodeeni_conf::MacAddr;
 use nodeeni_conf::net::IpNet;
+use nodeeni_conf::{MacAddr, PciAddress};
 use nodeeni_host::netlink::{Link, NetlinkError};
 use nodeeni_host::netns::NetNs;
 
@@ -40,7 +40,7 @@ pub enum Side {
 pub enum Op {
     LinkByName(String),
     LinkByIndex(u32),
-    LinkByMac(MacAddr),
+    LinksByMac(MacAddr),
     Addresses(u32),
     SetUp(u32, bool),
     SetName(u32, String),
@@ -78,11 +78,26 @@ pub struct FakeLink {
     pub alias: Option<String>,
     pub addresses: Vec<IpNet>,
     pub routes: Vec<FakeRoute>,
+    /// The hardware identity a real NIC reports (IFLA_PERM_ADDRESS, the parent PCI device).
+    pub perm_mac: Option<MacAddr>,
+    pub parent_pci: Option<PciAddress>,
 }
 
 impl FakeLink {
     pub fn new(side: Side, index: u32, name: &str, mac: Option<MacAddr>, mtu: u32, up: bool) -> Self {
-        Self { side, index, name: name.into(), mac, mtu, up, alias: None, addresses: Vec::new(), routes: Vec::new() }
+        Self {
+            side,
+            index,
+            name: name.into(),
+            mac,
+            mtu,
+            up,
+            alias: None,
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            perm_mac: None,
+            parent_pci: None,
+        }
     }
 
     fn link(&self) -> Link {
@@ -93,6 +108,8 @@ impl FakeLink {
             mtu: self.mtu,
             up: self.up,
             alias: self.alias.clone(),
+            perm_mac: self.perm_mac,
+            parent_pci: self.parent_pci,
         }
     }
 }
@@ -196,8 +213,13 @@ impl LinkOps for FakeLinks {
         self.call(Op::LinkByIndex(index), |w, side, _| Ok(w.find(side, |l| l.index == index)))
     }
 
-    fn link_by_mac(&mut self, mac: MacAddr) -> Result<Option<Link>, NetlinkError> {
-        self.call(Op::LinkByMac(mac), |w, side, _| Ok(w.find(side, |l| l.mac == Some(mac))))
+    fn links_by_mac(&mut self, mac: MacAddr) -> Result<Vec<Link>, NetlinkError> {
+        self.call(Op::LinksByMac(mac), |w, side, _| {
+            let mut found: Vec<&FakeLink> =
+                w.links.iter().filter(|l| l.side == side && (l.mac == Some(mac) || l.perm_mac == Some(mac))).collect();
+            found.sort_by_key(|l| l.index);
+            Ok(found.into_iter().map(FakeLink::link).collect())
+        })
     }
 
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {

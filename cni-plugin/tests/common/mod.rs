@@ -62,6 +62,9 @@ pub struct NodeBox {
     pub state: tempfile::TempDir,
     pub sysfs: FakeSysfs,
     pub log: PathBuf,
+    /// Root's folder for this box's node file (NODEENI_NODE_FILE points into it; absent until written,
+    /// so the machine's own /etc/nodeeni/node.json never leaks into a test).
+    pub etc: tempfile::TempDir,
 }
 
 impl NodeBox {
@@ -71,7 +74,8 @@ impl NodeBox {
         vpc.add_subnet(SUBNET);
         let state = tempfile::tempdir().expect("state dir");
         let log = state.path().join("cni.log");
-        Self { node, vpc, state, sysfs: FakeSysfs::new(), log }
+        let etc = tempfile::tempdir().expect("etc dir");
+        Self { node, vpc, state, sysfs: FakeSysfs::new(), log, etc }
     }
 
     /// An ENI stand-in on the node, wired to the subnet.
@@ -100,12 +104,52 @@ impl NodeBox {
         c
     }
 
-    /// Runs the plugin on the node with raw stdin and explicit environment.
+    pub fn node_file(&self) -> PathBuf {
+        self.etc.path().join("node.json")
+    }
+
+    /// Writes this box's node file (root's, 0644): `extra` over the box's own paths, which the configs
+    /// of [`NodeBox::conf`] repeat (and so may keep).
+    pub fn write_node_file(&self, extra: Value) {
+        let mut file = json!({
+            "stateDir": self.state.path(),
+            "sysfsRoot": self.sysfs.root(),
+            "logFile": self.log,
+            "kubeletCheckpoint": self.checkpoint(),
+        });
+        if let (Value::Object(base), Value::Object(more)) = (&mut file, extra) {
+            base.extend(more);
+        }
+        std::fs::write(self.node_file(), file.to_string()).expect("node file");
+        std::fs::set_permissions(self.node_file(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod node file");
+    }
+
+    /// Where the node file points the kubelet's checkpoint.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.etc.path().join("kubelet_internal_checkpoint")
+    }
+
+    /// Writes the kubelet's checkpoint: each (pod UID, resource, device IDs) as the device manager does.
+    pub fn write_checkpoint(&self, entries: &[(&str, &str, &[&str])]) {
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|(uid, resource, ids)| {
+                json!({"PodUID": uid, "ContainerName": "app", "ResourceName": resource, "DeviceIDs": {"-1": ids}, "AllocResp": ""})
+            })
+            .collect();
+        let doc = json!({"Data": {"PodDeviceEntries": entries, "RegisteredDevices": {}}, "Checksum": 0});
+        std::fs::write(self.checkpoint(), doc.to_string()).expect("checkpoint");
+    }
+
+    /// Runs the plugin on the node with raw stdin and explicit environment (and this box's node file).
     pub fn exec_raw(&self, stdin: &[u8], env: &[(&str, &str)]) -> Outcome {
+        let node_file = self.node_file();
         let out = self.node.run(|| {
             let mut child = Command::new(plugin())
                 .env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("NODEENI_NODE_FILE", &node_file)
                 .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -130,6 +174,19 @@ impl NodeBox {
 
     /// Runs `command` for (container, pod, ifname) with `conf` on stdin.
     pub fn cni(&self, command: &str, conf: &Value, container: &str, pod: Option<&Path>, ifname: &str) -> Outcome {
+        self.cni_args(command, conf, container, pod, ifname, "")
+    }
+
+    /// [`NodeBox::cni`] with CNI_ARGS (`K8S_POD_UID=…`, as runtimes and Multus pass it).
+    pub fn cni_args(
+        &self,
+        command: &str,
+        conf: &Value,
+        container: &str,
+        pod: Option<&Path>,
+        ifname: &str,
+        args: &str,
+    ) -> Outcome {
         let netns = pod.map(|p| p.display().to_string()).unwrap_or_default();
         let path = cni_path();
         let mut env = vec![
@@ -140,6 +197,9 @@ impl NodeBox {
         ];
         if pod.is_some() {
             env.push(("CNI_NETNS", netns.as_str()));
+        }
+        if !args.is_empty() {
+            env.push(("CNI_ARGS", args));
         }
         self.exec_raw(conf.to_string().as_bytes(), &env)
     }

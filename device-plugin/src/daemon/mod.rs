@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::folder_watch::WatchError;
-use crate::http::{Endpoints, LogLevel};
-use crate::metrics::Metrics;
+use crate::http::{Endpoints, Limits, LogLevel, METRICS_MAX_AGE, MetricsCache};
+use crate::metrics::{Ec2Collector, Metrics, PoolSnapshot};
 use crate::probes::Probes;
 
 pub use nodeeni_ipam::reconcile::DRAIN_MARKER;
@@ -76,6 +76,8 @@ pub enum DaemonError {
 #[derive(Debug)]
 pub struct Shared {
     pub metrics: Arc<Metrics>,
+    /// The node state as the pool loop last read it, for the pool gauges (scrapes never read it).
+    pub pool_snapshot: Arc<PoolSnapshot>,
     pub ec2: Arc<AwsEc2>,
     pub store: NodeStore,
     pub probes: Arc<Probes>,
@@ -99,8 +101,13 @@ pub async fn run(
     let identity = identity::resolve(&config.node, settings.imds_endpoint.as_deref()).await?;
     tracing::info!(instance = %identity.instance_id, az = identity.availability_zone, instance_type = identity.instance_type, "node identity");
     let ec2 = Arc::new(AwsEc2::new(&config.ec2).await);
+    let pool_snapshot = Arc::new(PoolSnapshot::default());
+    let mut metrics = Metrics::new();
+    metrics.collect(pool_snapshot.clone());
+    metrics.collect(Ec2Collector(ec2.clone()));
     let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(metrics),
+        pool_snapshot,
         ec2,
         store: NodeStore::new(&config.state_dir),
         probes: Arc::new(Probes::new(Duration::from_secs(config.reconcile_interval_secs))),
@@ -111,12 +118,10 @@ pub async fn run(
             let listener =
                 tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics, /healthz, /readyz");
-            let render = {
-                let shared = shared.clone();
-                Arc::new(move || shared.metrics.render(Some(&shared.store), Some(&shared.ec2.resilience)))
-            };
-            let endpoints = Endpoints { probes: shared.probes.clone(), metrics: render, log_level };
-            Some(tokio::spawn(crate::http::serve(listener, endpoints, shutdown.child_token())))
+            let metrics = shared.metrics.clone();
+            let cache = MetricsCache::new(Arc::new(move || metrics.render()), METRICS_MAX_AGE);
+            let endpoints = Endpoints { probes: shared.probes.clone(), metrics: Arc::new(cache), log_level };
+            Some(tokio::spawn(crate::http::serve(listener, endpoints, Limits::default(), shutdown.child_token())))
         }
         None => None,
     };

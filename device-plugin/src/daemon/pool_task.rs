@@ -1,8 +1,9 @@
 //! The pool task: the pool loop of nodeeni-ipam (the one its tests test), and what each turn tells the
-//! rest of the daemon — metrics, the probes, the SR-IOV device plugin's config file.
+//! rest of the daemon — metrics (the node-state snapshot behind the pool gauges included), the probes,
+//! the SR-IOV device plugin's config file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nodeeni_conf::{EniId, PoolConfig};
@@ -19,6 +20,9 @@ use super::Shared;
 /// How often ENIs of dead nodes are looked for.
 const LEAK_CHECK_EVERY: Duration = Duration::from_secs(600);
 
+/// How long a turn's read of the node state may wait for the lock (a CNI call holds it briefly).
+const STATE_READ_WAIT: Duration = Duration::from_secs(5);
+
 /// Starts the pool loop under `config`, following `configs`, until `stop`.
 pub(super) fn spawn(
     shared: Arc<Shared>,
@@ -30,7 +34,10 @@ pub(super) fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let mut pool = Reconciler::new(shared.ec2.clone(), host, config, identity);
-    let mut observer = DaemonObserver { shared, store: pool.store.clone(), sriov_config };
+    let mut observer =
+        DaemonObserver { shared, store: pool.store.clone(), sriov_config, turn: 0, read: Arc::default() };
+    // The pool gauges show the node as it is from the start, not only after the first pass.
+    observer.read_state(None);
     let settings = LoopSettings { leak_check_every: LEAK_CHECK_EVERY };
     // Nothing asks for a pass out of turn: a new configuration does, through `configs`.
     tokio::spawn(async move { pool.run(configs, &Notify::new(), &stop, settings, &mut observer).await })
@@ -41,6 +48,40 @@ struct DaemonObserver {
     shared: Arc<Shared>,
     store: NodeStore,
     sriov_config: Option<PathBuf>,
+    /// Turns whose node state has been asked for, and the last one read.
+    turn: u64,
+    read: Arc<Mutex<u64>>,
+}
+
+impl DaemonObserver {
+    /// Reads the node state after a turn, off the async workers (the read waits for the lock):
+    /// the pool gauges' snapshot from it, and with `sriov`, the SR-IOV device plugin's config. Reads
+    /// run one at a time, and one that a later turn's read overtook is dropped.
+    fn read_state(&mut self, sriov: Option<(PathBuf, PoolConfig)>) {
+        self.turn += 1;
+        let (turn, read, store, snapshot) =
+            (self.turn, self.read.clone(), self.store.clone(), self.shared.pool_snapshot.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut last = read.lock().unwrap_or_else(PoisonError::into_inner);
+            if *last > turn {
+                return;
+            }
+            *last = turn;
+            let state = match store.load(STATE_READ_WAIT) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the node state for the pool gauges and the SR-IOV config");
+                    return;
+                }
+            };
+            snapshot.refresh(&state);
+            if let Some((path, config)) = sriov
+                && let Err(e) = crate::sriov::write_config(&path, &config, &state)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the SR-IOV device plugin config");
+            }
+        });
+    }
 }
 
 impl PassObserver for DaemonObserver {
@@ -52,22 +93,14 @@ impl PassObserver for DaemonObserver {
             }
             Err(e) => self.shared.metrics.reconciled(false, Some(e.kind()), took),
         }
-        if result.is_ok()
-            && let Some(path) = &self.sriov_config
-        {
-            match self.store.load(Duration::from_secs(5)) {
-                Ok(state) => {
-                    if let Err(e) = crate::sriov::write_config(path, config, &state) {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot write the SR-IOV device plugin config");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the node state for the SR-IOV config"),
-            }
-        }
+        let sriov = self.sriov_config.clone().filter(|_| result.is_ok()).map(|path| (path, config.clone()));
+        self.read_state(sriov);
     }
 
     fn paused(&mut self, _marker: &Path) {
         self.shared.metrics.paused_turn();
+        // `drain` empties the node meanwhile: the gauges follow.
+        self.read_state(None);
         // A drained node is as it should be: ready, with nothing to advertise.
         self.shared.probes.pass_succeeded();
     }

@@ -49,6 +49,17 @@ impl HasStatus for aws_sdk_ec2::config::http::HttpResponse {
 pub struct AwsEc2 {
     client: aws_sdk_ec2::Client,
     pub resilience: Resilient,
+    /// Results per page of every listing (EC2 allows 5 to 1000); each page is one call through the
+    /// resilience layer, so a throttled page is retried alone.
+    pub page_size: i32,
+}
+
+/// EC2's largest page.
+pub const MAX_PAGE: i32 = 1000;
+
+/// The next page's token, if EC2 says there is one.
+fn next_page(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_string)
 }
 
 impl AwsEc2 {
@@ -74,7 +85,7 @@ impl AwsEc2 {
 
     pub fn from_client(client: aws_sdk_ec2::Client, settings: &Ec2Settings) -> Self {
         let resilience = Resilient::new(settings.retry.clone(), settings.circuit_breaker.clone(), &settings.rate_limit);
-        Self { client, resilience }
+        Self { client, resilience, page_size: MAX_PAGE }
     }
 }
 
@@ -134,53 +145,79 @@ impl Ec2 for AwsEc2 {
             if !active {
                 continue;
             }
-            let resp = self
-                .resilience
-                .call("DescribeSubnets", false, || {
-                    let mut req = self.client.describe_subnets();
-                    if use_ids {
-                        req = req.set_subnet_ids(Some(ids.iter().map(|i| i.to_string()).collect()));
-                    } else {
-                        req = req.filters(Filter::builder().name("tag:Name").set_values(Some(names.to_vec())).build());
-                    }
-                    async move { req.send().await.map_err(Ec2Error::from) }
-                })
-                .await?;
-            for s in resp.subnets() {
-                let (Some(id), Some(cidr)) =
-                    (s.subnet_id().and_then(|i| i.parse().ok()), s.cidr_block().and_then(|c| c.parse().ok()))
-                else {
-                    continue;
-                };
-                out.push(Subnet {
-                    id,
-                    cidr,
-                    availability_zone: s.availability_zone().unwrap_or_default().to_string(),
-                    vpc_id: s.vpc_id().unwrap_or_default().to_string(),
-                    name: s.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).map(str::to_string),
-                });
+            let mut token: Option<String> = None;
+            loop {
+                let resp = self
+                    .resilience
+                    .call("DescribeSubnets", false, || {
+                        let mut req = self.client.describe_subnets();
+                        if use_ids {
+                            // A few named IDs: one answer (EC2 takes no page size with IDs).
+                            req = req.set_subnet_ids(Some(ids.iter().map(|i| i.to_string()).collect()));
+                        } else {
+                            req = req
+                                .filters(Filter::builder().name("tag:Name").set_values(Some(names.to_vec())).build())
+                                .max_results(self.page_size)
+                                .set_next_token(token.clone());
+                        }
+                        async move { req.send().await.map_err(Ec2Error::from) }
+                    })
+                    .await?;
+                for s in resp.subnets() {
+                    let (Some(id), Some(cidr)) =
+                        (s.subnet_id().and_then(|i| i.parse().ok()), s.cidr_block().and_then(|c| c.parse().ok()))
+                    else {
+                        continue;
+                    };
+                    out.push(Subnet {
+                        id,
+                        cidr,
+                        availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+                        vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+                        name: s
+                            .tags()
+                            .iter()
+                            .find(|t| t.key() == Some("Name"))
+                            .and_then(|t| t.value())
+                            .map(str::to_string),
+                    });
+                }
+                token = next_page(resp.next_token());
+                if use_ids || token.is_none() {
+                    break;
+                }
             }
         }
         Ok(out)
     }
 
     async fn security_group_ids(&self, vpc_id: &str, names: &[String]) -> Ec2Result<Vec<(String, SecurityGroupId)>> {
-        let resp = self
-            .resilience
-            .call("DescribeSecurityGroups", false, || {
-                let req = self
-                    .client
-                    .describe_security_groups()
-                    .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
-                    .filters(Filter::builder().name("group-name").set_values(Some(names.to_vec())).build());
-                async move { req.send().await.map_err(Ec2Error::from) }
-            })
-            .await?;
-        Ok(resp
-            .security_groups()
-            .iter()
-            .filter_map(|g| Some((g.group_name()?.to_string(), g.group_id()?.parse().ok()?)))
-            .collect())
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .resilience
+                .call("DescribeSecurityGroups", false, || {
+                    let req = self
+                        .client
+                        .describe_security_groups()
+                        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+                        .filters(Filter::builder().name("group-name").set_values(Some(names.to_vec())).build())
+                        .max_results(self.page_size)
+                        .set_next_token(token.clone());
+                    async move { req.send().await.map_err(Ec2Error::from) }
+                })
+                .await?;
+            out.extend(
+                resp.security_groups()
+                    .iter()
+                    .filter_map(|g| Some((g.group_name()?.to_string(), g.group_id()?.parse().ok()?))),
+            );
+            token = next_page(resp.next_token());
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn describe_instance(&self, id: &InstanceId) -> Ec2Result<Option<Instance>> {
@@ -361,18 +398,31 @@ impl Ec2 for AwsEc2 {
     }
 
     async fn enis_tagged(&self, tag: &str, value: Option<&str>) -> Ec2Result<Vec<Eni>> {
-        let resp = self
-            .resilience
-            .call("DescribeNetworkInterfaces", false, || {
-                let filter = match value {
-                    Some(v) => Filter::builder().name(format!("tag:{tag}")).values(v).build(),
-                    None => Filter::builder().name("tag-key").values(tag).build(),
-                };
-                let req = self.client.describe_network_interfaces().filters(filter);
-                async move { req.send().await.map_err(Ec2Error::from) }
-            })
-            .await?;
-        Ok(resp.network_interfaces().iter().filter_map(to_eni).collect())
+        let filter = match value {
+            Some(v) => Filter::builder().name(format!("tag:{tag}")).values(v).build(),
+            None => Filter::builder().name("tag-key").values(tag).build(),
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .resilience
+                .call("DescribeNetworkInterfaces", false, || {
+                    let req = self
+                        .client
+                        .describe_network_interfaces()
+                        .filters(filter.clone())
+                        .max_results(self.page_size)
+                        .set_next_token(token.clone());
+                    async move { req.send().await.map_err(Ec2Error::from) }
+                })
+                .await?;
+            out.extend(resp.network_interfaces().iter().filter_map(to_eni));
+            token = next_page(resp.next_token());
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn describe_eni(&self, id: &EniId) -> Ec2Result<Option<Eni>> {

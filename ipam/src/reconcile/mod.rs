@@ -29,7 +29,7 @@ use nodeeni_conf::PoolConfig;
 use nodeeni_state::node::{EniRecord, NodeState, NodeStore, StoreError};
 
 pub use converge::client_token;
-pub use drain::DRAIN_MARKER;
+pub use drain::{DRAIN_MARKER, POOL_LOCK};
 pub use error::PoolError;
 pub use report::{DrainReport, Report};
 pub use run::{LoopSettings, PassObserver};
@@ -108,11 +108,23 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
     }
 
     fn load(&self) -> Result<NodeState, PoolError> {
-        Ok(self.store.load(STORE_TIMEOUT)?)
+        Ok(off_runtime(|| self.store.load(STORE_TIMEOUT))?)
     }
 
+    /// One locked read-change-write of the node state (a flock wait of up to 30 s while the CNI
+    /// holds it, and an fsync): off the runtime's workers, so health, Allocate and metrics go on.
     fn update<T>(&self, f: impl FnOnce(&mut NodeState) -> T) -> Result<T, PoolError> {
-        Ok(self.store.update(STORE_TIMEOUT, |s| Ok::<_, StoreError>(f(s)))?)
+        Ok(off_runtime(|| self.store.update(STORE_TIMEOUT, |s| Ok::<_, StoreError>(f(s))))?)
+    }
+}
+
+/// Runs blocking file work without stalling the runtime's other tasks: on a multi-threaded runtime
+/// (the daemon's) the worker hands its queue to another thread meanwhile; a current-thread runtime
+/// (tests, tools) has no other worker to hand it to, so it just runs.
+pub(crate) fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -63,8 +63,13 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 self.config = (*config).clone();
             }
             let marker = config.state_dir.join(DRAIN_MARKER);
-            if marker.exists() {
-                if !told_drained {
+            // Under the pool lock, so a drain starting now waits for this pass, and a drain under way
+            // (it holds the lock) is seen as what it is.
+            let pool_lock = self.lock_pool(Duration::ZERO).await;
+            if pool_lock.is_err() || marker.exists() {
+                if let Err(e) = &pool_lock {
+                    tracing::info!(error = %e, "the pool is locked (a drain runs): no pass this turn");
+                } else if !told_drained {
                     tracing::warn!(marker = %marker.display(), "the node is drained: the pool is paused until `nodeeni-device-plugin drain --resume`");
                     told_drained = true;
                 }
@@ -94,6 +99,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                     observer.leaks_collected(&leaks);
                 }
             }
+            drop(pool_lock);
             observer.turned(&config);
             let interval = Duration::from_secs(config.reconcile_interval_secs);
             tokio::select! {

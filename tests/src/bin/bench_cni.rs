@@ -116,7 +116,7 @@ fn main() {
         "subnetCidr": "10.0.1.0/24", "primaryIp": "10.0.1.30", "mac": MAC, "updatedUnix": 0
     }]});
     std::fs::write(state.path().join("node-state.json"), node_state.to_string()).expect("node state");
-    let ours_vpc = json!({"cniVersion": "1.0.0", "name": "bench", "type": "nodeeni", "deviceID": "eni-0000000000000be01",
+    let ours_vpc = json!({"cniVersion": "1.0.0", "name": "bench", "type": "nodeeni", "runtimeConfig": {"deviceID": "eni-0000000000000be01"},
         "stateDir": state.path(), "sysfsRoot": state.path().join("sys")});
 
     let (mut ns, mut hd, mut vp) = (Series::new(), Series::new(), Series::new());
