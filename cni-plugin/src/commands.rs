@@ -181,11 +181,12 @@ fn add_kernel(
         return Err(PluginError::IfnameExists { ifname: ifname.to_string() });
     }
     // Under the device lock now: look again, the device may have moved since we resolved it.
-    let on_host = kernel::Identity { mac, pci: target.pci, alias: None, index: None, in_pod: false };
-    let link = kernel::find(host, &on_host)?
+    let link = kernel::find(host, &kernel::Identity::on_host(mac, target.pci))?
         .ok_or_else(|| PluginError::DeviceInUse(format!("{mac} left the host namespace while waiting for its lock")))?;
     refuse_if_held(ctx, target)?;
     let mut record = new_record(ctx, target)?;
+    // Kept only where the kernel vouches for the device: DEL then takes nothing without that identity.
+    record.pci = kernel::vouched_pci(&link, target.pci);
     record.host = Some(kernel::capture(host, &link)?);
     ctx.attachments.save(&record)?;
 
@@ -269,9 +270,9 @@ fn undo_kernel(
     let mut errors = UndoErrors::default();
     if let (Some(mac), Some(before)) = (record.mac, &record.host) {
         // Never the MAC alone: the pod may have given another link the ENI's MAC (kernel::find). ADD set
-        // the alias to the host name before the move.
-        let id =
-            kernel::Identity { mac, pci: record.pci, alias: Some(&before.name), index: before.ifindex, in_pod: true };
+        // the alias to the host name before the move, recorded the ifindex, and kept the PCI device
+        // only where the kernel vouched for it (then nothing without that hardware identity is taken).
+        let id = kernel::Identity::recorded(mac, record.pci, before);
         if let Some(pod) = pod
             && let Err(e) = kernel::move_out(pod, host_ns, &id, &before.name)
         {

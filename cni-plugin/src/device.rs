@@ -5,9 +5,13 @@
 //!
 //! What a config may take:
 //! - an ENI of a kernel or DPDK pool (advertised to the kubelet under the pool's `resourceName`) only
-//!   as the kubelet allocated it: `runtimeConfig.deviceID`, or a `deviceID`/`pciBusID` that the
-//!   kubelet's checkpoint lists for this pod. `pool`, `device`, `mac` and a `deviceID` of another
-//!   pod's never take one, so no config takes an ENI the kubelet gave another pod;
+//!   as the kubelet allocated it: a `runtimeConfig.deviceID`, `deviceID` or `pciBusID` that the
+//!   kubelet's checkpoint lists for this pod (`K8S_POD_UID`), under the ENI's ID or its PCI address
+//!   (the SR-IOV device plugin names devices by PCI address). `runtimeConfig` is checked like the rest:
+//!   libcni passes a config's own `runtimeConfig` through when the runtime injects no capability, so a
+//!   NetworkAttachmentDefinition can write one. `pool`, `device`, `mac` and a device ID of another
+//!   pod's never take one, so no config takes an ENI the kubelet gave another pod; without a
+//!   checkpoint to read, none is taken at all (fail closed);
 //! - never a host pool's ENI, the primary ENI (device index 0), or the interface of a default route;
 //! - in DPDK mode only a network device (PCI class 0x02) of Amazon's ENA vendor (0x1d0f), unless the
 //!   node file allows other vendors.
@@ -115,30 +119,37 @@ fn may_take(ctx: &Ctx, rec: &EniRecord) -> Result<()> {
     };
     let source = ctx.conf.device_source.unwrap_or(DeviceSource::Pool);
     match source {
-        DeviceSource::RuntimeConfig => Ok(()),
-        DeviceSource::DeviceId | DeviceSource::PciBusId => {
-            let (Some(eni), Some(uid)) = (&rec.eni_id, ctx.pod_uid()) else {
-                return Err(PluginError::Refused(format!(
-                    "{}; a {} is taken only when the kubelet's checkpoint lists it for this pod, and CNI_ARGS has no \
-                     K8S_POD_UID",
+        DeviceSource::RuntimeConfig | DeviceSource::DeviceId | DeviceSource::PciBusId => {
+            allocated_to_this_pod(ctx, rec).map_err(|why| {
+                PluginError::Refused(format!(
+                    "{}; a {} is taken only when the kubelet's checkpoint lists it for this pod, and {why}",
                     accounted(),
                     source.key()
-                )));
-            };
-            let checkpoint = &ctx.settings.kubelet_checkpoint;
-            match kubelet::allocated_to(checkpoint, uid, eni.as_str()) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(PluginError::Refused(format!(
-                    "{}; the kubelet's checkpoint {} does not list it for pod {uid}",
-                    accounted(),
-                    checkpoint.display()
-                ))),
-                Err(e) => Err(PluginError::Refused(format!("{}; {e}", accounted()))),
-            }
+                ))
+            })
         }
         DeviceSource::Device | DeviceSource::Mac | DeviceSource::Pool => {
             Err(PluginError::Refused(format!("{}; {} cannot select it", accounted(), source.key())))
         }
+    }
+}
+
+/// Whether the kubelet's checkpoint lists `rec` for this call's pod, under its ENI ID or its PCI
+/// address (whichever the device plugin that allocated it used); `Err` says why not.
+fn allocated_to_this_pod(ctx: &Ctx, rec: &EniRecord) -> std::result::Result<(), String> {
+    let uid = ctx.pod_uid().ok_or("CNI_ARGS has no K8S_POD_UID")?;
+    if rec.eni_id.is_none() && rec.pci.is_none() {
+        return Err("the node state knows neither its ENI ID nor its PCI address".into());
+    }
+    let is_it = |id: &str| {
+        rec.eni_id.as_ref().is_some_and(|e| e.as_str() == id)
+            || rec.pci.is_some_and(|p| id.parse::<PciAddress>().is_ok_and(|listed| listed == p))
+    };
+    let checkpoint = &ctx.settings.kubelet_checkpoint;
+    match kubelet::allocated_to(checkpoint, uid, is_it) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("the kubelet's checkpoint {} does not list it for pod {uid}", checkpoint.display())),
+        Err(e) => Err(format!("{e} (refused: nothing proves the kubelet allocated it)")),
     }
 }
 
@@ -321,10 +332,17 @@ fn find(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
     };
 
     if record.is_none() && !ctx.settings.allow_standalone_devices {
-        let file = ctx.settings.node_file.as_ref().map_or_else(String::new, |f| format!(" ({})", f.display()));
+        let file = match (&ctx.settings.node_file, &ctx.settings.daemon_state) {
+            (Some(f), _) => format!("the node file ({})", f.display()),
+            (None, Some(state)) => format!(
+                "without a node file, where the daemon's node state ({}) says it runs, the node file's default",
+                state.display()
+            ),
+            (None, None) => "the node file".into(),
+        };
         return Err(PluginError::Refused(format!(
-            "{selector} is not an ENI of this node's pools, and the node file{file} does not allow standalone \
-             devices (allowStandaloneDevices)"
+            "{selector} is not an ENI of this node's pools, and {file} does not allow standalone devices \
+             (allowStandaloneDevices)"
         )));
     }
     if pci.is_none()

@@ -5,9 +5,11 @@
 //!
 //! The device is found by its MAC, never by name, but never by the MAC alone: a pod with NET_ADMIN
 //! can give any link the ENI's MAC. [`find`] takes the link whose permanent address or PCI device
-//! (which no pod can make) says it is the ENI; where the kernel reports neither (a veth stand-in), the
-//! link must carry the MAC and the alias ADD set, and several such links in a pod are never guessed
-//! between.
+//! (which no pod can make) says it is the ENI. At DEL, where ADD saw such a hardware identity (the
+//! record keeps the PCI device then), nothing less is taken: a look-alike could otherwise copy the
+//! MAC, the alias and, once the ENI has left the pod, even its ifindex. Where the kernel reported
+//! neither (a veth stand-in), the link in the pod must carry the MAC, the alias ADD set and the
+//! ifindex ADD recorded (when the record has it), and several such links are never guessed between.
 
 use nodeeni_conf::cni::{CniResult, Interface, Route};
 use nodeeni_conf::{MacAddr, PciAddress};
@@ -35,7 +37,7 @@ pub enum StepError {
 #[derive(Debug, Clone, Copy)]
 pub struct Identity<'a> {
     pub mac: MacAddr,
-    /// The PCI device, when known (ADD saw it in sysfs).
+    /// The PCI device, when known (ADD saw it in sysfs, or the kernel reported it).
     pub pci: Option<PciAddress>,
     /// The alias ADD set (the host name), required of a link without a hardware identity in the pod.
     pub alias: Option<&'a str>,
@@ -44,6 +46,46 @@ pub struct Identity<'a> {
     /// In a pod's namespace, where links with the ENI's MAC may be forged: several candidates are an
     /// error, not a guess. On the host (no pod can make links there) the first is taken, as before.
     pub in_pod: bool,
+    /// DEL of an ENI the kernel vouched for at ADD: only a link whose permanent address or PCI device
+    /// says it is the ENI is taken, never one that merely carries its MAC and alias.
+    pub hardware_only: bool,
+    /// DEL: in the pod, a link without a hardware identity is taken only at [`Identity::index`] (when
+    /// known). ADD's own look after the move does not ask it (the kernel may renumber a link whose
+    /// index the pod's namespace already uses).
+    pub at_index_only: bool,
+}
+
+impl<'a> Identity<'a> {
+    /// ADD, on the host, before the move: the MAC, and the PCI device when known.
+    pub fn on_host(mac: MacAddr, pci: Option<PciAddress>) -> Self {
+        Self { mac, pci, alias: None, index: None, in_pod: false, hardware_only: false, at_index_only: false }
+    }
+
+    /// DEL: the ENI as ADD recorded it. `pci` is the record's, which in kernel mode ADD keeps only when
+    /// the kernel vouched for the device (see [`vouched_pci`]): then only hardware is taken.
+    pub fn recorded(mac: MacAddr, pci: Option<PciAddress>, before: &'a HostLinkState) -> Self {
+        Self {
+            mac,
+            pci,
+            alias: Some(&before.name),
+            index: before.ifindex,
+            in_pod: true,
+            hardware_only: pci.is_some(),
+            at_index_only: true,
+        }
+    }
+}
+
+/// What ADD records as the ENI's PCI device in kernel mode: the one the kernel reports as the link's
+/// parent, else `known` (from the node state or sysfs) when the link has the MAC as its permanent
+/// address. None when the kernel vouches for nothing (a veth stand-in): DEL then goes by MAC, alias
+/// and ifindex.
+pub fn vouched_pci(link: &Link, known: Option<PciAddress>) -> Option<PciAddress> {
+    match (link.parent_pci, link.perm_mac) {
+        (Some(parent), _) => Some(parent),
+        (None, Some(perm)) if link.mac == Some(perm) => known,
+        _ => None,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -84,11 +126,18 @@ pub fn find(ops: &mut impl LinkOps, id: &Identity) -> std::result::Result<Option
     };
     let hardware = of(Verdict::Hardware);
     match hardware.len() {
+        0 if id.hardware_only => return Ok(None),
         0 => {}
         1 => return Ok(hardware.into_iter().next()),
         _ => return Err(ambiguous(&hardware)),
     }
-    let plausible = of(Verdict::Plausible);
+    let mut plausible = of(Verdict::Plausible);
+    if id.in_pod
+        && id.at_index_only
+        && let Some(index) = id.index
+    {
+        plausible.retain(|l| l.index == index);
+    }
     if plausible.len() <= 1 || !id.in_pod {
         let at_index = plausible.iter().find(|l| Some(l.index) == id.index).cloned();
         return Ok(at_index.or_else(|| plausible.into_iter().next()));
@@ -136,8 +185,12 @@ pub fn move_in(
     host.set_alias(link.index, &link.name)?;
     host.move_to_netns(link.index, pod_ns)?;
     // A link the pod already gave this MAC is not the one that arrived: the alias and index tell.
-    let arrived =
-        Identity { mac, pci: link.parent_pci, alias: Some(&link.name), index: Some(link.index), in_pod: true };
+    let arrived = Identity {
+        alias: Some(&link.name),
+        index: Some(link.index),
+        in_pod: true,
+        ..Identity::on_host(mac, link.parent_pci)
+    };
     let moved = find(pod, &arrived)?
         .ok_or_else(|| PluginError::DeviceNotFound(format!("{mac} did not arrive in the pod's namespace")))?;
     pod.set_name(moved.index, ifname)?;
@@ -266,4 +319,103 @@ pub fn verify(pod: &mut Netlink, ifname: &str, expected: &CniResult) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link_ops::fake::{Fake, FakeLink, Side};
+
+    const ENI_INDEX: u32 = 7;
+
+    fn mac() -> MacAddr {
+        "0a:00:00:00:00:11".parse().expect("mac")
+    }
+
+    fn pci() -> PciAddress {
+        "0000:00:06.0".parse().expect("pci")
+    }
+
+    fn before() -> HostLinkState {
+        HostLinkState {
+            name: "eth1".into(),
+            mtu: 1500,
+            up: false,
+            addresses: Vec::new(),
+            alias: None,
+            ifindex: Some(ENI_INDEX),
+        }
+    }
+
+    /// A link in the pod with the ENI's MAC and the alias ADD set; `hardware` gives it the ENI's
+    /// permanent address, as the ENA driver reports it.
+    fn in_pod(index: u32, name: &str, hardware: bool) -> FakeLink {
+        let mut l = FakeLink::new(Side::Pod, index, name, Some(mac()), 1500, true);
+        l.alias = Some("eth1".into());
+        l.perm_mac = hardware.then(mac);
+        l
+    }
+
+    fn found(links: Vec<FakeLink>, id: &Identity) -> Option<String> {
+        let fake = Fake::new(links);
+        find(&mut fake.side(Side::Pod), id).expect("find").map(|l| l.name)
+    }
+
+    /// Where ADD saw the kernel vouch for the ENI (the record keeps its PCI device), a link that only
+    /// carries its MAC and alias is never taken, even at the recorded ifindex (once the ENI left the
+    /// pod, a look-alike can have it). Before, such a link was taken as the ENI.
+    #[test]
+    fn a_recorded_hardware_identity_takes_only_hardware() {
+        let before = before();
+        let id = Identity::recorded(mac(), Some(pci()), &before);
+        assert_eq!(found(vec![in_pod(ENI_INDEX, "net1", false)], &id), None, "a look-alike at the ENI's index");
+        assert_eq!(found(vec![in_pod(3, "net1", false)], &id), None);
+        let both = vec![in_pod(2, "decoy", false), in_pod(ENI_INDEX, "net1", true)];
+        assert_eq!(found(both, &id).as_deref(), Some("net1"), "the ENI, by its permanent address");
+        let mut by_parent = in_pod(ENI_INDEX, "net1", false);
+        by_parent.parent_pci = Some(pci());
+        assert_eq!(found(vec![by_parent], &id).as_deref(), Some("net1"), "the ENI, by its PCI device");
+    }
+
+    /// Where the kernel vouched for nothing (veth stand-ins), the link in the pod must be at the ifindex
+    /// ADD recorded. Before, a single link with the MAC and alias was taken wherever it was.
+    #[test]
+    fn without_hardware_a_known_ifindex_must_match_in_the_pod() {
+        let before = before();
+        let id = Identity::recorded(mac(), None, &before);
+        assert_eq!(found(vec![in_pod(3, "decoy", false)], &id), None, "a look-alike at another index");
+        assert_eq!(found(vec![in_pod(ENI_INDEX, "net1", false)], &id).as_deref(), Some("net1"));
+        let both = vec![in_pod(3, "decoy", false), in_pod(ENI_INDEX, "net1", false)];
+        assert_eq!(found(both, &id).as_deref(), Some("net1"));
+        // A record from before ifindexes were kept: one look-alike is all there is to go by.
+        let old = HostLinkState { ifindex: None, ..before.clone() };
+        assert_eq!(
+            found(vec![in_pod(3, "net1", false)], &Identity::recorded(mac(), None, &old)).as_deref(),
+            Some("net1")
+        );
+        // ADD's own look after the move is not bound to the index (the kernel may renumber the link).
+        let arrived =
+            Identity { alias: Some("eth1"), index: Some(ENI_INDEX), in_pod: true, ..Identity::on_host(mac(), None) };
+        assert_eq!(found(vec![in_pod(3, "net1", false)], &arrived).as_deref(), Some("net1"));
+    }
+
+    #[test]
+    fn the_record_keeps_a_pci_device_only_where_the_kernel_vouches_for_it() {
+        let link = |perm: Option<MacAddr>, parent: Option<PciAddress>| Link {
+            index: ENI_INDEX,
+            name: "eth1".into(),
+            mac: Some(mac()),
+            mtu: 1500,
+            up: false,
+            alias: None,
+            perm_mac: perm,
+            parent_pci: parent,
+        };
+        let other: PciAddress = "0000:00:07.0".parse().expect("pci");
+        assert_eq!(vouched_pci(&link(None, Some(other)), Some(pci())), Some(other), "the kernel's parent device");
+        assert_eq!(vouched_pci(&link(Some(mac()), None), Some(pci())), Some(pci()), "a permanent address");
+        assert_eq!(vouched_pci(&link(None, None), Some(pci())), None, "a veth stand-in in an emulated sysfs");
+        let changed: MacAddr = "0a:00:00:00:00:99".parse().expect("mac");
+        assert_eq!(vouched_pci(&link(Some(changed), None), Some(pci())), None, "a MAC that is not the permanent one");
+    }
 }

@@ -1,7 +1,9 @@
 //! What the kubelet allocated: its device manager's checkpoint (`kubelet_internal_checkpoint`, root's,
 //! written when it admits a pod and before the pod's sandbox exists) lists, per pod UID, the device IDs
-//! it gave each container. For a top-level `deviceID` (which Multus writes from the pod's allocation,
-//! but a network config may also hold) this is the proof that the kubelet gave that ENI to this pod.
+//! it gave each container. Whatever key names the device (`runtimeConfig.deviceID`, which libcni
+//! passes through from the config itself when the runtime injects none, or Multus' `deviceID`, which
+//! a config may also hold), this is the proof that the kubelet gave that ENI to this pod. A checkpoint
+//! that is missing or does not read proves nothing: the caller refuses (fail closed).
 
 use std::path::Path;
 
@@ -24,15 +26,12 @@ fn device_ids(v: &Value) -> Vec<&str> {
     }
 }
 
-/// Whether the checkpoint at `path` lists `device` as given to the pod `pod_uid`. A missing checkpoint
-/// lists nothing.
-pub fn allocated_to(path: &Path, pod_uid: &str, device: &str) -> Result<bool, CheckpointError> {
+/// Whether the checkpoint at `path` lists, as given to the pod `pod_uid`, a device ID that `is_it`
+/// (one device may be listed under its ENI ID or its PCI address, by whichever device plugin
+/// allocated it). A missing checkpoint is an error, like one that does not read.
+pub fn allocated_to(path: &Path, pod_uid: &str, is_it: impl Fn(&str) -> bool) -> Result<bool, CheckpointError> {
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => return Err(CheckpointError::Read { path: shown, source }),
-    };
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: shown.clone(), source })?;
     let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| CheckpointError::Format { path: shown.clone(), why: e.to_string() })?;
     let entries = doc
@@ -41,7 +40,7 @@ pub fn allocated_to(path: &Path, pod_uid: &str, device: &str) -> Result<bool, Ch
         .ok_or_else(|| CheckpointError::Format { path: shown, why: "no Data.PodDeviceEntries".into() })?;
     Ok(entries.iter().any(|e| {
         e.get("PodUID").and_then(Value::as_str) == Some(pod_uid)
-            && e.get("DeviceIDs").is_some_and(|ids| device_ids(ids).contains(&device))
+            && e.get("DeviceIDs").is_some_and(|ids| device_ids(ids).into_iter().any(&is_it))
     }))
 }
 
@@ -53,7 +52,9 @@ mod tests {
     fn entries_of_both_formats_are_read_per_pod() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kubelet_internal_checkpoint");
-        assert!(!allocated_to(&path, "uid-1", "eni-1").expect("missing is empty"));
+        let is = |want: &'static str| move |id: &str| id == want;
+        let missing = allocated_to(&path, "uid-1", is("eni-1")).expect_err("a missing checkpoint proves nothing");
+        assert!(matches!(missing, CheckpointError::Read { .. }), "{missing}");
         std::fs::write(
             &path,
             r#"{"Data": {"PodDeviceEntries": [
@@ -62,11 +63,11 @@ mod tests {
             ], "RegisteredDevices": {"nodeeni.io/fast": ["eni-1", "eni-2", "eni-3"]}}, "Checksum": 1}"#,
         )
         .expect("write");
-        assert!(allocated_to(&path, "uid-1", "eni-1").expect("read"));
-        assert!(allocated_to(&path, "uid-1", "eni-2").expect("read"));
-        assert!(!allocated_to(&path, "uid-1", "eni-3").expect("read"), "another pod's");
-        assert!(allocated_to(&path, "uid-2", "eni-3").expect("read"), "the old list format");
+        assert!(allocated_to(&path, "uid-1", is("eni-1")).expect("read"));
+        assert!(allocated_to(&path, "uid-1", is("eni-2")).expect("read"));
+        assert!(!allocated_to(&path, "uid-1", is("eni-3")).expect("read"), "another pod's");
+        assert!(allocated_to(&path, "uid-2", is("eni-3")).expect("read"), "the old list format");
         std::fs::write(&path, "{}").expect("write");
-        assert!(matches!(allocated_to(&path, "uid-1", "eni-1"), Err(CheckpointError::Format { .. })));
+        assert!(matches!(allocated_to(&path, "uid-1", is("eni-1")), Err(CheckpointError::Format { .. })));
     }
 }

@@ -1,11 +1,12 @@
 //! The plugin's log file. It is opened without following a symlink (one planted there would make the
-//! plugin, running as root, append to any file), created owner-only (0600), and every control character
-//! a logged value carries is escaped, so a config field holding a newline cannot forge a log line: one
-//! event is one line.
+//! plugin, running as root, append to any file), kept owner-only (created 0600; one found with group or
+//! other permission bits, as an older plugin or anyone else may have left it, is set to 0600), and
+//! every control character a logged value carries is escaped, so a config field holding a newline
+//! cannot forge a log line: one event is one line.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -14,8 +15,12 @@ use tracing_subscriber::fmt::MakeWriter;
 /// Mode of a log file the plugin creates.
 pub const LOG_FILE_MODE: u32 = 0o600;
 
+/// Group and other permission bits: none on a log file.
+const OPEN_TO_OTHERS: u32 = 0o077;
+
 /// Opens `path` for appending: created 0600 if missing, never through a symlink, only a regular file
-/// (a FIFO or a device is refused, and the open never blocks on one).
+/// (a FIFO or a device is refused, and the open never blocks on one). An existing file open to group
+/// or others is set to 0600 through the open descriptor (so no path swap can redirect the change).
 pub fn open(path: &Path) -> io::Result<File> {
     let file = File::options()
         .create(true)
@@ -23,8 +28,12 @@ pub fn open(path: &Path) -> io::Result<File> {
         .mode(LOG_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::other("not a regular file"));
+    }
+    if meta.permissions().mode() & OPEN_TO_OTHERS != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))?;
     }
     Ok(file)
 }
@@ -111,5 +120,27 @@ mod tests {
         let e = open(&link).expect_err("a symlink is refused");
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
         assert_eq!(std::fs::read(&target).expect("victim"), b"keep");
+    }
+
+    /// A log an older plugin (or anyone) left readable by others stayed that way: O_CREAT's mode
+    /// applies only to a file it creates.
+    #[test]
+    fn an_existing_log_open_to_others_is_made_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode_of = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        for old in [0o644, 0o640, 0o604, 0o666] {
+            let path = dir.path().join(format!("old-{old:o}.log"));
+            std::fs::write(&path, b"earlier\n").expect("old log");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(old)).expect("chmod");
+            open(&path).expect("open").write_all(b"now\n").expect("write");
+            assert_eq!(mode_of(&path), 0o600, "a log that was {old:o}");
+            assert_eq!(std::fs::read(&path).expect("read"), b"earlier\nnow\n", "appended, not truncated");
+        }
+        // An owner-only mode is left as it is.
+        let path = dir.path().join("private.log");
+        std::fs::write(&path, b"").expect("log");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        open(&path).expect("open");
+        assert_eq!(mode_of(&path), 0o700);
     }
 }

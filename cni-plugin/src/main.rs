@@ -38,15 +38,18 @@ Configuration keys (besides cniVersion, name, type, ipam, dns, runtimeConfig):
   lockTimeoutSeconds    per-device lock wait, default 30 (then error 11, try again later)
   logLevel              error, warn, info, debug, trace
   stateDir, sysfsRoot, logFile
-                        only on hosts without a node file (standalone use): default /var/lib/nodeeni,
-                        /sys, none
+                        only in standalone use (no node file, no daemon node state in
+                        /var/lib/nodeeni): default /var/lib/nodeeni, /sys, none
 
-ENIs of kernel and DPDK pools are advertised to the kubelet: only runtimeConfig.deviceID, or a
-deviceID the kubelet's checkpoint lists for this pod (K8S_POD_UID), may take one.
+ENIs of kernel and DPDK pools are advertised to the kubelet: only a runtimeConfig.deviceID, deviceID
+or pciBusID that the kubelet's checkpoint lists for this pod (K8S_POD_UID in CNI_ARGS), by ENI ID or
+PCI address, may take one.
 
 The node file (/etc/nodeeni/node.json, or $NODEENI_NODE_FILE; root's, not group/world-writable) sets
 stateDir, sysfsRoot, logFile, kubeletCheckpoint and allowNetconfPaths, allowStandaloneDevices,
-allowNonEnaDpdk (all false by default). nodeeni-device-plugin install-cni writes it.
+allowNonEnaDpdk (all false by default). nodeeni-device-plugin install-cni writes it. Without one, where
+/var/lib/nodeeni holds the daemon's node state, its defaults apply as if it said so. DEL, GC and STATUS
+ignore (with a warning) the path keys that ADD and CHECK refuse.
 
 Options: --help, --version";
 
@@ -115,11 +118,18 @@ fn main() -> ExitCode {
         }
     };
     let version = conf.cni_version_str.clone();
-    let settings = match settings::resolve(&conf, |k| std::env::var(k).ok()) {
+    let settings = match settings::resolve(&conf, env.command, |k| std::env::var(k).ok()) {
         Ok(s) => s,
         Err(e) => return fail(&e, &version),
     };
     init_logging(&conf, &settings);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+        if settings.log_file.is_none() {
+            // No log to say it in: the runtime keeps a plugin's stderr (stdout is the protocol).
+            eprintln!("nodeeni: warning: {warning}");
+        }
+    }
     if matches!(env.command, Command::Check) && !conf.cni_version.has_check() {
         return fail(
             &CniError::new(

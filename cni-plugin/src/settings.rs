@@ -6,14 +6,19 @@
 //! It is trusted only if root owns it and its folder and neither is writable by group or others, and it
 //! is opened without following a symlink; otherwise every call fails naming the problem (its content
 //! is ignored, and so is the config: nothing runs on settings that may be forged). No node file at all
-//! is standalone use on a host without the daemon, where the config's keys apply.
+//! is standalone use on a host without the daemon, where the config's keys apply, unless the default
+//! state folder holds the daemon's node state: then the daemon runs here, and what `install-cni` would
+//! write holds until it does (fail closed: a missing node file opens nothing to network configs).
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nodeeni_conf::cni::{CniError, NODE_FILE, NODE_FILE_ENV, NetConf, NodeFile, NodeSettings};
+use nodeeni_conf::cni::{
+    CniError, Command, DEFAULT_STATE_DIR, NODE_FILE, NODE_FILE_ENV, NetConf, NodeFile, NodeSettings, NodeSource,
+};
+use nodeeni_state::node::{PREVIOUS_FILE, STATE_FILE};
 
 /// Group- and world-writable bits.
 const WRITABLE_BY_OTHERS: u32 = 0o022;
@@ -60,11 +65,31 @@ pub fn read(path: &Path) -> Result<Option<NodeFile>, CniError> {
     NodeFile::parse(&bytes).map(Some).map_err(|e| refused(path, e))
 }
 
-/// The settings for this call: the node file's (read from where the environment says), or the config's.
-pub fn resolve(conf: &NetConf, var: impl Fn(&str) -> Option<String>) -> Result<NodeSettings, CniError> {
-    let path = node_file_path(var);
-    let file = read(&path)?;
-    NodeSettings::resolve(file.as_ref().map(|f| (path.as_path(), f)), conf)
+/// The daemon's node state in `state_dir` (or the previous good copy it keeps beside it), if there is one.
+fn daemon_state(state_dir: &Path) -> Option<PathBuf> {
+    [STATE_FILE, PREVIOUS_FILE].into_iter().map(|f| state_dir.join(f)).find(|p| std::fs::symlink_metadata(p).is_ok())
+}
+
+/// The settings for `command`: the node file's (read from where the environment says); without one,
+/// the daemon's defaults where its node state is in the default state folder; else the config's.
+pub fn resolve(
+    conf: &NetConf,
+    command: Command,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<NodeSettings, CniError> {
+    resolve_at(conf, command, &node_file_path(var), Path::new(DEFAULT_STATE_DIR))
+}
+
+/// [`resolve`] with the node file at `path` and the daemon's default state folder at `state_dir`.
+fn resolve_at(conf: &NetConf, command: Command, path: &Path, state_dir: &Path) -> Result<NodeSettings, CniError> {
+    let file = read(path)?;
+    let state = daemon_state(state_dir);
+    let source = match (&file, &state) {
+        (Some(f), _) => NodeSource::File(path, f),
+        (None, Some(state)) => NodeSource::DaemonState(state),
+        (None, None) => NodeSource::Standalone,
+    };
+    NodeSettings::resolve_for(source, conf, command)
 }
 
 #[cfg(test)]
@@ -78,6 +103,88 @@ mod tests {
         std::fs::write(&path, body).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
         path
+    }
+
+    fn conf(extra: serde_json::Value) -> NetConf {
+        let mut c = serde_json::json!({"cniVersion": "1.1.0", "name": "enis", "type": "nodeeni", "device": "eth1"});
+        if let (Some(base), serde_json::Value::Object(more)) = (c.as_object_mut(), extra) {
+            base.extend(more);
+        }
+        NetConf::parse(c.to_string().as_bytes()).expect("config")
+    }
+
+    const EVERY: [Command; 5] = [Command::Add, Command::Check, Command::Del, Command::Gc, Command::Status];
+
+    /// No node file, but the daemon's node state in the default state folder: the daemon runs here, and
+    /// what install-cni writes holds. Before, this was standalone use: a config's stateDir, sysfsRoot
+    /// and logFile were used as root, and any device could be handed out.
+    #[test]
+    fn without_a_node_file_the_daemons_node_state_makes_its_defaults_hold() {
+        let etc = tempfile::tempdir().expect("etc");
+        let state = tempfile::tempdir().expect("state");
+        let none = etc.path().join("node.json");
+        let tenant = conf(serde_json::json!({"stateDir": "/tmp/tenant", "sysfsRoot": "/tmp/tenant-sys"}));
+        // No node state either: standalone use, the config's keys apply.
+        let s = resolve_at(&tenant, Command::Add, &none, state.path()).expect("standalone");
+        assert_eq!(s.state_dir, Path::new("/tmp/tenant"));
+        assert!(s.allow_standalone_devices && s.daemon_state.is_none() && s.warnings.is_empty());
+
+        for file in [STATE_FILE, PREVIOUS_FILE] {
+            let marker = state.path().join(file);
+            std::fs::write(&marker, b"{}").expect("node state");
+            for command in [Command::Add, Command::Check] {
+                let e = resolve_at(&tenant, command, &none, state.path()).expect_err("refused");
+                assert_eq!(e.code, 7, "{}", e.msg);
+                assert!(e.msg.starts_with("stateDir: /tmp/tenant is not allowed here"), "{}", e.msg);
+                assert!(e.msg.contains(&marker.display().to_string()), "says why: {}", e.msg);
+            }
+            let s = resolve_at(&conf(serde_json::json!({})), Command::Add, &none, state.path()).expect("no keys");
+            assert_eq!(s.state_dir, state.path(), "the folder the node state is in");
+            assert_eq!(s.sysfs_root, Path::new("/sys"));
+            assert_eq!(s.log_file.as_deref(), Some(Path::new("/var/log/nodeeni-cni.log")));
+            assert!(!s.allow_standalone_devices && !s.allow_non_ena_dpdk && s.node_file.is_none());
+            assert_eq!(s.daemon_state.as_deref(), Some(marker.as_path()));
+            assert!(s.warnings.iter().any(|w| w.contains("daemon runs here")), "logged why: {:?}", s.warnings);
+            std::fs::remove_file(&marker).expect("rm");
+        }
+    }
+
+    /// A config written before the node file existed carries stateDir, sysfsRoot or logFile. Before,
+    /// every command refused it, so its pods' DEL (and GC, STATUS) failed forever; now only ADD and
+    /// CHECK do, and the rest use the node file's values and warn.
+    #[test]
+    fn del_gc_and_status_ignore_node_paths_that_add_and_check_refuse() {
+        let node = NodeFile { log_file: Some("/var/log/n.log".into()), ..NodeFile::default() };
+        let at = Path::new("/etc/nodeeni/node.json");
+        let marker = Path::new("/var/lib/nodeeni/node-state.json");
+        let old = conf(serde_json::json!({"stateDir": "/old", "sysfsRoot": "/old-sys", "logFile": "/old.log"}));
+        for source in [NodeSource::File(at, &node), NodeSource::DaemonState(marker)] {
+            for command in EVERY {
+                let outcome = NodeSettings::resolve_for(source, &old, command);
+                if matches!(command, Command::Add | Command::Check) {
+                    let e = outcome.expect_err("refused");
+                    assert!(e.msg.starts_with("stateDir: /old is not allowed here"), "{command:?}: {}", e.msg);
+                    continue;
+                }
+                let s = outcome.unwrap_or_else(|e| panic!("{command:?} must not fail: {e}"));
+                assert_eq!((s.state_dir.to_str(), s.sysfs_root.to_str()), (Some("/var/lib/nodeeni"), Some("/sys")));
+                assert_ne!(s.log_file.as_deref(), Some(Path::new("/old.log")), "{command:?}");
+                for key in ["stateDir /old ", "sysfsRoot /old-sys ", "logFile /old.log "] {
+                    assert!(
+                        s.warnings.iter().any(|w| w.starts_with(key) && w.contains("is ignored")),
+                        "{command:?}: {key} warned of: {:?}",
+                        s.warnings
+                    );
+                }
+            }
+        }
+        // Keys equal to the node file's, or a node file that allows them: nothing to warn of.
+        let same = conf(serde_json::json!({"stateDir": "/var/lib/nodeeni", "logFile": "/var/log/n.log"}));
+        let s = NodeSettings::resolve_for(NodeSource::File(at, &node), &same, Command::Del).expect("same");
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let open = NodeFile { allow_netconf_paths: true, ..node.clone() };
+        let s = NodeSettings::resolve_for(NodeSource::File(at, &open), &old, Command::Del).expect("allowed");
+        assert_eq!((s.state_dir.to_str(), s.warnings.len()), (Some("/old"), 0));
     }
 
     #[test]

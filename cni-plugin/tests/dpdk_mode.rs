@@ -99,8 +99,10 @@ fn dpdk_pool_enis_from_the_node_state_use_the_pool_driver() {
         "pci": PCI, "mac": "0a:00:00:00:0d:01", "dpdkDriver": "uio_pci_generic", "updatedUnix": 0
     }]});
     std::fs::write(b.state.path().join("node-state.json"), state.to_string()).expect("state");
+    b.write_node_file(json!({}));
+    b.write_checkpoint(&[("uid-p", "nodeeni.io/dpdk", &["eni-0000000000000d0d1"])]);
     let conf = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-0000000000000d0d1"}}));
-    let r = b.cni("ADD", &conf, "c1", Some(&pod.path()), "dpdk0").expect_ok();
+    let r = b.cni_args("ADD", &conf, "c1", Some(&pod.path()), "dpdk0", "K8S_POD_UID=uid-p").expect_ok();
     assert_eq!(r["interfaces"][0]["pciID"], PCI);
     assert_eq!(r["interfaces"][0]["mac"], "0a:00:00:00:0d:01");
     assert_eq!(b.sysfs.driver_of(PCI).as_deref(), Some("uio_pci_generic"));

@@ -21,10 +21,12 @@ fn add_check_del_for_every_version_with_vpc_addresses() {
     let b = NodeBox::new("kver");
     b.eni("eth1", MAC);
     b.node_state("fast", &[("eni-0000000000000abc1", MAC, "10.0.1.50")]);
+    b.write_node_file(json!({}));
+    b.write_checkpoint(&[("uid-p", "nodeeni.io/fast", &["eni-0000000000000abc1"])]);
     for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let pod = b.pod("kver");
         let conf = b.conf(version, json!({"runtimeConfig": {"deviceID": "eni-0000000000000abc1"}, "mtu": 1400}));
-        let result = b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        let result = b.cni_args("ADD", &conf, "c1", Some(&pod.path()), "net1", "K8S_POD_UID=uid-p").expect_ok();
         assert_eq!(result["cniVersion"], version);
         assert_eq!(result["interfaces"][0]["name"], "net1");
         assert_eq!(result["interfaces"][0]["mac"], MAC);
@@ -130,6 +132,10 @@ fn only_the_kubelets_allocation_takes_an_eni_of_an_advertised_pool() {
         (json!({"mac": "0a:00:00:00:00:22"}), "", "mac cannot select it"),
         (json!({"deviceID": "eni-00000022"}), "", "no K8S_POD_UID"),
         (json!({"deviceID": "eni-00000022"}), "K8S_POD_UID=uid-a", "does not list it for pod uid-a"),
+        // A config's own runtimeConfig (libcni passes it through where it injects none) is no proof
+        // either: before, it took the ENI.
+        (json!({"runtimeConfig": {"deviceID": "eni-00000022"}}), "", "no K8S_POD_UID"),
+        (json!({"runtimeConfig": {"deviceID": "eni-00000022"}}), "K8S_POD_UID=uid-a", "does not list it for pod uid-a"),
     ] {
         a(b.conf("1.1.0", conf.clone()), args).expect_code(7, words);
         assert!(b.node.has_link("eth2") && !pa.has_link("net1"), "{conf}: nothing moved");
@@ -142,7 +148,7 @@ fn only_the_kubelets_allocation_takes_an_eni_of_an_advertised_pool() {
     assert!(Vpc::ping_from(&pb, GATEWAY));
     // Pod A gets its own through the runtime's capability.
     let runtime = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-00000021"}}));
-    a(runtime.clone(), "").expect_ok();
+    a(runtime.clone(), "K8S_POD_UID=uid-a").expect_ok();
     assert_eq!(pa.addresses("net1"), ["10.0.1.21/24"]);
     b.cni("DEL", &runtime, "ca", Some(&pa.path()), "net1").expect_ok();
     b.cni("DEL", &multus, "cb", Some(&pb.path()), "net1").expect_ok();
@@ -169,9 +175,50 @@ fn a_device_given_to_another_container_is_refused_cleanly() {
     // Pool ENIs: the node state's claim refuses a second container.
     b.cni("DEL", &conf, "c1", Some(&p1.path()), "net1").expect_ok();
     b.node_state("fast", &[("eni-00000011", MAC, "10.0.1.11")]);
+    b.write_node_file(json!({}));
+    b.write_checkpoint(&[("uid-p", "nodeeni.io/fast", &["eni-00000011"])]);
+    // The pod's sandbox re-created (a new container ID, the same pod) before the old one's DEL.
     let by_id = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-00000011"}}));
-    b.cni("ADD", &by_id, "c1", Some(&p1.path()), "net1").expect_ok();
-    b.cni("ADD", &by_id, "c2", Some(&p2.path()), "net1").expect_code(101, "already given to container c1");
+    b.cni_args("ADD", &by_id, "c1", Some(&p1.path()), "net1", "K8S_POD_UID=uid-p").expect_ok();
+    b.cni_args("ADD", &by_id, "c2", Some(&p2.path()), "net1", "K8S_POD_UID=uid-p")
+        .expect_code(101, "already given to container c1");
+}
+
+/// The SR-IOV device plugin names devices by PCI address: during a migration the kubelet's
+/// checkpoint lists the ENI's PCI address for the pod, not its ID. Before, only the ENI ID was
+/// looked for, so the pod the kubelet gave the device to was refused it.
+#[test]
+fn the_kubelets_allocation_is_found_by_eni_id_or_pci_address() {
+    if !require_root("the_kubelets_allocation_is_found_by_eni_id_or_pci_address") {
+        return;
+    }
+    let b = NodeBox::new("kpci");
+    b.eni("eth1", MAC);
+    let state = json!({"version": 1, "enis": [{
+        "eniId": "eni-00000015", "pool": "fast", "mode": "kernel", "lifecycle": "ready", "subnetCidr": "10.0.1.0/24",
+        "primaryIp": "10.0.1.15", "secondaryIps": [], "pci": "0000:00:1f.5", "mac": MAC, "deviceIndex": 1,
+        "updatedUnix": 0
+    }]});
+    std::fs::write(b.state.path().join("node-state.json"), state.to_string()).expect("state");
+    b.write_node_file(json!({}));
+    b.write_checkpoint(&[
+        ("uid-p", "intel.com/sriov", &["0000:00:1f.5"]),
+        ("uid-q", "intel.com/sriov", &["0000:00:1f.6"]),
+    ]);
+    let pod = b.pod("kpci");
+    let by_id = b.conf("1.1.0", json!({"runtimeConfig": {"deviceID": "eni-00000015"}}));
+    let by_pci = b.conf("1.1.0", json!({"deviceID": "0000:00:1f.5"}));
+    for conf in [&by_pci, &by_id] {
+        // Another pod's device is still no proof.
+        b.cni_args("ADD", conf, "c1", Some(&pod.path()), "net1", "K8S_POD_UID=uid-q")
+            .expect_code(7, "does not list it for pod uid-q");
+        assert!(b.node.has_link("eth1"), "{conf}: nothing moved");
+        let r = b.cni_args("ADD", conf, "c1", Some(&pod.path()), "net1", "K8S_POD_UID=uid-p").expect_ok();
+        assert_eq!(r["ips"][0]["address"], "10.0.1.15/24", "{conf}");
+        assert_eq!(pod.addresses("net1"), ["10.0.1.15/24"]);
+        b.cni("DEL", conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        assert!(b.node.has_link("eth1") && !pod.has_link("net1"), "{conf}: back on the node");
+    }
 }
 
 #[test]
@@ -392,6 +439,35 @@ fn del_returns_the_eni_never_a_decoy_carrying_its_mac() {
     pod.ip(&["link", "del", "decoy"]);
     b.cni("DEL", &conf, "c3", Some(&pod.path()), "net3").expect_ok();
     assert_eq!(b.node.mac_of("eth1"), MAC);
+}
+
+/// The ENI left the pod (moved into a namespace of the pod's own), and the pod gave a veth of its own
+/// the ENI's MAC and the alias ADD set. Before, DEL took that look-alike, the only link in the pod
+/// with the MAC, and returned it to the host as the ENI, although its ifindex is not the one ADD
+/// recorded.
+#[test]
+fn del_takes_no_look_alike_at_another_ifindex_once_the_eni_left_the_pod() {
+    if !require_root("del_takes_no_look_alike_at_another_ifindex_once_the_eni_left_the_pod") {
+        return;
+    }
+    let b = NodeBox::new("kleft");
+    // The ENI gets a high index on the node (which it keeps), so the look-alike cannot take it by chance.
+    for i in 0..4 {
+        b.node.ip(&["link", "add", &format!("pad{i}"), "type", "veth", "peer", "name", &format!("padp{i}")]);
+    }
+    b.eni("eth1", MAC);
+    let (pod, stash) = (b.pod("kleft"), b.pod("kleftx"));
+    let conf = b.conf("1.1.0", json!({"device": "eth1"}));
+    b.cni("ADD", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    pod.ip(&["link", "set", "net1", "netns", stash.name()]);
+    pod.ip(&[
+        "link", "add", "decoy", "index", "2", "address", MAC, "type", "veth", "peer", "name", "decoyp", "index", "3",
+    ]);
+    pod.ip(&["link", "set", "decoy", "alias", "eth1"]);
+    b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+    assert!(pod.has_link("decoy"), "the look-alike stays in the pod");
+    assert!(!b.node.has_link("eth1") && !b.node.has_link("decoy"), "nothing came to the host as the ENI");
+    assert!(stash.has_link("net1"), "the ENI is where the pod put it");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The plugin through libcni (Debian's golang-github-appc-cni-dev, v1.1.2), the library container
 //! runtimes and Multus link: a single .conf, a runtimeConfig deviceID capability, and a .conflist
-//! chained with the reference `tuning` plugin (which reads our result as its prevResult).
+//! chained with the reference `tuning` plugin (which reads our result as its prevResult). The plugin
+//! is reached through a shim that adds the pod's UID to `CNI_ARGS`, as containerd and CRI-O do (the
+//! driver passes none), and reads this box's node file.
 
 mod common;
 
@@ -8,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{GATEWAY, NodeBox};
+use nodeeni_tests::allocation::{pod_uid, pod_uid_shim};
 use nodeeni_tests::root::require_root;
 use nodeeni_tests::vpc::Vpc;
 use serde_json::{Value, json};
@@ -21,11 +24,13 @@ struct Attachment<'a> {
 }
 
 fn drive(b: &NodeBox, driver: &Path, verb: &str, at: &Attachment, caps: &[&str]) -> (bool, String) {
+    let shim = pod_uid_shim(b.etc.path(), Path::new(common::plugin()));
     let out = b.node.run(|| {
         Command::new(driver)
             .args([verb, at.file.to_str().expect("utf8"), at.container, at.pod.to_str().expect("utf8"), at.ifname])
             .args(caps)
-            .env("CNI_PATH", common::cni_path())
+            .env("CNI_PATH", format!("{}:{}", shim.display(), common::cni_path()))
+            .env("NODEENI_NODE_FILE", b.node_file())
             .env("TMPDIR", b.state.path())
             .output()
             .expect("run driver")
@@ -76,6 +81,9 @@ fn libcni_passes_the_device_id_capability_as_runtime_config() {
     let b = NodeBox::new("lcap");
     b.eni("eth1", "0a:00:00:00:00:71");
     b.node_state("fast", &[("eni-0000000000000a071", "0a:00:00:00:00:71", "10.0.1.71")]);
+    b.write_node_file(json!({}));
+    let uid = pod_uid("c1");
+    b.write_checkpoint(&[(uid.as_str(), "nodeeni.io/fast", &["eni-0000000000000a071"])]);
     let pod = b.pod("lcap");
     let conf = b.conf("1.0.0", json!({"capabilities": {"deviceID": true}}));
     let file = b.state.path().join("30-cap.conf");
@@ -89,6 +97,35 @@ fn libcni_passes_the_device_id_capability_as_runtime_config() {
     let (ok, out) = drive(&b, &driver, "del", &at, &["deviceID=eni-0000000000000a071"]);
     assert!(ok, "libcni DEL: {out}");
     assert!(b.node.has_link("eth1"));
+}
+
+/// libcni injects `runtimeConfig` only for a capability the config declares and the runtime fills;
+/// otherwise it passes the config's own `runtimeConfig` key through. Before, the plugin trusted
+/// `runtimeConfig.deviceID` as the kubelet's allocation, so a NetworkAttachmentDefinition writing one
+/// took the ENI the kubelet gave another pod.
+#[test]
+fn a_configs_own_runtime_config_takes_no_eni_the_kubelet_gave_another_pod() {
+    if !require_root("a_configs_own_runtime_config_takes_no_eni_the_kubelet_gave_another_pod") {
+        return;
+    }
+    let Some(driver) = nodeeni_tests::bins::libcni_driver() else { return };
+    let b = NodeBox::new("lrc");
+    b.eni("eth1", "0a:00:00:00:00:91");
+    b.node_state("fast", &[("eni-0000000000000a091", "0a:00:00:00:00:91", "10.0.1.91")]);
+    b.write_node_file(json!({}));
+    b.write_checkpoint(&[("uid-victim", "nodeeni.io/fast", &["eni-0000000000000a091"])]);
+    let pod = b.pod("lrc");
+    let conf = b.conf("1.0.0", json!({"runtimeConfig": {"deviceID": "eni-0000000000000a091"}}));
+    let file = b.state.path().join("40-forged.conf");
+    std::fs::write(&file, conf.to_string()).expect("write conf");
+    let pod_path = pod.path();
+    let at = Attachment { file: &file, container: "c1", pod: &pod_path, ifname: "net1" };
+    let (ok, out) = drive(&b, &driver, "add", &at, &[]);
+    assert!(!ok, "a config's own runtimeConfig.deviceID took the victim's ENI: {out}");
+    assert!(out.contains("does not list it for pod uid-c1"), "{out}");
+    assert!(b.node.has_link("eth1") && !pod.has_link("net1"), "nothing moved");
+    assert!(b.node_state_json()["enis"][0].get("allocation").is_none(), "not claimed");
+    assert!(b.records().is_empty());
 }
 
 #[test]

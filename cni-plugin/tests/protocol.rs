@@ -230,8 +230,10 @@ fn logs_go_to_the_log_file_and_stdout_is_only_the_result() {
 }
 
 /// Where the daemon runs, the node file sets the state folder, sysfs root and log file: a network
-/// config (which a namespace user may write) naming its own is refused, and so are devices the node
-/// state does not know. Before, the config's paths were used as root.
+/// config (which a namespace user may write) naming its own is refused by ADD and CHECK, and so are
+/// devices the node state does not know. Before, the config's paths were used as root. DEL, GC and
+/// STATUS ignore such keys (with a warning) instead: before, they refused them too, so a config
+/// written before the node file existed could never be torn down.
 #[test]
 fn the_node_file_sets_node_paths_and_network_configs_cannot() {
     if !require_root("the_node_file_sets_node_paths_and_network_configs_cannot") {
@@ -248,12 +250,18 @@ fn the_node_file_sets_node_paths_and_network_configs_cannot() {
         ("logFile", elsewhere.path().join("log")),
     ] {
         let conf = b.conf("1.1.0", json!({"device": "eth1", key: val}));
-        for command in ["ADD", "DEL", "CHECK"] {
+        for command in ["ADD", "CHECK"] {
             b.cni(command, &conf, "c1", Some(&pod.path()), "net1").expect_code(7, &format!("{key}: {}", val.display()));
         }
-        let status = b.exec_raw(conf.to_string().as_bytes(), &[("CNI_COMMAND", "STATUS")]);
-        status.expect_code(7, "not allowed here");
+        b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        b.exec_raw(conf.to_string().as_bytes(), &[("CNI_COMMAND", "STATUS")]).expect_ok();
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        b.exec_raw(gc.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())]).expect_ok();
         assert!(std::fs::read_dir(elsewhere.path()).expect("ls").next().is_none(), "{key}: nothing written there");
+        let log = std::fs::read_to_string(&b.log).expect("the node file's log");
+        let warned = format!("{key} {} of the network config is ignored", val.display());
+        assert_eq!(log.matches(&warned).count(), 3, "DEL, STATUS and GC warned: {log}");
     }
     assert!(b.node.has_link("eth1"));
     // A device the node state does not know: refused unless the node file allows standalone devices.

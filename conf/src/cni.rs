@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -605,6 +605,9 @@ pub const NODE_FILE: &str = "/etc/nodeeni/node.json";
 pub const NODE_FILE_ENV: &str = "NODEENI_NODE_FILE";
 /// The kubelet's device-manager checkpoint: which pod the kubelet gave each device.
 pub const DEFAULT_KUBELET_CHECKPOINT: &str = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+/// The CNI's log file on a node where the daemon runs (what `install-cni` writes, and what the shipped
+/// network attachments name).
+pub const DEFAULT_LOG_FILE: &str = "/var/log/nodeeni-cni.log";
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
@@ -643,7 +646,7 @@ pub struct NodeFile {
 }
 
 impl Default for NodeFile {
-    /// What `install-cni` writes: the daemon's defaults, nothing left to network configs.
+    /// The defaults of every key: the daemon's paths, nothing left to network configs, no log file.
     fn default() -> Self {
         Self {
             state_dir: default_state_dir(),
@@ -658,6 +661,12 @@ impl Default for NodeFile {
 }
 
 impl NodeFile {
+    /// What `install-cni` writes on a node whose daemon keeps its state in `state_dir`: the defaults,
+    /// with the CNI's log at [`DEFAULT_LOG_FILE`].
+    pub fn installed(state_dir: PathBuf) -> Self {
+        Self { state_dir, log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)), ..Self::default() }
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         let file: NodeFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         for (key, path) in [
@@ -676,6 +685,20 @@ impl NodeFile {
     }
 }
 
+/// Where a call's node-level settings come from.
+#[derive(Debug, Clone, Copy)]
+pub enum NodeSource<'a> {
+    /// The node file at this path.
+    File(&'a Path, &'a NodeFile),
+    /// No node file, but the daemon's node state is at this path (in the default state folder): the
+    /// daemon runs here and `install-cni` has not written the node file (yet, or it was removed). What
+    /// it would write for that folder holds ([`NodeFile::installed`]): nothing from network configs,
+    /// no standalone devices. Fail closed, not open.
+    DaemonState(&'a Path),
+    /// Neither: standalone use on a host without the daemon, where the config's keys apply.
+    Standalone,
+}
+
 /// The plugin's node-level settings for one call: the node file's, or, on a host without one
 /// (standalone use, no daemon), the network config's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -688,47 +711,86 @@ pub struct NodeSettings {
     pub kubelet_checkpoint: PathBuf,
     /// The node file these came from, if any.
     pub node_file: Option<PathBuf>,
+    /// The daemon's node state that made the node file's defaults apply without a node file.
+    pub daemon_state: Option<PathBuf>,
+    /// What the plugin should log as a warning once its log is open: keys of the config it ignored
+    /// (DEL, GC, STATUS), defaults applied for want of a node file.
+    pub warnings: Vec<String>,
 }
 
 impl NodeSettings {
-    /// Settings from the node file at `path` (when there is one) and the config. Where the node file
-    /// does not allow them, the config's `stateDir`, `sysfsRoot` and `logFile` are refused (code 7)
-    /// unless they say what the node file says.
-    pub fn resolve(node: Option<(&std::path::Path, &NodeFile)>, conf: &NetConf) -> Result<Self, CniError> {
-        let Some((path, file)) = node else {
-            return Ok(Self {
-                state_dir: conf.state_dir.clone().unwrap_or_else(default_state_dir),
-                sysfs_root: conf.sysfs_root.clone().unwrap_or_else(default_sysfs_root),
-                log_file: conf.log_file.clone(),
-                allow_standalone_devices: true,
-                allow_non_ena_dpdk: false,
-                kubelet_checkpoint: default_checkpoint(),
-                node_file: None,
-            });
+    /// [`NodeSettings::resolve_for`] an ADD (or CHECK): the strict reading.
+    pub fn resolve(node: Option<(&Path, &NodeFile)>, conf: &NetConf) -> Result<Self, CniError> {
+        let source = node.map_or(NodeSource::Standalone, |(path, file)| NodeSource::File(path, file));
+        Self::resolve_for(source, conf, Command::Add)
+    }
+
+    /// Settings from `source` and the config for `command`. Where the node file (or, without one, the
+    /// daemon's defaults) does not allow them, the config's `stateDir`, `sysfsRoot` and `logFile` are
+    /// refused (code 7) on ADD and CHECK unless they say what the node file says. DEL, GC and STATUS
+    /// ignore them instead, with a warning, and use the node file's: they must never fail forever on a
+    /// config written before the node file existed (it would keep a pod from being torn down).
+    pub fn resolve_for(source: NodeSource<'_>, conf: &NetConf, command: Command) -> Result<Self, CniError> {
+        let installed;
+        let (file, whose) = match source {
+            NodeSource::Standalone => {
+                return Ok(Self {
+                    state_dir: conf.state_dir.clone().unwrap_or_else(default_state_dir),
+                    sysfs_root: conf.sysfs_root.clone().unwrap_or_else(default_sysfs_root),
+                    log_file: conf.log_file.clone(),
+                    allow_standalone_devices: true,
+                    allow_non_ena_dpdk: false,
+                    kubelet_checkpoint: default_checkpoint(),
+                    node_file: None,
+                    daemon_state: None,
+                    warnings: Vec::new(),
+                });
+            }
+            NodeSource::File(path, file) => (file, format!("the node file {}", path.display())),
+            NodeSource::DaemonState(state) => {
+                let folder = state.parent().map_or_else(default_state_dir, Path::to_path_buf);
+                installed = NodeFile::installed(folder);
+                let whose = format!(
+                    "the node file's defaults (there is no node file, but the nodeeni daemon's node state {} says the \
+                     daemon runs here; `nodeeni-device-plugin install-cni` writes the file)",
+                    state.display()
+                );
+                (&installed, whose)
+            }
         };
-        if !file.allow_netconf_paths {
+        let mut warnings = Vec::new();
+        if let NodeSource::DaemonState(_) = source {
+            warnings.push(format!("node settings are {whose}"));
+        }
+        let lenient = matches!(command, Command::Del | Command::Gc | Command::Status);
+        let netconf = file.allow_netconf_paths;
+        if !netconf {
             for (key, given, node) in [
                 ("stateDir", conf.state_dir.as_ref(), Some(&file.state_dir)),
                 ("sysfsRoot", conf.sysfs_root.as_ref(), Some(&file.sysfs_root)),
                 ("logFile", conf.log_file.as_ref(), file.log_file.as_ref()),
             ] {
-                if let Some(given) = given
-                    && Some(given) != node
-                {
-                    return Err(field_err(
-                        key,
-                        format!(
-                            "{} is not allowed here: on this node it is set by the node file {}, not by network \
-                             configs; remove the key",
-                            given.display(),
-                            path.display()
-                        ),
+                let Some(given) = given.filter(|g| Some(*g) != node) else { continue };
+                if lenient {
+                    let used = node.map_or_else(|| "none".to_string(), |n| n.display().to_string());
+                    warnings.push(format!(
+                        "{key} {} of the network config is ignored: on this node it is set by {whose} ({used}); \
+                         remove the key from the config",
+                        given.display()
                     ));
+                    continue;
                 }
+                return Err(field_err(
+                    key,
+                    format!(
+                        "{} is not allowed here: on this node it is set by {whose}, not by network configs; remove the \
+                         key",
+                        given.display()
+                    ),
+                ));
             }
         }
         let or = |given: &Option<PathBuf>, node: &PathBuf| given.clone().unwrap_or_else(|| node.clone());
-        let netconf = file.allow_netconf_paths;
         Ok(Self {
             state_dir: if netconf { or(&conf.state_dir, &file.state_dir) } else { file.state_dir.clone() },
             sysfs_root: if netconf { or(&conf.sysfs_root, &file.sysfs_root) } else { file.sysfs_root.clone() },
@@ -740,7 +802,15 @@ impl NodeSettings {
             allow_standalone_devices: file.allow_standalone_devices,
             allow_non_ena_dpdk: file.allow_non_ena_dpdk,
             kubelet_checkpoint: file.kubelet_checkpoint.clone(),
-            node_file: Some(path.to_path_buf()),
+            node_file: match source {
+                NodeSource::File(path, _) => Some(path.to_path_buf()),
+                _ => None,
+            },
+            daemon_state: match source {
+                NodeSource::DaemonState(state) => Some(state.to_path_buf()),
+                _ => None,
+            },
+            warnings,
         })
     }
 }

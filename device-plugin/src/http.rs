@@ -24,7 +24,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::Layer;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::probes::Probes;
@@ -131,12 +130,32 @@ async fn set_log_level(State(e): State<Endpoints>, body: String) -> (StatusCode,
 }
 
 pub fn router(endpoints: Endpoints) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/debug/loglevel", get(get_log_level).put(set_log_level))
-        .with_state(endpoints)
+    limited_router(endpoints, None, None)
+}
+
+/// The routes, with `/metrics` and `/debug/loglevel` sharing `max_in_flight` places. The probes are
+/// outside that limit: a flood of scrapes, or slow bodies sent to the log level, must never fail the
+/// kubelet's liveness probe and restart the daemon. Every request, probes included, is answered or
+/// dropped within `request_timeout`.
+fn limited_router(endpoints: Endpoints, max_in_flight: Option<usize>, request_timeout: Option<Duration>) -> Router {
+    let mut heavy =
+        Router::new().route("/metrics", get(metrics)).route("/debug/loglevel", get(get_log_level).put(set_log_level));
+    if let Some(places) = max_in_flight {
+        // One limit for the whole endpoint: the layer's clones (one per connection) share its places.
+        heavy = heavy.layer(GlobalConcurrencyLimitLayer::new(places));
+    }
+    let mut all = heavy.merge(Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)));
+    if let Some(limit) = request_timeout {
+        all = all.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(limit, next.run(req)).await {
+                    Ok(response) => response,
+                    Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
+                }
+            },
+        ));
+    }
+    all.with_state(endpoints)
 }
 
 /// What one client, or many, can make the endpoint hold.
@@ -147,13 +166,21 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections open at once; one more is closed as soon as it is accepted, unanswered.
     pub max_connections: usize,
-    /// Requests being answered at once, over all connections; more wait for a place.
+    /// Scrapes and log-level requests being answered at once, over all connections; more wait for
+    /// a place. The probes do not count.
     pub max_in_flight: usize,
+    /// A request (its body included) not answered in this long is answered 408.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { header_read_timeout: Duration::from_secs(5), max_connections: 64, max_in_flight: 16 }
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            max_in_flight: 16,
+            request_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -162,8 +189,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves until `stop` is cancelled, within `limits`; then lets answers under way finish (bounded).
 pub async fn serve(listener: tokio::net::TcpListener, endpoints: Endpoints, limits: Limits, stop: CancellationToken) {
-    // One limit for the whole endpoint: the layer's clones (one per connection) share its places.
-    let app = GlobalConcurrencyLimitLayer::new(limits.max_in_flight).layer(router(endpoints));
+    let app = limited_router(endpoints, Some(limits.max_in_flight), Some(limits.request_timeout));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -372,7 +398,7 @@ mod tests {
             &Default::default(),
         ))));
         let record = nodeeni_state::node::EniRecord::new("fast", nodeeni_conf::Mode::Kernel, Lifecycle::Ready);
-        snapshot.refresh(&NodeState { enis: vec![record.clone(), record], ..NodeState::default() });
+        snapshot.refresh(&NodeState { enis: vec![record.clone(), record], ..NodeState::default() }, 0);
         let metrics = Arc::new(metrics);
         let render: RenderMetrics = Arc::new(move || metrics.render());
         let (addr, stop) =
@@ -455,7 +481,7 @@ mod tests {
     /// Connections beyond the cap are closed at once, unanswered; once one closes, a new one is served.
     #[tokio::test]
     async fn connections_beyond_the_cap_are_refused() {
-        let limits = Limits { header_read_timeout: Duration::from_secs(30), max_connections: 2, max_in_flight: 16 };
+        let limits = Limits { header_read_timeout: Duration::from_secs(30), max_connections: 2, ..Limits::default() };
         let (addr, stop) = start(endpoints(fixed("")), limits).await;
         // Two connections served and kept alive: the cap.
         let mut first = connect(addr).await;
@@ -488,10 +514,11 @@ mod tests {
         stop.cancel();
     }
 
-    /// Requests beyond the cap in flight wait for a place: with one place taken by a slow
-    /// rendering, a probe is answered only once it is done.
+    /// Scrapes beyond the cap in flight wait for a place, and the probes never do: with the one place
+    /// taken by a slow rendering, a log-level request sent first is still waiting when a probe sent
+    /// after it has been answered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn requests_beyond_the_cap_in_flight_wait_for_a_place() {
+    async fn the_cap_in_flight_holds_scrapes_and_never_the_probes() {
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
         let (rendering_tx, mut rendering_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -505,17 +532,38 @@ mod tests {
 
         let scrape = tokio::spawn(async move { get_on(&mut connect(addr).await, "/metrics").await });
         rendering_rx.recv().await.expect("the scrape holds the one place");
-        let probe = tokio::spawn(async move { get_on(&mut connect(addr).await, "/healthz").await });
-        let early = tokio::time::timeout(Duration::from_millis(300), async {
-            while !probe.is_finished() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(early.is_err(), "the probe was answered while the only place was taken");
+        let waiting = tokio::spawn(async move { get_on(&mut connect(addr).await, "/debug/loglevel").await });
+        for probe in ["/healthz", "/readyz"] {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), async { get_on(&mut connect(addr).await, probe).await })
+                    .await
+                    .unwrap_or_else(|_| panic!("{probe} waited behind the scrape's place"));
+            let (status, _) = answer.expect("answered while the place is taken");
+            assert!(status == 200 || status == 503, "{probe}: {status}");
+        }
+        assert!(!waiting.is_finished(), "the log-level request got a place the scrape holds");
         release_tx.send(()).expect("release");
         assert_eq!(scrape.await.expect("scrape").expect("answer"), (200, "slow 1\n".into()));
-        assert_eq!(probe.await.expect("probe").expect("answer"), (200, "ok\n".into()));
+        assert_eq!(waiting.await.expect("joined").expect("answer").0, 404, "answered once the place is free");
+        stop.cancel();
+    }
+
+    /// A body that never finishes coming does not hold its place for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_whose_body_never_comes_is_answered_408() {
+        let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
+        let (addr, stop) = start(endpoints(fixed("x 1\n")), limits).await;
+        let mut conn = connect(addr).await;
+        conn.get_mut()
+            .write_all(b"PUT /debug/loglevel HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\ninfo")
+            .await
+            .expect("send");
+        let mut status_line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut status_line))
+            .await
+            .expect("answered, not held")
+            .expect("read");
+        assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
         stop.cancel();
     }
 }

@@ -4,9 +4,11 @@
 //! file or the new one, never half.
 //!
 //! It also writes the plugin's node file (`nodeeni_conf::cni::NodeFile`) where there is none: root's,
-//! 0644, the daemon's defaults and nothing left to network configs (no `stateDir`, `sysfsRoot` or
-//! `logFile` from a config, no standalone devices, DPDK on ENA devices only). One already there is
-//! kept: it is the operator's to change.
+//! 0644, the daemon's state folder, the defaults otherwise, and nothing left to network configs (no
+//! `stateDir`, `sysfsRoot` or `logFile` from a config, no standalone devices, DPDK on ENA devices only).
+//! One already there is kept: it is the operator's to change. [`install_cni`] writes the node file
+//! before the binary, so a plugin never runs here without it (fail closed: if the file cannot be
+//! written, the binary is not installed either).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -40,11 +42,11 @@ pub fn install_binary(from: &Path, to_dir: &Path) -> Result<PathBuf, InstallErro
 const NODE_FILE_MODE: u32 = 0o644;
 
 /// The CNI's log file, as the shipped network attachments name it.
-pub const CNI_LOG_FILE: &str = "/var/log/nodeeni-cni.log";
+pub const CNI_LOG_FILE: &str = nodeeni_conf::cni::DEFAULT_LOG_FILE;
 
-/// What the node file says on a node where the daemon runs.
+/// What the node file says on a node where the daemon runs with the default state folder.
 pub fn node_file_defaults() -> NodeFile {
-    NodeFile { log_file: Some(PathBuf::from(CNI_LOG_FILE)), ..NodeFile::default() }
+    NodeFile::installed(PathBuf::from(nodeeni_conf::cni::DEFAULT_STATE_DIR))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,54 @@ pub fn write_node_file(path: &Path, file: &NodeFile) -> Result<NodeFileOutcome, 
     let bytes = serde_json::to_vec_pretty(file).map_err(|e| err("encode")(std::io::Error::other(e)))?;
     replace_file(path, &bytes, NODE_FILE_MODE, Durability::PowerLoss).map_err(|e| err(e.step.as_str())(e.source))?;
     Ok(NodeFileOutcome::Written)
+}
+
+/// What [`install_cni`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniInstalled {
+    pub binary: PathBuf,
+    pub node_file: NodeFileOutcome,
+    /// A kept node file whose `stateDir` is not the daemon's: the plugin will not see the daemon's
+    /// node state (the operator's file is not overwritten, but they should know).
+    pub warning: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CniInstallError {
+    #[error(transparent)]
+    NodeFile(#[from] NodeFileError),
+    #[error(transparent)]
+    Binary(#[from] InstallError),
+}
+
+/// `install-cni`: the node file at `node_file` where there is none (for a daemon whose state folder
+/// is `state_dir`), then the binary `from` into `to_dir`. The node file comes first: a plugin
+/// installed without one would take node paths and standalone devices from network configs.
+pub fn install_cni(
+    from: &Path,
+    to_dir: &Path,
+    node_file: &Path,
+    state_dir: &Path,
+) -> Result<CniInstalled, CniInstallError> {
+    let outcome = write_node_file(node_file, &NodeFile::installed(state_dir.to_path_buf()))?;
+    let warning = match outcome {
+        NodeFileOutcome::Written => None,
+        NodeFileOutcome::Kept => std::fs::read(node_file)
+            .ok()
+            .and_then(|bytes| NodeFile::parse(&bytes).ok())
+            .filter(|kept| kept.state_dir != state_dir)
+            .map(|kept| {
+                format!(
+                    "the node file {} keeps stateDir {}, not the daemon's {}: the CNI will not find the daemon's node \
+                     state; fix the file",
+                    node_file.display(),
+                    kept.state_dir.display(),
+                    state_dir.display()
+                )
+            }),
+    };
+    let binary = install_binary(from, to_dir)?;
+    Ok(CniInstalled { binary, node_file: outcome, warning })
 }
 
 #[cfg(test)]
@@ -132,5 +182,46 @@ mod tests {
         std::fs::write(&path, b"{ nope").expect("break");
         let e = write_node_file(&path, &node_file_defaults()).expect_err("invalid");
         assert!(e.to_string().contains("does not read"), "{e}");
+    }
+
+    /// Before, install-cni installed the binary first: when the node file could not be written, the
+    /// new plugin was in place with no node file, taking node paths from network configs.
+    #[test]
+    fn no_binary_is_installed_when_the_node_file_cannot_be_written() {
+        let src = tempfile::tempdir().expect("src");
+        let dst = tempfile::tempdir().expect("dst");
+        let from = src.path().join("nodeeni");
+        std::fs::write(&from, b"new").expect("write");
+        // The node file's folder would be under a regular file: it cannot be created.
+        let blocker = src.path().join("etc");
+        std::fs::write(&blocker, b"").expect("blocker");
+        let node_file = blocker.join("nodeeni/node.json");
+        let e = install_cni(&from, dst.path(), &node_file, Path::new("/var/lib/nodeeni")).expect_err("no node file");
+        assert!(matches!(e, CniInstallError::NodeFile(_)), "{e}");
+        assert!(!dst.path().join("nodeeni").exists(), "the binary waits for its node file");
+
+        let node_file = src.path().join("etc2/node.json");
+        let done = install_cni(&from, dst.path(), &node_file, Path::new("/var/lib/nodeeni")).expect("install");
+        assert_eq!((done.node_file, done.warning), (NodeFileOutcome::Written, None));
+        assert_eq!(std::fs::read(&done.binary).expect("installed"), b"new");
+    }
+
+    /// The daemon's state folder, when not the default, goes into the node file (else the plugin
+    /// would look for the node state where there is none); a kept file that says otherwise is warned of.
+    #[test]
+    fn the_node_file_carries_the_daemons_state_folder() {
+        let src = tempfile::tempdir().expect("src");
+        let dst = tempfile::tempdir().expect("dst");
+        let from = src.path().join("nodeeni");
+        std::fs::write(&from, b"new").expect("write");
+        let node_file = src.path().join("etc/node.json");
+        let done = install_cni(&from, dst.path(), &node_file, Path::new("/srv/nodeeni")).expect("install");
+        assert_eq!(done.node_file, NodeFileOutcome::Written);
+        let written = NodeFile::parse(&std::fs::read(&node_file).expect("read")).expect("node file");
+        assert_eq!(written, NodeFile { state_dir: "/srv/nodeeni".into(), ..node_file_defaults() });
+        let again = install_cni(&from, dst.path(), &node_file, Path::new("/var/lib/nodeeni")).expect("install");
+        assert_eq!(again.node_file, NodeFileOutcome::Kept);
+        let warning = again.warning.expect("a kept file with another stateDir is warned of");
+        assert!(warning.contains("/srv/nodeeni") && warning.contains("/var/lib/nodeeni"), "{warning}");
     }
 }

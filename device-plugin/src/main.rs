@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             cmd::drain(config, cluster_name, timeout, imds_endpoint, resume)
         }
         Cmd::ValidateConfig { file, cluster_name } => cmd::validate(&file, cluster_name),
-        Cmd::InstallCni { from, to } => cmd::install_cni(&from, &to),
+        Cmd::InstallCni { from, to, state_dir } => cmd::install_cni(&from, &to, state_dir.as_deref()),
         Cmd::Status { state_dir, json } => cmd::status(&state_dir, json),
     }
 }

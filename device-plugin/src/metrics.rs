@@ -236,6 +236,8 @@ fn lifecycle_label(l: Lifecycle) -> &'static str {
 struct PoolCounts {
     by_state: BTreeMap<(String, &'static str), u64>,
     held: BTreeMap<String, u64>,
+    /// Attachment records set aside as unreadable (`<name>.json.corrupt-<time>`).
+    quarantined: u64,
 }
 
 /// The pool gauges' one home: a snapshot of the node state, refreshed by whoever has just read it
@@ -247,9 +249,10 @@ pub struct PoolSnapshot {
 }
 
 impl PoolSnapshot {
-    /// Counts `state`'s ENIs; the next scrape shows them.
-    pub fn refresh(&self, state: &NodeState) {
-        let mut counts = PoolCounts::default();
+    /// Counts `state`'s ENIs, and the attachment records quarantined beside it; the next scrape
+    /// shows them.
+    pub fn refresh(&self, state: &NodeState, quarantined_records: usize) {
+        let mut counts = PoolCounts { quarantined: quarantined_records as u64, ..PoolCounts::default() };
         for e in &state.enis {
             *counts.by_state.entry((e.pool.clone(), lifecycle_label(e.lifecycle))).or_default() += 1;
             *counts.held.entry(e.pool.clone()).or_default() += u64::from(e.allocation.is_some());
@@ -285,6 +288,13 @@ impl Collector for PoolSnapshot {
         for (pool, n) in &counts.held {
             gauge(*n).encode(family.encode_family(&[("pool", pool.as_str())])?)?;
         }
+        let family = encoder.encode_descriptor(
+            "nodeeni_attachment_records_quarantined",
+            "CNI attachment records set aside as unreadable (as of the pool loop's last turn).",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(counts.quarantined).encode(family)?;
         Ok(())
     }
 }
@@ -435,7 +445,7 @@ mod tests {
             ],
             ..NodeState::default()
         };
-        snapshot.refresh(&state);
+        snapshot.refresh(&state, 2);
         call(&ec2, "CreateNetworkInterface", Ok(())).await;
         call(&ec2, "CreateNetworkInterface", Ok(())).await;
         call(&ec2, "DeleteNetworkInterface", Err(ErrorClass::NotFound)).await;
@@ -452,6 +462,7 @@ mod tests {
             "nodeeni_pool_enis{pool=\"dp\",state=\"creating\"} 1\n",
             "nodeeni_pool_enis_held{pool=\"fast\"} 1\n",
             "nodeeni_pool_enis_held{pool=\"dp\"} 0\n",
+            "nodeeni_attachment_records_quarantined 2\n",
             "nodeeni_ec2_calls_total{operation=\"CreateNetworkInterface\",outcome=\"ok\"} 2\n",
             "nodeeni_ec2_calls_total{operation=\"DeleteNetworkInterface\",outcome=\"not_found\"} 1\n",
             "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"0.005\"} 2\n",
@@ -506,7 +517,7 @@ mod tests {
         let weird = "a\"b\\c\nd";
         m.allocated(weird, 1);
         let state = NodeState { enis: vec![eni(weird, Lifecycle::Ready, false)], ..NodeState::default() };
-        snapshot.refresh(&state);
+        snapshot.refresh(&state, 0);
         call(&ec2, "Describe\"Odd\\Op\n", Ok(())).await;
         let text = m.render();
         let escaped = r#"a\"b\\c\nd"#;
@@ -575,7 +586,7 @@ mod tests {
     async fn the_exposition_is_the_readme_table() {
         let (_, text) = everything().await;
         let table = readme_table();
-        assert_eq!(table.len(), 15, "the table's rows: {table:?}");
+        assert_eq!(table.len(), 16, "the table's rows: {table:?}");
 
         let mut types = BTreeMap::new();
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

@@ -54,10 +54,12 @@ fn help_names_the_commands() {
 #[test]
 fn status_shows_the_node_state_as_a_table_or_json() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Claimed now, in this boot (a hold older than the boot would be read as freed by the reboot).
+    let now = nodeeni_state::node::now_unix();
     let state = serde_json::json!({"version": 1, "enis": [
         {"eniId": "eni-0000000000000a021", "pool": "fast", "mode": "kernel", "lifecycle": "ready", "deviceIndex": 1,
          "hostIfname": "eth1", "mac": "0a:00:00:00:00:21", "primaryIp": "10.0.1.20", "updatedUnix": 0,
-         "allocation": {"containerId": "pod-1", "ifname": "net1", "sinceUnix": 0}},
+         "allocation": {"containerId": "pod-1", "ifname": "net1", "sinceUnix": now}},
         {"eniId": "eni-0000000000000d0d1", "pool": "dp", "mode": "dpdk", "lifecycle": "draining", "pci": "0000:00:06.0", "updatedUnix": 0}
     ]});
     std::fs::write(dir.path().join("node-state.json"), state.to_string()).expect("state");

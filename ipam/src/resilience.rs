@@ -71,20 +71,31 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 enum Inner {
-    Closed { failures: u32 },
-    Open { since: Instant },
-    HalfOpen { in_flight: u32, successes: u32 },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        since: Instant,
+    },
+    /// `round` tells one half-open spell from the next, so a call from an earlier one cannot give
+    /// back, or take, a place in this one.
+    HalfOpen {
+        in_flight: u32,
+        successes: u32,
+        round: u64,
+    },
 }
 
 #[derive(Debug)]
 pub struct CircuitBreaker {
     settings: CircuitBreakerSettings,
     inner: Mutex<Inner>,
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl CircuitBreaker {
     pub fn new(settings: CircuitBreakerSettings) -> Self {
-        Self { settings, inner: Mutex::new(Inner::Closed { failures: 0 }) }
+        Self { settings, inner: Mutex::new(Inner::Closed { failures: 0 }), rounds: Default::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -107,7 +118,8 @@ impl CircuitBreaker {
             && since.elapsed() >= Duration::from_millis(self.settings.open_timeout_ms)
         {
             tracing::info!("EC2 circuit breaker half-open: letting a trial call through");
-            *inner = Inner::HalfOpen { in_flight: 0, successes: 0 };
+            let round = self.rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            *inner = Inner::HalfOpen { in_flight: 0, successes: 0, round };
         }
     }
 
@@ -117,23 +129,26 @@ impl CircuitBreaker {
         let mut inner = self.lock();
         self.tick(&mut inner);
         let trial = match &mut *inner {
-            Inner::Closed { .. } => false,
+            Inner::Closed { .. } => None,
             Inner::Open { .. } => return None,
-            Inner::HalfOpen { in_flight, .. } if *in_flight < self.settings.half_open_max_requests => {
+            Inner::HalfOpen { in_flight, round, .. } if *in_flight < self.settings.half_open_max_requests => {
                 *in_flight += 1;
-                true
+                Some(*round)
             }
             Inner::HalfOpen { .. } => return None,
         };
         Some(Admission { breaker: self, trial, settled: false })
     }
 
-    /// The service answered (success, or an error that is the caller's fault).
-    fn on_success(&self) {
+    /// The service answered (success, or an error that is the caller's fault), to a call admitted
+    /// in half-open round `trial` (None: while closed).
+    fn on_success(&self, trial: Option<u64>) {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { failures } => *failures = 0,
-            Inner::HalfOpen { in_flight, successes } => {
+            // Only this round's trials decide this round.
+            Inner::HalfOpen { round, .. } if Some(*round) != trial => {}
+            Inner::HalfOpen { in_flight, successes, .. } => {
                 *in_flight = in_flight.saturating_sub(1);
                 *successes += 1;
                 if *successes >= self.settings.success_threshold {
@@ -145,7 +160,7 @@ impl CircuitBreaker {
         }
     }
 
-    /// The service failed (throttled, 5xx, timeout).
+    /// The service failed (throttled, 5xx, timeout). Any failure re-opens a half-open breaker.
     fn on_failure(&self) {
         let mut inner = self.lock();
         match &mut *inner {
@@ -170,8 +185,8 @@ impl CircuitBreaker {
 #[must_use = "settle the admission with the call's outcome"]
 pub struct Admission<'a> {
     breaker: &'a CircuitBreaker,
-    /// It holds one of the half-open state's trial places.
-    trial: bool,
+    /// The half-open round whose trial place it holds (None: admitted while closed).
+    trial: Option<u64>,
     settled: bool,
 }
 
@@ -179,7 +194,7 @@ impl Admission<'_> {
     /// The service answered (success, or an error that is the caller's fault).
     pub fn success(mut self) {
         self.settled = true;
-        self.breaker.on_success();
+        self.breaker.on_success(self.trial);
     }
 
     /// The service failed (throttled, 5xx, timeout).
@@ -192,8 +207,9 @@ impl Admission<'_> {
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.settled
-            && self.trial
-            && let Inner::HalfOpen { in_flight, .. } = &mut *self.breaker.lock()
+            && let Some(trial) = self.trial
+            && let Inner::HalfOpen { in_flight, round, .. } = &mut *self.breaker.lock()
+            && *round == trial
         {
             *in_flight = in_flight.saturating_sub(1);
         }
@@ -543,6 +559,34 @@ mod tests {
         assert!(b.admit().is_none(), "a third trial waits");
         first.success();
         second.success();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_from_an_earlier_half_open_round_neither_frees_nor_decides_this_one() {
+        let b = CircuitBreaker::new(CircuitBreakerSettings {
+            failure_threshold: 1,
+            success_threshold: 1,
+            open_timeout_ms: 10,
+            half_open_max_requests: 1,
+        });
+        b.admit().expect("closed").failure();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let stale = b.admit().expect("round 1's trial");
+        // Round 1 fails through another path and opens again; round 2 begins.
+        b.on_failure();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let current = b.admit().expect("round 2's trial");
+        drop(stale);
+        assert!(b.admit().is_none(), "round 1's dropped trial freed a place of round 2");
+        let closed_era = CircuitBreaker::new(b.settings.clone());
+        let early = closed_era.admit().expect("closed");
+        closed_era.admit().expect("closed").failure();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(closed_era.state(), BreakerState::HalfOpen);
+        early.success();
+        assert_eq!(closed_era.state(), BreakerState::HalfOpen, "a call admitted while closed is no trial");
+        current.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

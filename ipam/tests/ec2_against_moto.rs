@@ -108,7 +108,8 @@ async fn the_client_does_every_pool_operation_against_moto() {
 /// Each request's (MaxResults, NextToken), as the stand-in saw it.
 type PageRequests = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
-fn paging_ec2(total: usize) -> (String, PageRequests) {
+/// With `stuck`, it hands back the first page's token forever (a service bug the client must survive).
+fn paging_ec2(total: usize, stuck: bool) -> (String, PageRequests) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
@@ -146,7 +147,11 @@ fn paging_ec2(total: usize) -> (String, PageRequests) {
                     )
                 })
                 .collect();
-            let next = if to < total { format!("<nextToken>{to}</nextToken>") } else { String::new() };
+            let next = match (stuck, to < total) {
+                (true, _) => "<nextToken>0</nextToken>".to_string(),
+                (false, true) => format!("<nextToken>{to}</nextToken>"),
+                (false, false) => String::new(),
+            };
             let xml = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeNetworkInterfacesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r</requestId><networkInterfaceSet>{items}</networkInterfaceSet>{next}</DescribeNetworkInterfacesResponse>"
             );
@@ -162,7 +167,7 @@ fn paging_ec2(total: usize) -> (String, PageRequests) {
 
 #[tokio::test]
 async fn listings_follow_every_page() {
-    let (endpoint, seen) = paging_ec2(12);
+    let (endpoint, seen) = paging_ec2(12, false);
     let mut ec2 = AwsEc2::from_client(sdk(&endpoint), &Ec2Settings::default());
     ec2.page_size = 5;
     let listed = ec2.enis_tagged(tags::CLUSTER, Some("paged")).await.expect("list");
@@ -174,4 +179,14 @@ async fn listings_follow_every_page() {
         [("5", ""), ("5", "5"), ("5", "10")].iter().map(|(m, t)| (m.to_string(), t.to_string())).collect();
     assert_eq!(requests, expected, "page size sent, each next token followed once");
     assert_eq!(ec2.resilience.stats.attempts("DescribeNetworkInterfaces"), 3, "one call per page");
+}
+
+#[tokio::test]
+async fn a_page_token_handed_back_again_ends_the_listing_and_repeats_count_once() {
+    let (endpoint, seen) = paging_ec2(12, true);
+    let mut ec2 = AwsEc2::from_client(sdk(&endpoint), &Ec2Settings::default());
+    ec2.page_size = 5;
+    let listed = ec2.enis_tagged(tags::CLUSTER, Some("paged")).await.expect("list");
+    assert_eq!(listed.len(), 5, "the first page once, though it came twice");
+    assert_eq!(seen.lock().expect("log").len(), 2, "the repeated token is followed once, then the listing ends");
 }

@@ -332,6 +332,11 @@ async fn a_drain_waits_for_the_pass_in_flight_and_no_pass_runs_during_it() {
         std::fs::write(w.state.path().join(DRAIN_MARKER), b"drain").expect("marker");
         let report = drainer.drain(120 * SECOND).await.expect("drain");
         assert_eq!(counted.borrow().0, 1, "the pass in flight finished before the drain began");
+        // In EC2's own order: the pass's create and attach came before the drain's first detach.
+        let log = w.ec2.call_log();
+        let last_attach = log.iter().rposition(|op| *op == "AttachNetworkInterface").expect("an attach");
+        let first_detach = log.iter().position(|op| *op == "DetachNetworkInterface").expect("a detach");
+        assert!(last_attach < first_detach, "the drain interleaved with the pass: {log:?}");
         assert_eq!(report.deleted.len(), 2, "both ENIs, the one the pass made included: {report:?}");
         now.notify_one();
         counted.wait_for(|(_, paused)| *paused >= 1).await.expect("loop alive");
@@ -377,6 +382,27 @@ async fn a_pass_waiting_for_the_node_state_lock_does_not_stall_other_tasks() {
     holder.join().expect("holder");
     let n = ticks.load(std::sync::atomic::Ordering::SeqCst);
     assert!(n >= 20, "the other task ran only {n} times while the pass waited ~800 ms for the lock");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_lock_that_cannot_be_taken_is_a_failed_pass_not_a_pause() {
+    let w = region();
+    let config = w.config(&w.pool("fast", 1, 1));
+    // Something is wrong with the state folder: the lock's path is a folder.
+    std::fs::create_dir_all(w.state.path().join(nodeeni_ipam::reconcile::POOL_LOCK)).expect("mkdir");
+    let mut r = w.reconciler(config.clone());
+    let (_configs_tx, configs) = watch::channel(Arc::new(config));
+    let (count, mut counted) = watch::channel((0u64, 0u64));
+    let mut observer = Passes { count, last: None };
+    let (now, stop) = (tokio::sync::Notify::new(), tokio_util::sync::CancellationToken::new());
+    let driver = async {
+        counted.wait_for(|(passes, _)| *passes >= 1).await.expect("loop alive");
+        stop.cancel();
+    };
+    tokio::join!(r.run(configs, &now, &stop, LoopSettings::default(), &mut observer), driver);
+    assert_eq!(counted.borrow().1, 0, "not reported as a drained node");
+    assert!(observer.last.expect("a pass reported").is_err(), "reported as a failed pass");
+    assert!(w.node_enis().is_empty(), "and no pass ran");
 }
 
 #[tokio::test(start_paused = true)]

@@ -178,25 +178,26 @@ impl Default for NodeState {
 }
 
 impl NodeState {
-    /// Brings the state into boot `boot`: allocations made in another boot are released (their pods
-    /// are gone). A state that names no boot (written before boot IDs were kept) is taken to be of
-    /// this one: releasing on a guess would hand running pods' ENIs to others. Returns what it released.
-    pub fn settle_boot(&mut self, boot: &str) -> Vec<EniId> {
+    /// Brings the state into boot `boot`, which started at `booted_at` (unix seconds, when known):
+    /// allocations made in another boot are released (their pods are gone). A state that names no
+    /// boot (written before boot IDs were kept) releases only the allocations older than this boot's
+    /// start: releasing on a guess would hand running pods' ENIs to others. Returns what it released.
+    pub fn settle_boot(&mut self, boot: &str, booted_at: Option<u64>) -> Vec<EniId> {
+        let earlier: fn(&Allocation, Option<u64>) -> bool = match self.boot_id.as_deref() {
+            Some(b) if b == boot => return Vec::new(),
+            Some(_) => |_, _| true,
+            None => |a, booted_at| booted_at.is_some_and(|t| a.since_unix < t),
+        };
         let mut released = Vec::new();
-        match self.boot_id.as_deref() {
-            Some(b) if b == boot => {}
-            None => self.boot_id = Some(boot.to_string()),
-            Some(_) => {
-                for e in &mut self.enis {
-                    if e.allocation.take().is_some()
-                        && let Some(id) = &e.eni_id
-                    {
-                        released.push(id.clone());
-                    }
+        for e in &mut self.enis {
+            if e.allocation.as_ref().is_some_and(|a| earlier(a, booted_at)) {
+                e.allocation = None;
+                if let Some(id) = &e.eni_id {
+                    released.push(id.clone());
                 }
-                self.boot_id = Some(boot.to_string());
             }
         }
+        self.boot_id = Some(boot.to_string());
         released
     }
 
@@ -234,6 +235,8 @@ pub struct NodeStore {
     dir: PathBuf,
     /// This boot's ID; None where the kernel does not say (then nothing is released).
     boot: Option<String>,
+    /// When this boot started (`btime` in /proc/stat), for states that name no boot.
+    booted_at: Option<u64>,
 }
 
 /// Where the kernel names the current boot.
@@ -245,7 +248,16 @@ pub const PREVIOUS_FILE: &str = "node-state.json.prev";
 impl NodeStore {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         let boot = std::fs::read_to_string(BOOT_ID_PATH).ok().map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
-        Self { dir: state_dir.into(), boot }
+        let booted_at = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok()));
+        Self { dir: state_dir.into(), boot, booted_at }
+    }
+
+    /// The same store as if the boot had started at `booted_at` (tests).
+    pub fn with_boot_time(mut self, booted_at: Option<u64>) -> Self {
+        self.booted_at = booted_at;
+        self
     }
 
     /// The same store as if the node were in boot `boot` (tests).
@@ -293,7 +305,13 @@ impl NodeStore {
         };
         let (state, on_disk) = match Self::parse(&path, &bytes) {
             Ok(state) => (state.clone(), Some(state)),
-            Err(torn @ StoreError::Corrupt { .. }) => {
+            // Only a file cut short (empty, or JSON that stops mid-way) is torn. Whole JSON this build
+            // cannot read (a newer version's, a hand edit) is refused as it is: falling back would
+            // overwrite it with an older state at the next write.
+            Err(torn)
+                if matches!(&torn, StoreError::Corrupt { source, .. }
+                    if bytes.iter().all(u8::is_ascii_whitespace) || source.classify() == serde_json::error::Category::Eof) =>
+            {
                 let previous = self.dir.join(PREVIOUS_FILE);
                 let Ok(state) =
                     std::fs::read(&previous).map_err(|_| ()).and_then(|b| Self::parse(&previous, &b).map_err(|_| ()))
@@ -310,7 +328,7 @@ impl NodeStore {
 
     fn in_this_boot(&self, mut state: NodeState) -> NodeState {
         if let Some(boot) = &self.boot {
-            let released = state.settle_boot(boot);
+            let released = state.settle_boot(boot, self.booted_at);
             if !released.is_empty() {
                 tracing::warn!(
                     ?released,
@@ -338,9 +356,10 @@ impl NodeStore {
         self.update_with(Durability::PowerLoss, timeout, f)
     }
 
-    /// [`Self::update`] with a chosen durability: the CNI's pod claims need only survive process
-    /// crashes, since a reboot ends every pod they name (and fsync would dominate its latency).
-    pub fn update_with<T, E>(
+    /// [`Self::update`] with a chosen durability. Every writer of the shared node state (the daemon's
+    /// intents, the CNI's claims) goes through `update`, so power-loss durability: a torn claim would
+    /// make a running pod's ENI look free.
+    fn update_with<T, E>(
         &self,
         durability: Durability,
         timeout: Duration,
@@ -607,18 +626,33 @@ mod tests {
     }
 
     #[test]
-    fn a_state_from_before_boot_ids_is_taken_as_this_boots() {
-        // Upgrading the daemon while pods run must not free their ENIs.
+    fn a_state_from_before_boot_ids_frees_only_what_predates_this_boot() {
+        // Upgrading the daemon while pods run must not free their ENIs; a reboot before the first
+        // touch must not strand the earlier boot's.
         let dir = tempfile::tempdir().expect("tempdir");
+        let at = |since: u64, id: &str| EniRecord {
+            allocation: Some(Allocation {
+                container_id: "pod-1".parse().expect("container id"),
+                ifname: "net1".into(),
+                netns: None,
+                since_unix: since,
+            }),
+            ..record(id, "fast")
+        };
         NodeStore::new(dir.path())
             .with_boot_id(None)
             .update(Duration::from_secs(1), |s| {
-                s.enis.push(held("eni-00000001"));
+                s.enis.push(at(1_000, "eni-00000001"));
+                s.enis.push(at(5_000, "eni-00000002"));
                 Ok::<_, StoreError>(())
             })
-            .expect("claim");
-        let store = NodeStore::new(dir.path()).with_boot_id(Some("boot-1".into()));
-        assert!(store.load(Duration::from_secs(1)).expect("load").enis[0].allocation.is_some());
+            .expect("claims");
+        let store = NodeStore::new(dir.path()).with_boot_id(Some("boot-1".into())).with_boot_time(Some(2_000));
+        let state = store.load(Duration::from_secs(1)).expect("load");
+        assert!(state.enis[0].allocation.is_none(), "claimed before this boot began: freed");
+        assert!(state.enis[1].allocation.is_some(), "claimed in this boot: kept");
+        let unknown = NodeStore::new(dir.path()).with_boot_id(Some("boot-1".into())).with_boot_time(None);
+        assert!(unknown.load(Duration::from_secs(1)).expect("load").enis[0].allocation.is_some(), "no boot time: kept");
     }
 
     #[test]
@@ -648,5 +682,26 @@ mod tests {
         assert_eq!(store.load(Duration::from_secs(1)).expect("load").enis.len(), 2);
         std::fs::write(store.path(), b"{").expect("tear again");
         assert_eq!(store.load(Duration::from_secs(1)).expect("previous").enis.len(), 1);
+    }
+
+    #[test]
+    fn a_whole_file_this_build_cannot_read_is_refused_not_replaced_by_the_previous_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::new(dir.path()).with_boot_id(None);
+        for id in ["eni-00000001", "eni-00000002"] {
+            store
+                .update(Duration::from_secs(1), |s| {
+                    s.enis.push(record(id, "fast"));
+                    Ok::<_, StoreError>(())
+                })
+                .expect("update");
+        }
+        // Whole JSON with a lifecycle a newer build knows: not torn, so no fallback and no overwrite.
+        let newer = std::fs::read_to_string(store.path()).expect("read").replace("\"ready\"", "\"quarantined\"");
+        std::fs::write(store.path(), &newer).expect("write");
+        assert!(matches!(store.load(Duration::from_secs(1)), Err(StoreError::Corrupt { .. })));
+        let r = store.update(Duration::from_secs(1), |_| Ok::<_, StoreError>(()));
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_to_string(store.path()).expect("read"), newer, "never clobbered");
     }
 }

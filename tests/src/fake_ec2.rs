@@ -83,6 +83,8 @@ struct World {
     enis: BTreeMap<EniId, FakeEni>,
     next: u64,
     calls: BTreeMap<&'static str, u64>,
+    /// Every call that reached EC2, in order.
+    log: Vec<&'static str>,
     rules: Vec<Rule>,
     latency: BTreeMap<&'static str, Duration>,
     listing_lag: Duration,
@@ -189,6 +191,11 @@ impl FakeEc2 {
         self.world().calls.iter().filter(|(o, _)| **o == op).map(|(_, n)| n).sum()
     }
 
+    /// Every call that reached EC2 so far, in order (retries and faults included).
+    pub fn call_log(&self) -> Vec<&'static str> {
+        self.world().log.clone()
+    }
+
     /// How many calls have crashed their caller so far.
     pub fn crashes(&self) -> u64 {
         *self.crashes.borrow()
@@ -253,6 +260,7 @@ impl FakeEc2 {
         let (fault, out) = {
             let mut w = self.world();
             *w.calls.entry(op).or_default() += 1;
+            w.log.push(op);
             let fault = w.rules.iter_mut().find(|r| r.op == op && (r.skip > 0 || r.times > 0)).and_then(|r| {
                 if r.skip > 0 {
                     r.skip -= 1;

@@ -10,9 +10,12 @@
 //!   eventual consistency, for pool tests in virtual time;
 //! - [`hotplug`]: the kernel's side of an EC2 attach/detach: veth + PCI device appear/disappear;
 //! - [`kubelet`]: a kubelet stand-in (Registration on kubelet.sock, a client for plugin sockets);
+//! - [`allocation`]: what the kubelet and runtime add around a CNI call (the device-manager
+//!   checkpoint, the pod's UID in CNI_ARGS, the CNI's node file);
 //! - [`process`]: the daemon as a child process; [`bins`]: the workspace's binaries, the libcni driver;
 //! - [`nodebox`]: all of it assembled into one node.
 
+pub mod allocation;
 pub mod bench;
 pub mod bins;
 pub mod ec2world;

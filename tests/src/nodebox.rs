@@ -315,12 +315,14 @@ impl NodeBox {
     }
 
     pub fn cni(&self, driver: &Path, verb: &str, at: &PodNet, caps: &[&str]) -> (bool, String) {
+        // The kubelet's checkpoint, the pod's UID and the CNI's node file (what a node has around a call).
+        let kubelet = crate::allocation::kubelet_side(self.dir.path(), &self.state_dir(), verb, &at.container, caps);
         let out = self.node.run(|| {
             std::process::Command::new(driver)
                 .args([verb, &at.conf.display().to_string(), &at.container, &at.pod.display().to_string(), &at.ifname])
                 .args(caps)
-                .env("CNI_PATH", crate::bins::cni_path())
                 .env("TMPDIR", self.dir.path().join("cni-cache"))
+                .envs(kubelet)
                 .output()
                 .expect("run libcni driver")
         });

@@ -109,7 +109,8 @@ pub enum Cmd {
         resume: bool,
     },
     /// Install a binary (the `nodeeni` CNI plugin) into a folder atomically: copy under a temporary
-    /// name, make executable, rename over the old one. The DaemonSet's init container runs this.
+    /// name, make executable, rename over the old one; first, the CNI's node file where there is none.
+    /// The DaemonSet's init container runs this.
     InstallCni {
         /// The binary to install.
         #[arg(long, default_value = "/usr/local/bin/nodeeni")]
@@ -117,6 +118,10 @@ pub enum Cmd {
         /// The CNI binary folder.
         #[arg(long, default_value = "/opt/cni/bin")]
         to: PathBuf,
+        /// The daemon's state folder (the pool config's stateDir), written into the CNI's node file
+        /// where there is none; default /var/lib/nodeeni.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Show the node's pool ENIs as the node state has them: a table, or JSON with --json.
     Status {

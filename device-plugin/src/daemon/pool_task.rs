@@ -74,7 +74,8 @@ impl DaemonObserver {
                     return;
                 }
             };
-            snapshot.refresh(&state);
+            let quarantined = nodeeni_state::attachment::AttachmentStore::new(store.as_ref()).quarantined();
+            snapshot.refresh(&state, quarantined);
             if let Some((path, config)) = sriov
                 && let Err(e) = crate::sriov::write_config(&path, &config, &state)
             {

@@ -57,9 +57,16 @@ pub struct AwsEc2 {
 /// EC2's largest page.
 pub const MAX_PAGE: i32 = 1000;
 
-/// The next page's token, if EC2 says there is one.
-fn next_page(token: Option<&str>) -> Option<String> {
-    token.filter(|t| !t.is_empty()).map(str::to_string)
+/// The next page's token, if EC2 says there is one and it is not one already followed (a service
+/// that hands a token back again would otherwise keep the listing going forever).
+fn next_page(token: Option<&str>, followed: &mut Vec<String>) -> Option<String> {
+    let token = token.filter(|t| !t.is_empty())?.to_string();
+    if followed.contains(&token) {
+        tracing::warn!(token, "EC2 handed back a page token already followed; ending the listing there");
+        return None;
+    }
+    followed.push(token.clone());
+    Some(token)
 }
 
 impl AwsEc2 {
@@ -145,7 +152,7 @@ impl Ec2 for AwsEc2 {
             if !active {
                 continue;
             }
-            let mut token: Option<String> = None;
+            let (mut token, mut followed): (Option<String>, Vec<String>) = (None, Vec::new());
             loop {
                 let resp = self
                     .resilience
@@ -182,7 +189,7 @@ impl Ec2 for AwsEc2 {
                             .map(str::to_string),
                     });
                 }
-                token = next_page(resp.next_token());
+                token = next_page(resp.next_token(), &mut followed);
                 if use_ids || token.is_none() {
                     break;
                 }
@@ -193,7 +200,7 @@ impl Ec2 for AwsEc2 {
 
     async fn security_group_ids(&self, vpc_id: &str, names: &[String]) -> Ec2Result<Vec<(String, SecurityGroupId)>> {
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
+        let (mut token, mut followed): (Option<String>, Vec<String>) = (None, Vec::new());
         loop {
             let resp = self
                 .resilience
@@ -213,7 +220,7 @@ impl Ec2 for AwsEc2 {
                     .iter()
                     .filter_map(|g| Some((g.group_name()?.to_string(), g.group_id()?.parse().ok()?))),
             );
-            token = next_page(resp.next_token());
+            token = next_page(resp.next_token(), &mut followed);
             if token.is_none() {
                 return Ok(out);
             }
@@ -402,8 +409,8 @@ impl Ec2 for AwsEc2 {
             Some(v) => Filter::builder().name(format!("tag:{tag}")).values(v).build(),
             None => Filter::builder().name("tag-key").values(tag).build(),
         };
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
+        let mut out: Vec<Eni> = Vec::new();
+        let (mut token, mut followed): (Option<String>, Vec<String>) = (None, Vec::new());
         loop {
             let resp = self
                 .resilience
@@ -417,8 +424,13 @@ impl Ec2 for AwsEc2 {
                     async move { req.send().await.map_err(Ec2Error::from) }
                 })
                 .await?;
-            out.extend(resp.network_interfaces().iter().filter_map(to_eni));
-            token = next_page(resp.next_token());
+            // An ENI on two pages (the listing moved under the pages) is one ENI.
+            for eni in resp.network_interfaces().iter().filter_map(to_eni) {
+                if !out.iter().any(|e| e.id == eni.id) {
+                    out.push(eni);
+                }
+            }
+            token = next_page(resp.next_token(), &mut followed);
             if token.is_none() {
                 return Ok(out);
             }

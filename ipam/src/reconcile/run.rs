@@ -12,6 +12,9 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use nodeeni_state::lock::LockError;
+use nodeeni_state::node::StoreError;
+
 use super::drain::DRAIN_MARKER;
 use super::{PoolError, Reconciler, Report};
 use crate::ec2::Ec2;
@@ -65,10 +68,24 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             let marker = config.state_dir.join(DRAIN_MARKER);
             // Under the pool lock, so a drain starting now waits for this pass, and a drain under way
             // (it holds the lock) is seen as what it is.
-            let pool_lock = self.lock_pool(Duration::ZERO).await;
-            if pool_lock.is_err() || marker.exists() {
-                if let Err(e) = &pool_lock {
-                    tracing::info!(error = %e, "the pool is locked (a drain runs): no pass this turn");
+            let pool_lock = match self.lock_pool(Duration::ZERO).await {
+                Ok(guard) => Some(guard),
+                // A drain holds it: this turn is a paused one.
+                Err(PoolError::Store(StoreError::Lock(LockError::Busy { .. }))) => None,
+                // Anything else (permissions, a full disk) is a failed pass, never a quiet pause.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take the pool lock; no pass this turn");
+                    observer.pass_done(&config, &Err(e), Duration::ZERO);
+                    observer.turned(&config);
+                    if self.wait_for_next_turn(&config, &mut configs, &mut configs_open, now, stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if pool_lock.is_none() || marker.exists() {
+                if pool_lock.is_none() {
+                    tracing::info!("the pool is locked (a drain runs): no pass this turn");
                 } else if !told_drained {
                     tracing::warn!(marker = %marker.display(), "the node is drained: the pool is paused until `nodeeni-device-plugin drain --resume`");
                     told_drained = true;
@@ -101,18 +118,33 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             }
             drop(pool_lock);
             observer.turned(&config);
-            let interval = Duration::from_secs(config.reconcile_interval_secs);
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-                _ = now.notified() => tracing::debug!("reconcile requested"),
-                changed = configs.changed(), if configs_open => match changed {
-                    Ok(()) => tracing::debug!("configuration changed: reconciling"),
-                    // The sender is gone: the configuration is final.
-                    Err(_) => configs_open = false,
-                },
+            if self.wait_for_next_turn(&config, &mut configs, &mut configs_open, now, stop).await {
+                return;
             }
         }
+    }
+
+    /// Waits for the interval, a request, or a new configuration; true when `stop` came instead.
+    async fn wait_for_next_turn(
+        &self,
+        config: &PoolConfig,
+        configs: &mut watch::Receiver<Arc<PoolConfig>>,
+        configs_open: &mut bool,
+        now: &Notify,
+        stop: &CancellationToken,
+    ) -> bool {
+        let interval = Duration::from_secs(config.reconcile_interval_secs);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return true,
+            _ = tokio::time::sleep(interval) => {}
+            _ = now.notified() => tracing::debug!("reconcile requested"),
+            changed = configs.changed(), if *configs_open => match changed {
+                Ok(()) => tracing::debug!("configuration changed: reconciling"),
+                // The sender is gone: the configuration is final.
+                Err(_) => *configs_open = false,
+            },
+        }
+        false
     }
 }
