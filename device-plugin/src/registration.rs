@@ -47,6 +47,7 @@ impl Endpoint {
 }
 
 /// Registers `ep` with the kubelet (version v1beta1, our options).
+#[tracing::instrument(name = "rpc", skip_all, fields(method = "Register", resource = %ep.resource))]
 pub async fn register(ep: &Endpoint) -> Result<(), RegisterError> {
     let path = ep.dir.join(api::KUBELET_SOCKET);
     let channel = uds::connect(&path).await.map_err(|source| RegisterError::Dial { path: path.clone(), source })?;

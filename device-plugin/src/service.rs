@@ -97,6 +97,7 @@ type DeviceStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, 
 
 #[tonic::async_trait]
 impl api::device_plugin_server::DevicePlugin for PluginService {
+    #[tracing::instrument(name = "rpc", skip_all, fields(method = "GetDevicePluginOptions", resource = %self.settings.resource))]
     async fn get_device_plugin_options(
         &self,
         _: Request<api::Empty>,
@@ -106,12 +107,14 @@ impl api::device_plugin_server::DevicePlugin for PluginService {
 
     type ListAndWatchStream = DeviceStream;
 
+    #[tracing::instrument(name = "rpc", skip_all, fields(method = "ListAndWatch", resource = %self.settings.resource))]
     async fn list_and_watch(&self, _: Request<api::Empty>) -> Result<Response<Self::ListAndWatchStream>, Status> {
         let stream = WatchStream::new(self.devices.clone())
             .map(|devices| Ok(api::ListAndWatchResponse { devices: devices.iter().map(Device::to_api).collect() }));
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(name = "rpc", skip_all, fields(method = "GetPreferredAllocation", resource = %self.settings.resource))]
     async fn get_preferred_allocation(
         &self,
         req: Request<api::PreferredAllocationRequest>,
@@ -133,6 +136,7 @@ impl api::device_plugin_server::DevicePlugin for PluginService {
         Ok(Response::new(api::PreferredAllocationResponse { container_responses }))
     }
 
+    #[tracing::instrument(name = "rpc", skip_all, fields(method = "Allocate", resource = %self.settings.resource))]
     async fn allocate(&self, req: Request<api::AllocateRequest>) -> Result<Response<api::AllocateResponse>, Status> {
         let devices = self.devices.borrow().clone();
         let mut container_responses = Vec::new();
@@ -164,6 +168,7 @@ impl api::device_plugin_server::DevicePlugin for PluginService {
         Ok(Response::new(api::AllocateResponse { container_responses }))
     }
 
+    #[tracing::instrument(name = "rpc", skip_all, fields(method = "PreStartContainer", resource = %self.settings.resource))]
     async fn pre_start_container(
         &self,
         _: Request<api::PreStartContainerRequest>,
