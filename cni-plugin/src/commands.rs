@@ -117,6 +117,7 @@ fn new_record(ctx: &Ctx, target: &Target) -> Result<AttachmentRecord> {
         claimed_from_pool: target.claimed,
         result: None,
         created_unix: now_unix(),
+        network_config: Some(network_config(&ctx.conf.raw)),
     })
 }
 
@@ -428,27 +429,109 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// GC: undo every attachment of this network that the runtime no longer lists as valid.
+/// Keys of a plugin's configuration that the runtime (or Multus) sets per call rather than the
+/// network's author: the negotiated version, capability answers, args, the chain's result, GC's list,
+/// and the device Multus adds from each pod's allocation.
+const PER_CALL_KEYS: &[&str] = &[
+    "cniVersion",
+    "cniVersions",
+    "runtimeConfig",
+    "args",
+    "prevResult",
+    "cni.dev/valid-attachments",
+    "deviceID",
+    "pciBusID",
+];
+
+/// What defines the network: its configuration less [`PER_CALL_KEYS`]. ADD records it; GC compares.
+pub fn network_config(raw: &serde_json::Value) -> serde_json::Value {
+    let mut conf = raw.clone();
+    if let Some(m) = conf.as_object_mut() {
+        for key in PER_CALL_KEYS {
+            m.remove(*key);
+        }
+    }
+    conf
+}
+
+/// Why GC leaves an attachment it was not told to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Keep {
+    /// The record predates recorded configurations: nothing shows which network it is of.
+    Unproven,
+    /// Another network of the same name (another namespace's NetworkAttachmentDefinition).
+    OtherConfig,
+    /// Its pod's network namespace still exists (or cannot be judged): the attachment may be live.
+    PodAlive(String),
+}
+
+/// Whether GC, called with configuration `ours`, may undo `record`, which the runtime did not list.
+///
+/// GC receives the network's configuration and the attachments still valid, nothing else (no CNI_ARGS,
+/// no namespace of a NetworkAttachmentDefinition), and the spec makes GC per network: only what is
+/// known to be this network's goes. Names repeat across namespaces, so a record must also carry this
+/// very configuration. Two identical configurations (one copied into two namespaces) cannot be told
+/// apart by anything GC receives, so the record's pod must be gone too: its network namespace no
+/// longer exists. Undoing a dead attachment of an identical twin does what the twin's own GC would
+/// (same configuration, same IPAM); a live attachment is never undone, whoever's it is.
+fn may_collect(record: &AttachmentRecord, ours: &serde_json::Value) -> std::result::Result<(), Keep> {
+    match &record.network_config {
+        None => return Err(Keep::Unproven),
+        Some(theirs) if theirs != ours => return Err(Keep::OtherConfig),
+        Some(_) => {}
+    }
+    let Some(netns) = record.netns.as_deref() else {
+        return Err(Keep::PodAlive("no pod namespace was recorded".into()));
+    };
+    match NetNs::open(netns) {
+        Ok(_) => Err(Keep::PodAlive(format!("its pod's network namespace {netns} still exists"))),
+        Err(nodeeni_host::netns::NetnsError::NotANetns { .. }) => Ok(()),
+        Err(nodeeni_host::netns::NetnsError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        Err(e) => Err(Keep::PodAlive(format!("cannot tell whether its pod is gone: {e}"))),
+    }
+}
+
+/// GC: undo the attachments of this network that the runtime no longer lists and whose pods are gone
+/// (see [`may_collect`] for what proves an attachment this network's).
 pub fn gc(ctx: &Ctx) -> Result<()> {
     // The spec requires the key; without it an empty list would undo every attachment of the network.
     let valid = ctx.conf.valid_attachments.as_ref().ok_or_else(|| {
         CniError::invalid_config("GC needs cni.dev/valid-attachments (the attachments still in use); refusing to guess")
     })?;
+    let ours = network_config(&ctx.conf.raw);
     let mut errors = UndoErrors::default();
     for record in ctx.attachments.list()? {
         if record.network != ctx.conf.name {
             continue;
         }
         let listed = valid.iter().any(|v| v.container_id == record.container_id.as_str() && v.ifname == record.ifname);
-        if !listed {
-            tracing::info!(container = %record.container_id, ifname = record.ifname, "GC: releasing a stale attachment");
-            if let Err(e) = undo_record(ctx, &record) {
-                errors.push(UndoError::Attachment {
-                    container: record.container_id.clone(),
-                    ifname: record.ifname.clone(),
-                    source: Box::new(e),
-                });
+        if listed {
+            continue;
+        }
+        match may_collect(&record, &ours) {
+            Ok(()) => {}
+            Err(Keep::OtherConfig) => {
+                tracing::debug!(container = %record.container_id, ifname = record.ifname, "GC: another network of this name (its configuration differs); left alone");
+                continue;
             }
+            Err(Keep::Unproven) => {
+                tracing::info!(container = %record.container_id, ifname = record.ifname, "GC: a record without its network's configuration (written before it was kept) cannot be proven this network's; left for DEL");
+                continue;
+            }
+            Err(Keep::PodAlive(why)) => {
+                tracing::info!(container = %record.container_id, ifname = record.ifname, why, "GC: not listed, but its pod may be alive; left for DEL");
+                continue;
+            }
+        }
+        tracing::info!(container = %record.container_id, ifname = record.ifname, "GC: releasing a stale attachment");
+        if let Err(e) = undo_record(ctx, &record) {
+            errors.push(UndoError::Attachment {
+                container: record.container_id.clone(),
+                ifname: record.ifname.clone(),
+                source: Box::new(e),
+            });
         }
     }
     errors.into_result().map_err(PluginError::Gc)

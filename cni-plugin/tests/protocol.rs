@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::NodeBox;
+use common::{NodeBox, Outcome};
+use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::root::require_root;
 use std::os::unix::fs::PermissionsExt;
 
@@ -179,35 +180,138 @@ fn status_answers_50_when_the_pool_cannot_serve() {
     status(&old).expect_code(1, "1.1.0");
 }
 
-#[test]
-fn gc_releases_attachments_the_runtime_no_longer_lists() {
-    if !require_root("gc_releases_attachments_the_runtime_no_longer_lists") {
-        return;
+/// A node with `n` pool ENIs (`eth1`… with ENI IDs `eni-000000e1`…), the kubelet having given ENI i to
+/// pod `uid-i`: what Multus adds each pod's `deviceID` from.
+fn multus_node(label: &str, n: usize) -> NodeBox {
+    let b = NodeBox::new(label);
+    let enis: Vec<(String, String, String)> = (1..=n)
+        .map(|i| (format!("eni-000000e{i}"), format!("0a:00:00:00:00:e{i}"), format!("10.0.1.{}", 60 + i)))
+        .collect();
+    for (i, (_, mac, _)) in enis.iter().enumerate() {
+        b.eni(&format!("eth{}", i + 1), mac);
     }
-    let b = NodeBox::new("pgc");
-    b.eni("eth1", "0a:00:00:00:00:51");
-    b.eni("eth2", "0a:00:00:00:00:52");
-    b.eni("eth3", "0a:00:00:00:00:53");
-    let (p1, p2, p3) = (b.pod("pgc1"), b.pod("pgc2"), b.pod("pgc3"));
-    b.cni("ADD", &b.conf("1.1.0", json!({"device": "eth1"})), "keep", Some(&p1.path()), "net1").expect_ok();
-    b.cni("ADD", &b.conf("1.1.0", json!({"device": "eth2"})), "stale", Some(&p2.path()), "net1").expect_ok();
-    // Another network's attachment is not this GC's to collect, even though it is not listed.
-    let mut other = b.conf("1.1.0", json!({"device": "eth3"}));
-    other["name"] = json!("other-net");
-    b.cni("ADD", &other, "foreign", Some(&p3.path()), "net1").expect_ok();
-    // Without the list the spec requires, GC refuses instead of taking every attachment for stale.
-    let bare = b.conf("1.1.0", json!({}));
-    b.exec_raw(bare.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())])
-        .expect_code(7, "cni.dev/valid-attachments");
-    assert!(p1.has_link("net1") && p2.has_link("net1"), "nothing undone by a GC without its list");
-    let gc = b.conf("1.1.0", json!({"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "net1"}]}));
-    b.exec_raw(gc.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())]).expect_ok();
-    assert!(p1.has_link("net1"), "listed attachment kept");
-    assert!(!p2.has_link("net1") && b.node.has_link("eth2"), "stale attachment returned to the host");
-    assert!(p3.has_link("net1"), "other network untouched");
+    let state: Vec<(&str, &str, &str)> =
+        enis.iter().map(|(id, mac, ip)| (id.as_str(), mac.as_str(), ip.as_str())).collect();
+    b.node_state("fast", &state);
+    b.write_node_file(json!({}));
+    let uids: Vec<String> = (1..=n).map(|i| format!("uid-{i}")).collect();
+    let ids: Vec<[&str; 1]> = enis.iter().map(|(id, _, _)| [id.as_str()]).collect();
+    let entries: Vec<(&str, &str, &[&str])> =
+        uids.iter().zip(&ids).map(|(uid, id)| (uid.as_str(), "nodeeni.io/fast", &id[..])).collect();
+    b.write_checkpoint(&entries);
+    b
+}
+
+/// ADD as Multus makes it for pod `uid-<eni>` of `namespace`: the network's config plus the pod's
+/// `deviceID`.
+fn attach(b: &NodeBox, nad: &Value, eni: usize, namespace: &str, container: &str, pod: &TestNs) {
+    let mut conf = nad.clone();
+    conf["deviceID"] = json!(format!("eni-000000e{eni}"));
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_UID=uid-{eni}");
+    b.cni_args("ADD", &conf, container, Some(&pod.path()), "net1", &args).expect_ok();
+    assert!(pod.has_link("net1"), "{container} attached");
+}
+
+/// The pod dies without a DEL: its namespace goes, and the kernel returns an ENA netdev to the host
+/// (down, under `name` when the pod's ifname is taken there). A veth would be destroyed instead, so
+/// the test moves it first.
+fn dies(b: &NodeBox, pod: TestNs, name: &str) {
+    pod.ip(&["link", "set", "net1", "down", "name", name]);
+    pod.ip(&["link", "set", name, "netns", b.node.name()]);
+    drop(pod);
+}
+
+/// The GC config: the network's own config plus the runtime's list.
+fn gc(b: &NodeBox, nad: &Value, valid: &[&str]) -> Outcome {
+    let mut conf = nad.clone();
+    conf["cni.dev/valid-attachments"] = valid.iter().map(|c| json!({"containerID": c, "ifname": "net1"})).collect();
+    b.exec_raw(conf.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())])
+}
+
+fn sorted_records(b: &NodeBox) -> Vec<String> {
     let mut records = b.records();
     records.sort();
-    assert_eq!(records, ["foreign@net1.json", "keep@net1.json"]);
+    records
+}
+
+fn holder(b: &NodeBox, eni: usize) -> Value {
+    b.node_state_json()["enis"][eni - 1]["allocation"]["containerId"].clone()
+}
+
+#[test]
+fn gc_releases_attachments_the_runtime_no_longer_lists_once_their_pods_are_gone() {
+    if !require_root("gc_releases_attachments_the_runtime_no_longer_lists_once_their_pods_are_gone") {
+        return;
+    }
+    let b = multus_node("pgc", 4);
+    let nad = b.conf("1.1.0", json!({"capabilities": {"deviceID": true}}));
+    let (p1, p2, p3, p4) = (b.pod("pgc1"), b.pod("pgc2"), b.pod("pgc3"), b.pod("pgc4"));
+    attach(&b, &nad, 1, "apps", "keep", &p1);
+    attach(&b, &nad, 2, "apps", "stale", &p2);
+    // Not listed, but its pod runs: an ADD that finished after the runtime took its list.
+    attach(&b, &nad, 3, "apps", "running", &p3);
+    // Another network's attachment is not this GC's to collect, even with its pod gone.
+    let mut other = nad.clone();
+    other["name"] = json!("other-net");
+    attach(&b, &other, 4, "apps", "foreign", &p4);
+    dies(&b, p2, "dev2");
+    dies(&b, p4, "dev4");
+    // Without the list the spec requires, GC refuses instead of taking every attachment for stale.
+    b.exec_raw(nad.to_string().as_bytes(), &[("CNI_COMMAND", "GC"), ("CNI_PATH", &common::cni_path())])
+        .expect_code(7, "cni.dev/valid-attachments");
+    assert!(b.node.has_link("dev2") && !b.node.has_link("eth2"), "nothing undone by a GC without its list");
+
+    gc(&b, &nad, &["keep"]).expect_ok();
+    assert!(p1.has_link("net1") && holder(&b, 1) == "keep", "listed attachment kept");
+    assert!(b.node.has_link("eth2") && !b.node.has_link("dev2"), "stale attachment returned under its own name");
+    assert!(holder(&b, 2).is_null(), "and its ENI released in the node state");
+    assert!(p3.has_link("net1") && holder(&b, 3) == "running", "a live pod's attachment is never GC's");
+    assert!(b.node.has_link("dev4") && holder(&b, 4) == "foreign", "other network untouched");
+    assert_eq!(sorted_records(&b), ["foreign@net1.json", "keep@net1.json", "running@net1.json"]);
+}
+
+/// Network names repeat: each namespace's NetworkAttachmentDefinition may call its network `fast`,
+/// and GC receives no namespace. GC of one leaves the other's attachments: those configured otherwise
+/// always, and those configured identically (a copy in another namespace) while their pods live.
+#[test]
+fn gc_leaves_another_network_attachments_of_the_same_name() {
+    if !require_root("gc_leaves_another_network_attachments_of_the_same_name") {
+        return;
+    }
+    let b = multus_node("pgcn", 5);
+    // NetworkAttachmentDefinitions a/fast and b/fast, and c/fast, a copy of a/fast.
+    let nad_a = b.conf("1.1.0", json!({"name": "fast", "capabilities": {"deviceID": true}, "mtu": 9000}));
+    let nad_b = b.conf("1.1.0", json!({"name": "fast", "capabilities": {"deviceID": true}, "mtu": 1500}));
+    let nad_c = nad_a.clone();
+    let (a1, a2, b1, b2, c1) = (b.pod("pgcna1"), b.pod("pgcna2"), b.pod("pgcnb1"), b.pod("pgcnb2"), b.pod("pgcnc1"));
+    attach(&b, &nad_a, 1, "a", "a1", &a1);
+    attach(&b, &nad_a, 2, "a", "a2", &a2);
+    attach(&b, &nad_b, 3, "b", "b1", &b1);
+    attach(&b, &nad_b, 4, "b", "b2", &b2);
+    attach(&b, &nad_c, 5, "c", "c1", &c1);
+    dies(&b, a2, "dev2");
+    dies(&b, b2, "dev4");
+
+    // a/fast's runtime lists a1 only: a2 goes; b/fast's attachments, live or dead, and c/fast's live
+    // one stay, though none is listed.
+    gc(&b, &nad_a, &["a1"]).expect_ok();
+    assert!(b.node.has_link("eth2") && holder(&b, 2).is_null(), "a/fast's stale attachment undone");
+    assert!(a1.has_link("net1") && b1.has_link("net1") && c1.has_link("net1"), "live attachments kept");
+    assert!(b.node.has_link("dev4") && holder(&b, 4) == "b2", "b/fast's stale attachment is b/fast's to collect");
+    assert_eq!(sorted_records(&b), ["a1@net1.json", "b1@net1.json", "b2@net1.json", "c1@net1.json"]);
+
+    // b/fast's own GC collects it, and touches nothing of a/fast or c/fast.
+    gc(&b, &nad_b, &["b1"]).expect_ok();
+    assert!(b.node.has_link("eth4") && holder(&b, 4).is_null(), "b/fast's stale attachment undone");
+    assert!(a1.has_link("net1") && b1.has_link("net1") && c1.has_link("net1"));
+    assert_eq!(sorted_records(&b), ["a1@net1.json", "b1@net1.json", "c1@net1.json"]);
+
+    // c/fast cannot be told from a/fast by anything GC receives: once its pod is gone, a/fast's GC
+    // undoes its attachment exactly as c/fast's own would (same config, same undo).
+    dies(&b, c1, "dev5");
+    gc(&b, &nad_a, &["a1"]).expect_ok();
+    assert!(b.node.has_link("eth5") && holder(&b, 5).is_null());
+    assert_eq!(sorted_records(&b), ["a1@net1.json", "b1@net1.json"]);
 }
 
 #[test]

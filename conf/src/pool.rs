@@ -549,6 +549,21 @@ pub(crate) fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
                     ),
                 );
             }
+            // Device-info files are named by the convention Multus reads (`/` becomes `-`), so two
+            // distinct names can meet in one file prefix, and one resource's upkeep would remove the
+            // other's files: refuse it here.
+            if let (Some(ra), Some(rb)) = (&a.resource_name, &b.resource_name)
+                && ra != rb
+                && ra.as_str().replace('/', "-") == rb.as_str().replace('/', "-")
+            {
+                problems.push(
+                    child(&b.origin, b.keys.resource_name),
+                    format!(
+                        "resources {ra} and {rb} (of {}) would name their device-info files alike; rename one",
+                        a.origin
+                    ),
+                );
+            }
             let (ia, ib) = (a.device_indexes(), b.device_indexes());
             if a.may_share_a_node(b) && ia.start < ib.end && ib.start < ia.end {
                 problems.push(

@@ -438,3 +438,14 @@ fn every_dpdk_driver_is_a_valid_sysfs_driver_name() {
         assert_eq!(d.as_str().parse::<nodeeni_conf::DriverName>().ok(), Some(d.driver_name()));
     }
 }
+
+#[test]
+fn resources_whose_device_info_files_would_share_a_name_are_refused() {
+    let text = r#"clusterName: c
+pools:
+  - {name: a, mode: kernel, resourceName: a.io-b/c, subnetIds: [subnet-12345678]}
+  - {name: b, mode: kernel, resourceName: a.io/b-c, subnetIds: [subnet-12345678], firstDeviceIndex: 2}
+"#;
+    let p = problems(text);
+    assert_problem(&p, "pools[1].resourceName", "would name their device-info files alike");
+}

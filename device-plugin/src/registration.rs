@@ -3,13 +3,14 @@
 //! folder with inotify (a push, not a poll), and on either event serve again and register again.
 
 use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use nodeeni_conf::ResourceName;
 use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_proto::uds;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::folder_watch::{Change, FolderEvent, WatchError, watch_folder};
@@ -34,14 +35,17 @@ pub enum RegisterError {
 pub struct Endpoint {
     /// The kubelet's device-plugin folder (`/var/lib/kubelet/device-plugins`).
     pub dir: PathBuf,
-    /// Our socket's file name in it, e.g. `nodeeni-dpdk.sock`.
+    /// Our socket's file name in it, e.g. `nodeeni-nodeeni.io_dpdk.sock`.
     pub socket: String,
     pub resource: ResourceName,
 }
 
 impl Endpoint {
     pub fn for_resource(dir: impl Into<PathBuf>, resource: ResourceName) -> Self {
-        let socket = format!("nodeeni-{}.sock", resource.short_name());
+        // The domain too, and `_` between (no domain holds one): `a.io/fast` and `b.io/fast` are
+        // two resources, so two sockets.
+        let (domain, name) = resource.as_str().split_once('/').unwrap_or(("", resource.as_str()));
+        let socket = format!("nodeeni-{domain}_{name}.sock");
         Self { dir: dir.into(), socket, resource }
     }
 }
@@ -97,16 +101,19 @@ pub async fn serve_and_register_reporting(
     loop {
         // Serve first: the kubelet calls back as soon as we register.
         let incoming = uds::bind(&path).map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
-        let (quit, quit_rx) = oneshot::channel::<()>();
+        // Only root (the kubelet) may talk to it: a pod's process with a host mount must not Allocate.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
+        // This socket's server: a child of the resource's token, ended on its own when the socket is
+        // served anew (a kubelet restart), and with the whole tree on a stop.
+        let quit = stop.child_token();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(api::device_plugin_server::DevicePluginServer::new(service.clone()))
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = quit_rx.await;
-                }),
+                .serve_with_incoming_shutdown(incoming, quit.clone().cancelled_owned()),
         );
         let next = keep_registered(&ep, &mut events, stop, &on_registered).await;
-        let _ = quit.send(());
+        quit.cancel();
         let _ = server.await;
         match next {
             Next::Serve => {}

@@ -21,6 +21,8 @@ use nodeeni_conf::{MacAddr, PciAddress};
 
 use crate::netns::{NetNs, NetnsError};
 
+pub mod reply;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     #[error("netlink socket: {0}")]
@@ -112,82 +114,15 @@ impl Netlink {
         packet.serialize(&mut out);
         self.socket.send(&out, 0).map_err(NetlinkError::Socket)?;
 
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let expect =
+            reply::Expect { seq: self.seq, dump: flags & NLM_F_DUMP == NLM_F_DUMP, ack: flags & NLM_F_ACK != 0, op };
         let mut replies = Vec::new();
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(NetlinkError::Socket)?;
-            let mut offset = 0;
-            while offset < n {
-                let bytes = &self.buf[offset..n];
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    return Err(NetlinkError::Decode("zero-length message".into()));
-                }
-                offset += (len + 3) & !3;
-                if reply.header.sequence_number != self.seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::Error(e) => {
-                        if e.code.is_none() {
-                            if !dump {
-                                return Ok(replies);
-                            }
-                            continue;
-                        }
-                        return Err(NetlinkError::Kernel { op: op.to_string(), source: e.to_io() });
-                    }
-                    NetlinkPayload::InnerMessage(m) => {
-                        replies.push(m);
-                        if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(replies);
-                        }
-                    }
-                    _ => {}
-                }
+            if reply::read_buffer(&self.buf[..n], expect, &mut replies)? {
+                return Ok(replies);
             }
         }
-    }
-
-    fn parse_link(m: LinkMessage) -> Link {
-        let mut link = Link {
-            index: m.header.index,
-            name: String::new(),
-            mac: None,
-            mtu: 0,
-            up: m.header.flags.contains(LinkFlags::Up),
-            alias: None,
-            perm_mac: None,
-            parent_pci: None,
-        };
-        let mac_of = |bytes: &[u8]| {
-            let mut mac = [0u8; 6];
-            (bytes.len() == 6).then(|| {
-                mac.copy_from_slice(bytes);
-                MacAddr(mac)
-            })
-        };
-        let (mut parent, mut parent_bus) = (None, None);
-        for a in m.attributes {
-            match a {
-                LinkAttribute::IfName(n) => link.name = n,
-                LinkAttribute::Mtu(mtu) => link.mtu = mtu,
-                LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
-                LinkAttribute::Address(bytes) => link.mac = mac_of(&bytes),
-                // The kernel reports it only when it is not all zeroes.
-                LinkAttribute::PermAddress(bytes) => link.perm_mac = mac_of(&bytes).filter(|m| m.0 != [0; 6]),
-                LinkAttribute::ParentDevName(n) => parent = Some(n),
-                LinkAttribute::ParentDevBusName(b) => parent_bus = Some(b),
-                _ => {}
-            }
-        }
-        if parent_bus.as_deref() == Some("pci") {
-            link.parent_pci = parent.and_then(|p| p.parse().ok());
-        }
-        link
     }
 
     /// Every link in this namespace.
@@ -196,7 +131,7 @@ impl Netlink {
         Ok(replies
             .into_iter()
             .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(m) => Some(Self::parse_link(m)),
+                RouteNetlinkMessage::NewLink(m) => Some(reply::link(m)),
                 _ => None,
             })
             .collect())
@@ -205,7 +140,7 @@ impl Netlink {
     fn get_link(&mut self, msg: LinkMessage, what: &str) -> Result<Option<Link>> {
         match self.request(RouteNetlinkMessage::GetLink(msg), 0, &format!("get link {what}")) {
             Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(m) => Some(Self::parse_link(m)),
+                RouteNetlinkMessage::NewLink(m) => Some(reply::link(m)),
                 _ => None,
             })),
             Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
@@ -243,16 +178,8 @@ impl Netlink {
             let mut msg = RouteMessage::default();
             msg.header.address_family = fam;
             for r in self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP, "list routes")? {
-                let RouteNetlinkMessage::NewRoute(m) = r else { continue };
-                if m.header.table != RouteHeader::RT_TABLE_MAIN || m.header.destination_prefix_length != 0 {
-                    continue;
-                }
-                for a in &m.attributes {
-                    match a {
-                        RouteAttribute::Oif(i) => out.push(*i),
-                        RouteAttribute::MultiPath(hops) => out.extend(hops.iter().map(|h| h.interface_index)),
-                        _ => {}
-                    }
+                if let RouteNetlinkMessage::NewRoute(m) = r {
+                    out.extend(reply::default_route_links(&m));
                 }
             }
         }
@@ -310,28 +237,14 @@ impl Netlink {
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
         let replies =
             self.request(RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP, "list addresses")?;
-        let mut out = Vec::new();
-        for r in replies {
-            let RouteNetlinkMessage::NewAddress(m) = r else { continue };
-            if m.header.index != index {
-                continue;
-            }
-            let mut addr = None;
-            for a in &m.attributes {
-                match a {
-                    AddressAttribute::Local(ip) => addr = Some(*ip),
-                    AddressAttribute::Address(ip) if addr.is_none() => addr = Some(*ip),
-                    _ => {}
-                }
-            }
-            if let Some(ip) = addr
-                && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
-                && let Some(net) = IpNet::new(ip, m.header.prefix_len)
-            {
-                out.push(net);
-            }
-        }
-        Ok(out)
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewAddress(m) => reply::address(m),
+                _ => None,
+            })
+            .filter_map(|(on, net)| (on == index).then_some(net))
+            .collect())
     }
 
     pub fn add_address(&mut self, index: u32, net: &IpNet) -> Result<()> {
@@ -358,28 +271,10 @@ impl Netlink {
             let replies = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP, "list routes")?;
             for r in replies {
                 let RouteNetlinkMessage::NewRoute(m) = r else { continue };
-                if m.header.table != RouteHeader::RT_TABLE_MAIN {
-                    continue;
-                }
-                let (mut oif, mut dst, mut gw) = (None, None, None);
-                for a in &m.attributes {
-                    match a {
-                        RouteAttribute::Oif(i) => oif = Some(*i),
-                        RouteAttribute::Destination(d) => dst = route_ip(d),
-                        RouteAttribute::Gateway(g) => gw = route_ip(g),
-                        _ => {}
-                    }
-                }
-                if oif != Some(index) {
-                    continue;
-                }
-                let dst_ip = dst.unwrap_or(if fam == AddressFamily::Inet {
-                    IpAddr::from([0, 0, 0, 0])
-                } else {
-                    IpAddr::from([0u16; 8])
-                });
-                if let Some(net) = IpNet::new(dst_ip, m.header.destination_prefix_length) {
-                    out.push(RouteEntry { dst: net, gw });
+                if let Some((Some(oif), entry)) = reply::route(&m, fam)
+                    && oif == index
+                {
+                    out.push(entry);
                 }
             }
         }
@@ -411,13 +306,5 @@ impl Netlink {
             &format!("add route {dst}"),
         )
         .map(drop)
-    }
-}
-
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
     }
 }

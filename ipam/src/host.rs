@@ -51,7 +51,7 @@ pub enum HostError {
     #[error("{ifname} has no PCI device to bind")]
     NoPciDevice { ifname: String },
     #[error("host preparation thread: {0}")]
-    Thread(String),
+    Thread(#[from] tokio::task::JoinError),
 }
 
 impl HostError {
@@ -195,8 +195,6 @@ impl HostPrep for HostSide {
             });
         }
         let (this, pool, record) = (self.clone(), pool.clone(), record.clone());
-        tokio::task::spawn_blocking(move || this.prepare_blocking(&pool, &record))
-            .await
-            .map_err(|e| HostError::Thread(e.to_string()))?
+        tokio::task::spawn_blocking(move || this.prepare_blocking(&pool, &record)).await?
     }
 }

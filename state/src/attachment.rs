@@ -142,6 +142,12 @@ pub struct AttachmentRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<CniResult>,
     pub created_unix: u64,
+    /// The network's configuration as ADD got it, less what a runtime sets per call (the CNI's
+    /// `commands::network_config`): GC undoes only records of a network configured exactly like the
+    /// one it is called for, since network names repeat (one per namespace's
+    /// NetworkAttachmentDefinition). Absent in records written before it was kept: GC leaves those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_config: Option<serde_json::Value>,
 }
 
 /// Attachment records in `<state_dir>/attachments`, one file per (container, ifname). Each file
@@ -316,6 +322,7 @@ mod tests {
             claimed_from_pool: false,
             result: None,
             created_unix: 1,
+            network_config: None,
         }
     }
 
@@ -421,6 +428,7 @@ mod tests {
                 pci: Some("0000:00:06.0".parse().expect("pci")),
                 dpdk_driver: Some(DpdkDriver::IgbUio),
                 driver_before: before,
+                network_config: Some(serde_json::json!({"name": "dp", "type": "nodeeni", "mode": "dpdk"})),
                 ..record(&format!("c{i}"), "dpdk0")
             };
             store.save(&rec).expect("save");
@@ -428,6 +436,7 @@ mod tests {
                 serde_json::from_slice(&std::fs::read(store.path(&rec.container_id, "dpdk0")).expect("read"))
                     .expect("json");
             assert_eq!(raw["dpdkDriver"], "igb_uio");
+            assert_eq!(raw["networkConfig"]["mode"], "dpdk");
             assert_eq!(store.load(&rec.container_id, "dpdk0").expect("load"), Some(rec));
         }
     }

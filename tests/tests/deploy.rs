@@ -3,7 +3,7 @@
 //! `validate-config`; the NetworkAttachmentDefinitions' CNI configs through the plugin's own parser;
 //! the IAM policy against the EC2 operations the pool's code calls.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -122,6 +122,15 @@ fn pascal(snake: &str) -> String {
     snake.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
 }
 
+/// A statement's actions (`Action` is a string or a list).
+fn actions_of(s: &Value) -> Vec<String> {
+    match &s["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => vec![],
+    }
+}
+
 #[test]
 fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
     // What the pool's EC2 client calls: the SDK operations on `self.client`, cross-checked with the
@@ -147,13 +156,6 @@ fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
         serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).expect("policy"))
             .expect("policy json");
     let statements = policy["Statement"].as_array().expect("statements");
-    let actions_of = |s: &Value| -> Vec<String> {
-        match &s["Action"] {
-            Value::String(a) => vec![a.clone()],
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            _ => vec![],
-        }
-    };
     let granted: BTreeSet<String> = statements
         .iter()
         .flat_map(actions_of)
@@ -181,15 +183,159 @@ fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
             );
         }
     }
-    let creates: Vec<&Value> = statements
-        .iter()
-        .filter(|s| actions_of(s).contains(&"ec2:CreateNetworkInterface".into()))
-        .filter(|s| s["Resource"].to_string().contains("network-interface"))
-        .collect();
-    assert!(creates.iter().all(|s| s["Condition"]["StringEquals"]["aws:RequestTag/nodeeni.io/cluster"].is_string()));
     for s in statements {
         if s["Resource"] == "*" {
             assert!(actions_of(s).iter().all(|a| a.starts_with("ec2:Describe")), "only reads on every resource: {s}");
+        }
+    }
+}
+
+/// Every Rust file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The text after `marker` up to the first `end` (both excluded), for each occurrence.
+fn each_after<'a>(text: &'a str, marker: &str, end: char) -> Vec<&'a str> {
+    text.split(marker).skip(1).filter_map(|rest| rest.split(end).next()).collect()
+}
+
+/// The tag keys the pool puts on the ENIs it creates, read from ipam/src: the `tags` of every
+/// `CreateEni` the code builds is a set started from the pool's own `tags` (the user's) into which the
+/// code inserts its keys, named by string constants. Returns the keys the code inserts.
+fn tag_keys_the_code_sets() -> BTreeSet<String> {
+    let files = rust_files(&repo().join("ipam/src"));
+    let sources: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|f| {
+            (f.clone(), std::fs::read_to_string(f).expect("source").chars().filter(|c| !c.is_whitespace()).collect())
+        })
+        .collect();
+    // Every `const NAME: &str = "value";`, by name.
+    let mut consts: BTreeMap<String, String> = BTreeMap::new();
+    for (_, src) in &sources {
+        for decl in each_after(src, "const", ';') {
+            let Some((name, value)) = decl.split_once(":&str=") else { continue };
+            let ident = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let Some(value) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).filter(|_| ident) else {
+                continue;
+            };
+            let value = value.to_string();
+            if let Some(old) = consts.insert(name.to_string(), value.clone()) {
+                assert_eq!(old, value, "two string constants named {name}: the derivation would be ambiguous");
+            }
+        }
+    }
+    let mut keys = BTreeSet::new();
+    let mut creates = 0;
+    for (file, src) in &sources {
+        let literals = src.match_indices("CreateEni{").filter(|(i, _)| !src[..*i].ends_with("struct"));
+        for fields in literals.filter_map(|(i, m)| src[i + m.len()..].split('}').next()) {
+            let set = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("tags:"))
+                .unwrap_or_else(|| panic!("{}: a CreateEni names its tags: {fields}", file.display()));
+            creates += 1;
+            assert!(
+                src.contains(&format!("letmut{set}=pool.tags.clone();")),
+                "{}: the ENI's tags start from the pool's own (user) tags, then the code's",
+                file.display()
+            );
+            for arg in each_after(src, &format!("{set}.insert("), ',') {
+                let key = match arg.strip_prefix('"') {
+                    Some(literal) => literal.split('"').next().unwrap_or_default().to_string(),
+                    None => {
+                        let name = arg.trim_end_matches(".into()").trim_end_matches(".to_string()");
+                        let name = name.rsplit("::").next().unwrap_or(name);
+                        consts
+                            .get(name)
+                            .unwrap_or_else(|| panic!("{}: tag key {arg} is no constant", file.display()))
+                            .clone()
+                    }
+                };
+                keys.insert(key);
+            }
+        }
+    }
+    assert_eq!(creates, 1, "one place builds a create request (the create of a slot)");
+    assert!(keys.len() >= 4, "the code's own tags were found: {keys:?}");
+    keys
+}
+
+#[test]
+fn the_iam_policy_keeps_creates_in_the_vpc_attaches_on_cluster_nodes_and_tags_to_the_codes_keys() {
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).expect("policy"))
+            .expect("policy json");
+    let statements = policy["Statement"].as_array().expect("statements");
+    let config = nodeeni_conf::PoolConfig::from_text(&pools_yaml(), &Default::default()).expect("pools");
+    let cluster = Value::String(config.cluster_name.clone());
+    let grants = |action: &str, resource: &str| -> Vec<&Value> {
+        statements
+            .iter()
+            .filter(|s| actions_of(s).contains(&format!("ec2:{action}")))
+            .filter(|s| s["Resource"].to_string().contains(&format!(":{resource}/")))
+            .collect()
+    };
+    // Create-time tags: exactly the keys the code sets, plus the user tags of the shipped pools (a
+    // pool's `tags` need their keys added here, the README says).
+    let mut keys = tag_keys_the_code_sets();
+    for pool in &config.pools {
+        keys.extend(pool.tags.keys().cloned());
+    }
+    let tag_keys_of = |s: &Value| -> BTreeSet<String> {
+        serde_json::from_value(s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"].clone())
+            .unwrap_or_else(|e| panic!("create-time tags limited by aws:TagKeys ({e}): {s}"))
+    };
+    let creates = grants("CreateNetworkInterface", "network-interface");
+    assert_eq!(creates.len(), 1, "one statement creates ENIs");
+    assert_eq!(creates[0]["Condition"]["StringEquals"]["aws:RequestTag/nodeeni.io/cluster"], cluster);
+    assert_eq!(tag_keys_of(creates[0]), keys, "the tag keys a create may carry are the code's");
+    let tagging = grants("CreateTags", "network-interface");
+    assert_eq!(tagging.len(), 1, "one statement tags");
+    assert_eq!(tagging[0]["Condition"]["StringEquals"]["ec2:CreateAction"], "CreateNetworkInterface");
+    assert_eq!(tag_keys_of(tagging[0]), keys, "tagging while creating: the same keys");
+    // Creates only in the cluster's VPC: every subnet and security group a statement names is limited
+    // to one VPC (which also covers the groups ModifyNetworkInterfaceAttribute sets).
+    let mut vpcs = BTreeSet::new();
+    for resource in ["subnet", "security-group"] {
+        assert!(!grants("CreateNetworkInterface", resource).is_empty(), "create names the {resource}");
+        for s in statements.iter().filter(|s| s["Resource"].to_string().contains(&format!(":{resource}/"))) {
+            let vpc =
+                s["Condition"]["ArnEquals"]["ec2:Vpc"].as_str().unwrap_or_else(|| panic!("{resource}: ec2:Vpc: {s}"));
+            assert!(vpc.starts_with("arn:aws:ec2:") && vpc.contains(":vpc/vpc-"), "a VPC ARN: {vpc}");
+            vpcs.insert(vpc.to_string());
+        }
+    }
+    assert_eq!(vpcs.len(), 1, "one VPC: {vpcs:?}");
+    // Attach and detach only on instances of the cluster (the tag the README tells operators to put
+    // on nodes), as on ENIs of the cluster.
+    for action in ["AttachNetworkInterface", "DetachNetworkInterface"] {
+        for resource in ["instance", "network-interface"] {
+            let found = grants(action, resource);
+            assert!(!found.is_empty(), "{action} is granted on {resource}");
+            for s in found {
+                assert_eq!(
+                    s["Condition"]["StringEquals"]["ec2:ResourceTag/nodeeni.io/cluster"], cluster,
+                    "{action} on {resource}: {s}"
+                );
+            }
+        }
+    }
+    // Every statement that changes something is conditioned.
+    for s in statements {
+        if !actions_of(s).iter().all(|a| a.starts_with("ec2:Describe")) {
+            assert!(s["Condition"].is_object(), "a mutation without a condition: {s}");
         }
     }
 }

@@ -95,7 +95,7 @@ async fn scenario_1_multus_style_flow() {
     names.sort();
     names.dedup();
     assert_eq!(names, vec![DPDK_RESOURCE.to_string(), KERNEL_RESOURCE.to_string()], "host pools are not advertised");
-    assert_eq!((fast.version.as_str(), fast.endpoint.as_str()), (api::VERSION, "nodeeni-fast.sock"));
+    assert_eq!((fast.version.as_str(), fast.endpoint.as_str()), (api::VERSION, "nodeeni-nodeeni.io_fast.sock"));
     let mut client = nb.kubelet.client(&fast.endpoint).await;
     let options = client.get_device_plugin_options(api::Empty {}).await.expect("options").into_inner();
     assert_eq!(Some(options), fast.options, "registered options equal GetDevicePluginOptions");

@@ -19,7 +19,7 @@ use nodeeni_state::attachment::{AttachmentError, AttachmentRecord, DriverBefore,
 use nodeeni_tests::sysfs::FakeSysfs;
 use serde_json::json;
 
-use super::{add_kernel, del, undo_kernel, undo_record};
+use super::{Keep, add_kernel, del, may_collect, network_config, undo_kernel, undo_record};
 use crate::context::Ctx;
 use crate::device::Target;
 use crate::error::{PluginError, UndoError};
@@ -409,6 +409,7 @@ fn dpdk_bed() -> (Bed, FakeSysfs, AttachmentRecord) {
         claimed_from_pool: false,
         result: None,
         created_unix: 1,
+        network_config: None,
     };
     ctx.attachments.save(&record).expect("record");
     assert_eq!(sys.driver_of(PCI).as_deref(), Some("vfio-pci"));
@@ -475,4 +476,58 @@ fn a_record_naming_a_driver_outside_the_drivers_folder_is_refused_and_nothing_is
     assert_eq!(sys.driver_override_of(PCI), "vfio-pci");
     assert!(bed.ipam_calls().is_empty(), "nothing undone from a record that does not read");
     assert!(path.exists(), "the record is kept for a person to look at");
+}
+
+/// GC's rule, without root: a record that the runtime did not list goes only when it carries this
+/// very configuration (less what runtimes and Multus set per call) and its pod's namespace is gone.
+#[test]
+fn gc_takes_only_records_of_this_configuration_whose_pod_is_gone() {
+    let nad = json!({"cniVersion": "1.1.0", "name": "fast", "type": "nodeeni", "mtu": 9000});
+    let mut at_add = nad.clone();
+    at_add["cniVersion"] = json!("1.0.0");
+    at_add["deviceID"] = json!("eni-00000001");
+    at_add["runtimeConfig"] = json!({"deviceID": "eni-00000001"});
+    at_add["args"] = json!({"cni": {"ips": ["10.0.1.5"]}});
+    let mut at_gc = nad.clone();
+    at_gc["cni.dev/valid-attachments"] = json!([{"containerID": "c9", "ifname": "net1"}]);
+    let ours = network_config(&at_gc);
+    assert_eq!(network_config(&at_add), ours, "what is set per call makes no other network");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_namespace = dir.path().join("left-behind");
+    std::fs::write(&no_namespace, b"").expect("file");
+    let gone = dir.path().join("no-such-netns").display().to_string();
+    let record = |config: Option<serde_json::Value>, netns: Option<String>| AttachmentRecord {
+        container_id: CONTAINER.parse().expect("container"),
+        ifname: "net1".into(),
+        netns,
+        network: "fast".into(),
+        mode: HandOver::Kernel,
+        phase: Phase::Added,
+        eni_id: None,
+        mac: Some(mac()),
+        pci: None,
+        host: None,
+        dpdk_driver: None,
+        driver_before: DriverBefore::NotCaptured,
+        netdevs_before: Vec::new(),
+        ipam_type: None,
+        claimed_from_pool: true,
+        result: None,
+        created_unix: 1,
+        network_config: config,
+    };
+    // This network's, pod gone (the path is gone, or names no namespace any more): collected.
+    assert_eq!(may_collect(&record(Some(ours.clone()), Some(gone.clone())), &ours), Ok(()));
+    assert_eq!(may_collect(&record(Some(ours.clone()), Some(no_namespace.display().to_string())), &ours), Ok(()));
+    // The same name configured otherwise (another namespace's NetworkAttachmentDefinition): not ours.
+    let mut other = nad.clone();
+    other["mtu"] = json!(1500);
+    assert_eq!(may_collect(&record(Some(network_config(&other)), Some(gone.clone())), &ours), Err(Keep::OtherConfig));
+    // A record from before configurations were kept proves nothing.
+    assert_eq!(may_collect(&record(None, Some(gone)), &ours), Err(Keep::Unproven));
+    // A pod whose namespace still exists may be live (an identical twin's, or an ADD in flight).
+    let alive = may_collect(&record(Some(ours.clone()), Some("/proc/self/ns/net".into())), &ours);
+    assert!(matches!(&alive, Err(Keep::PodAlive(why)) if why.contains("still exists")), "{alive:?}");
+    assert!(matches!(may_collect(&record(Some(ours.clone()), None), &ours), Err(Keep::PodAlive(_))));
 }

@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Also write the SR-IOV network device plugin's config.json here (atomically, after each pass).
     #[arg(long)]
     pub sriov_config: Option<PathBuf>,
+    /// The resource prefix of the SR-IOV config's entries (`<prefix>/<pool resource's name>`): never
+    /// the names nodeeni registers itself, which are refused.
+    #[arg(long, default_value = nodeeni_device_plugin::sriov::DEFAULT_SRIOV_PREFIX)]
+    pub sriov_resource_prefix: String,
     /// How often device health is judged, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub health_interval_ms: u64,

@@ -23,6 +23,7 @@ pub fn run(args: RunArgs, log_level: Option<Arc<dyn LogLevel>>) -> ExitCode {
         node_netns: args.node_netns,
         imds_endpoint: args.imds_endpoint,
         sriov_config: args.sriov_config,
+        sriov_resource_prefix: args.sriov_resource_prefix,
         health_interval: Duration::from_millis(args.health_interval_ms.max(50)),
         netdev_wait: Duration::from_secs(args.netdev_wait_secs),
     };

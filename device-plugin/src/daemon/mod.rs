@@ -54,6 +54,8 @@ pub struct Settings {
     pub imds_endpoint: Option<String>,
     /// Write the SR-IOV network device plugin's config.json here after each pass.
     pub sriov_config: Option<PathBuf>,
+    /// Its entries' resource prefix (never nodeeni's own names).
+    pub sriov_resource_prefix: String,
     /// How often device health is judged.
     pub health_interval: Duration,
     /// How long a hot-plugged ENI may take to appear as a netdev.
@@ -142,7 +144,7 @@ pub async fn run(
         config,
         config_rx,
         identity.clone(),
-        settings.sriov_config.clone(),
+        settings.sriov_config.clone().map(|path| (path, settings.sriov_resource_prefix.clone())),
         shutdown.child_token(),
     );
 

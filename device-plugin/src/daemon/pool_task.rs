@@ -30,7 +30,7 @@ pub(super) fn spawn(
     config: PoolConfig,
     configs: watch::Receiver<Arc<PoolConfig>>,
     identity: NodeIdentity,
-    sriov_config: Option<PathBuf>,
+    sriov_config: Option<(PathBuf, String)>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let mut pool = Reconciler::new(shared.ec2.clone(), host, config, identity);
@@ -39,7 +39,8 @@ pub(super) fn spawn(
     // The pool gauges show the node as it is from the start, not only after the first pass.
     observer.read_state(None);
     let settings = LoopSettings { leak_check_every: LEAK_CHECK_EVERY };
-    // Nothing asks for a pass out of turn: a new configuration does, through `configs`.
+    // Nothing in the daemon asks for a pass out of turn (the loop's `now`, which tests use, stays
+    // quiet here): a new configuration does, through `configs`.
     tokio::spawn(async move { pool.run(configs, &Notify::new(), &stop, settings, &mut observer).await })
 }
 
@@ -47,7 +48,8 @@ pub(super) fn spawn(
 struct DaemonObserver {
     shared: Arc<Shared>,
     store: NodeStore,
-    sriov_config: Option<PathBuf>,
+    /// Where the SR-IOV config goes, and its resource prefix.
+    sriov_config: Option<(PathBuf, String)>,
     /// Turns whose node state has been asked for, and the last one read.
     turn: u64,
     read: Arc<Mutex<u64>>,
@@ -57,7 +59,7 @@ impl DaemonObserver {
     /// Reads the node state after a turn, off the async workers (the read waits for the lock):
     /// the pool gauges' snapshot from it, and with `sriov`, the SR-IOV device plugin's config. Reads
     /// run one at a time, and one that a later turn's read overtook is dropped.
-    fn read_state(&mut self, sriov: Option<(PathBuf, PoolConfig)>) {
+    fn read_state(&mut self, sriov: Option<(PathBuf, String, PoolConfig)>) {
         self.turn += 1;
         let (turn, read, store, snapshot) =
             (self.turn, self.read.clone(), self.store.clone(), self.shared.pool_snapshot.clone());
@@ -76,8 +78,8 @@ impl DaemonObserver {
             };
             let quarantined = nodeeni_state::attachment::AttachmentStore::new(store.as_ref()).quarantined();
             snapshot.refresh(&state, quarantined);
-            if let Some((path, config)) = sriov
-                && let Err(e) = crate::sriov::write_config(&path, &config, &state)
+            if let Some((path, prefix, config)) = sriov
+                && let Err(e) = crate::sriov::write_config(&path, &config, &state, &prefix)
             {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the SR-IOV device plugin config");
             }
@@ -94,7 +96,8 @@ impl PassObserver for DaemonObserver {
             }
             Err(e) => self.shared.metrics.reconciled(false, Some(e.kind()), took),
         }
-        let sriov = self.sriov_config.clone().filter(|_| result.is_ok()).map(|path| (path, config.clone()));
+        let sriov =
+            self.sriov_config.clone().filter(|_| result.is_ok()).map(|(path, prefix)| (path, prefix, config.clone()));
         self.read_state(sriov);
     }
 

@@ -199,7 +199,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                         .host
                         .prepare(pool, r)
                         .await
-                        .map_err(|source| PoolError::Host { eni: e.id.to_string(), source })?;
+                        .map_err(|source| PoolError::Host { eni: e.id.clone(), source })?;
                     r.host_ifname = facts.ifname.or(r.host_ifname.take());
                     r.pci = facts.pci.or(r.pci);
                     r.driver = facts.driver.or(r.driver.take());

@@ -1,6 +1,6 @@
 //! What can stop a pass, or one slot of it.
 
-use nodeeni_conf::InstanceId;
+use nodeeni_conf::{EniId, InstanceId};
 use nodeeni_state::node::StoreError;
 
 use crate::ec2::Ec2Error;
@@ -19,7 +19,7 @@ pub enum PoolError {
     NoInstance(InstanceId),
     #[error("host side of {eni}: {source}")]
     Host {
-        eni: String,
+        eni: EniId,
         #[source]
         source: HostError,
     },

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nodeeni_state::atomic::{Durability, replace_file};
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::vpc::Vpc;
 use serde_json::{Value, json};
@@ -215,6 +216,69 @@ fn main() {
         ms(median(static_alone.clone())),
         median(static_alone).as_secs_f64() / hd_cycle.as_secs_f64()
     );
+
+    // Durability: every shared file the CNI writes is fsync'd before its rename and its folder after
+    // (power loss must not leave a torn node state). What that costs here: one replacement of the node
+    // state in the state folder the cycles used, durable against crash-safe only, and the fsyncs one
+    // cycle makes.
+    let body = std::fs::read(state.path().join("node-state.json")).expect("node state");
+    let probe = state.path().join("durability-probe.json");
+    let time_writes = |durability: Durability| {
+        median(
+            (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    replace_file(&probe, &body, 0o644, durability).expect("write");
+                    start.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let (durable, crash_only) = (time_writes(Durability::PowerLoss), time_writes(Durability::ProcessCrash));
+    let syncs = node.run(|| fsyncs_per_cycle(&nodeeni, &ours_static, &pod_path, &cni_path, state.path()));
+    // Each durable replacement is two fsyncs (the file, then its folder).
+    let per_cycle = (durable.saturating_sub(crash_only)) * u32::try_from(syncs / 2).unwrap_or(u32::MAX);
+    let (_, _, cycle) = ns.medians();
+    nodeeni_tests::bench::record("cni_durable_write_us", format!("{:.0}", durable.as_secs_f64() * 1e6));
+    nodeeni_tests::bench::record("cni_crash_only_write_us", format!("{:.0}", crash_only.as_secs_f64() * 1e6));
+    nodeeni_tests::bench::record("cni_fsyncs_per_cycle", syncs);
+    nodeeni_tests::bench::record("cni_durability_ms_per_cycle", ms(per_cycle));
+    println!(
+        "\nDurable writes: replacing the node state with fsyncs {} µs, crash-safe only {} µs (medians of {runs}); \
+         one ADD+DEL cycle makes {syncs} fsyncs: about {} ms of its {} ms.",
+        durable.as_micros(),
+        crash_only.as_micros(),
+        ms(per_cycle),
+        ms(cycle)
+    );
+}
+
+/// The fsyncs one ADD and one DEL of `bin` make, counted by strace(1) (installed by install-deps).
+fn fsyncs_per_cycle(bin: &Path, conf: &Value, pod: &Path, cni_path: &str, dir: &Path) -> usize {
+    let trace = dir.join("fsyncs.trace");
+    let mut count = 0;
+    for command in ["ADD", "DEL"] {
+        let mut child = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(&trace)
+            .arg(bin)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "bench")
+            .env("CNI_NETNS", pod)
+            .env("CNI_IFNAME", "net1")
+            .env("CNI_PATH", cni_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace (install-deps installs it)");
+        child.stdin.take().expect("stdin").write_all(conf.to_string().as_bytes()).expect("stdin");
+        assert!(child.wait().expect("wait").success(), "{command} under strace failed");
+        let text = std::fs::read_to_string(&trace).expect("trace");
+        count += text.lines().filter(|l| l.contains("fsync(") || l.contains("fdatasync(")).count();
+    }
+    count
 }
 
 fn ipam_only(ipam: &Value) -> Value {

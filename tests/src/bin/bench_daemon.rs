@@ -97,7 +97,7 @@ async fn main() {
         .filter(|e| e.pool == "fast")
         .filter_map(|e| e.eni_id.as_ref().map(ToString::to_string))
         .collect();
-    let mut client = nb.kubelet.client("nodeeni-fast.sock").await;
+    let mut client = nb.kubelet.client("nodeeni-nodeeni.io_fast.sock").await;
     let mut alloc = Vec::with_capacity(allocates);
     let mut empty = Vec::with_capacity(allocates);
     for i in 0..allocates + 100 {
@@ -142,7 +142,7 @@ async fn main() {
     let flip = &fast[1];
     let mac = state.enis.iter().find(|e| e.eni_id.as_ref().map(ToString::to_string).as_ref() == Some(flip));
     let ifname = link_with_mac(nb.node.name(), &mac.and_then(|e| e.mac).expect("mac").to_string()).expect("netdev");
-    let mut client = nb.kubelet.client("nodeeni-fast.sock").await;
+    let mut client = nb.kubelet.client("nodeeni-nodeeni.io_fast.sock").await;
     let mut stream = client.list_and_watch(api::Empty {}).await.expect("watch").into_inner();
     until_health(&mut stream, flip, api::HEALTHY).await;
     let mut to_stream = Vec::with_capacity(2 * repeats);
