@@ -52,7 +52,21 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
     let pod_ns = NetNs::open(netns)?;
     let host_ns = NetNs::current()?;
     let mut host = Netlink::open()?;
-    let target = device::resolve(ctx, &mut host)?;
+    add_in(ctx, &mut host, || Ok(Netlink::open_in(&pod_ns)?), &host_ns, &pod_ns)
+}
+
+/// ADD from resolving the device on: through the host's link operations and, for kernel mode, the
+/// pod's (`open_pod`, opened only once the device is locked); a claim this call made is released when
+/// it fails.
+fn add_in<P: LinkOps>(
+    ctx: &Ctx,
+    host: &mut impl LinkOps,
+    open_pod: impl FnOnce() -> Result<P>,
+    host_ns: &NetNs,
+    pod_ns: &NetNs,
+) -> Result<CniResult> {
+    let (container, ifname) = ctx.attachment_key()?;
+    let target = device::resolve(ctx, host)?;
     let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let span = tracing::info_span!(
         "add",
@@ -68,8 +82,8 @@ pub fn add(ctx: &Ctx) -> Result<CniResult> {
         let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
         match target.mode {
             HandOver::Kernel => {
-                let mut pod = Netlink::open_in(&pod_ns)?;
-                add_kernel(ctx, &target, &mut host, &mut pod, &host_ns, &pod_ns)
+                let mut pod = open_pod()?;
+                add_kernel(ctx, &target, host, &mut pod, host_ns, pod_ns)
             }
             HandOver::Dpdk => add_dpdk(ctx, &target),
         }

@@ -19,12 +19,13 @@
 use nodeeni_conf::cni::{CniError, ContainerId, DeviceSelector, DeviceSource, HandOver, NetConf};
 use nodeeni_conf::pool::DpdkDriver;
 use nodeeni_conf::{EniId, MacAddr, Mode, PciAddress};
-use nodeeni_host::netlink::{Link, Netlink};
+use nodeeni_host::netlink::Link;
 use nodeeni_state::node::{Allocation, EniRecord, NodeState, StoreError, now_unix};
 
 use crate::context::Ctx;
 use crate::error::{PluginError, Result};
 use crate::kubelet;
+use crate::link_ops::LinkOps;
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -177,7 +178,7 @@ fn index_where(state: &NodeState, f: impl Fn(&EniRecord) -> bool) -> Option<usiz
 
 /// Finds and, for pool ENIs, claims the device, then checks it may be handed over at all (see the
 /// module's doc). Touches nothing on the host; a claim is released again when the device is refused.
-pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
+pub fn resolve(ctx: &Ctx, host: &mut impl LinkOps) -> Result<Target> {
     let outcome = find(ctx, host).and_then(|target| {
         refuse_node_devices(ctx, host, &target)?;
         Ok(target)
@@ -195,7 +196,7 @@ pub fn resolve(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
 
 /// The node's own devices and what DPDK may not bind: the interface of a default route, and in DPDK
 /// mode a device that is not a network device, or (unless the node file allows) not ENA.
-fn refuse_node_devices(ctx: &Ctx, host: &mut Netlink, target: &Target) -> Result<()> {
+fn refuse_node_devices(ctx: &Ctx, host: &mut impl LinkOps, target: &Target) -> Result<()> {
     let netdevs = match target.pci {
         Some(p) if ctx.bus.exists(p) => ctx.bus.netdevs(p)?,
         _ => Vec::new(),
@@ -236,7 +237,7 @@ fn refuse_node_devices(ctx: &Ctx, host: &mut Netlink, target: &Target) -> Result
 }
 
 /// Finds and, for pool ENIs, claims the device.
-fn find(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
+fn find(ctx: &Ctx, host: &mut impl LinkOps) -> Result<Target> {
     let conf = ctx.conf;
     let selector = conf.device.clone().ok_or_else(|| {
         nodeeni_conf::cni::CniError::invalid_config(
@@ -320,7 +321,7 @@ fn find(ctx: &Ctx, host: &mut Netlink) -> Result<Target> {
             (rec.clone(), rec.is_some(), ctx.bus.pci_of_netdev(&link.name), mac, Some(link))
         }
         DeviceSelector::Mac(m) => {
-            let link = host.link_by_mac(*m)?;
+            let link = host.links_by_mac(*m)?.into_iter().find(|l| l.mac == Some(*m));
             // A host link, in the node's own namespace: no pod can have made it.
             if link.is_none() {
                 return Err(not_on_host(ctx, &selector.to_string(), |r| r.mac == Some(*m)));

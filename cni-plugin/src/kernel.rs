@@ -13,7 +13,7 @@
 
 use nodeeni_conf::cni::{CniResult, Interface, Route};
 use nodeeni_conf::{MacAddr, PciAddress};
-use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
+use nodeeni_host::netlink::{Link, NetlinkError};
 use nodeeni_host::netns::NetNs;
 use nodeeni_state::attachment::HostLinkState;
 
@@ -284,7 +284,7 @@ pub fn interface(link: &Link, sandbox: &str, pci: Option<String>) -> Interface {
 }
 
 /// CHECK: the pod-side interface is as ADD left it.
-pub fn verify(pod: &mut Netlink, ifname: &str, expected: &CniResult) -> Result<()> {
+pub fn verify(pod: &mut impl LinkOps, ifname: &str, expected: &CniResult) -> Result<()> {
     let link = pod
         .link_by_name(ifname)?
         .ok_or_else(|| PluginError::CheckMismatch(format!("interface {ifname} is missing from the pod")))?;

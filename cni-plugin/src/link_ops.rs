@@ -1,5 +1,5 @@
-//! The seam under the kernel steps: one method per link operation that ADD's move into the pod, DEL's
-//! move out and the undo of either use. The orchestration (`kernel`, `commands`: ordering, rollback)
+//! The seam under the kernel steps: one method per link operation that ADD (finding the device,
+//! refusing the node's own, the move into the pod), DEL's move out, the undo of either and CHECK use. The orchestration (`kernel`, `commands`: ordering, rollback)
 //! runs against [`LinkOps`]; in the binary it is the netlink socket, whose real behaviour the root
 //! tests check in namespaces, and in the unit tests a recording fake that can fail any call
 //! (`link_ops::fake`), so every step's rollback is checked, not only the last one's.
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use nodeeni_conf::MacAddr;
 use nodeeni_conf::net::IpNet;
-use nodeeni_host::netlink::{Link, Netlink, NetlinkError};
+use nodeeni_host::netlink::{Link, Netlink, NetlinkError, RouteEntry};
 use nodeeni_host::netns::NetNs;
 
 #[cfg(test)]
@@ -36,6 +36,10 @@ pub trait LinkOps {
     fn add_address(&mut self, index: u32, net: &IpNet) -> Result<()>;
     /// A route out of `index`, through `gw` when given (on-link otherwise).
     fn add_route(&mut self, index: u32, dst: &IpNet, gw: Option<IpAddr>, mtu: Option<u32>) -> Result<()>;
+    /// Routes of the main table out of `index` (CHECK compares them with the result).
+    fn routes(&mut self, index: u32) -> Result<Vec<RouteEntry>>;
+    /// The links default routes leave through: the node's way out, never handed over.
+    fn default_route_links(&mut self) -> Result<Vec<u32>>;
 }
 
 impl LinkOps for Netlink {
@@ -81,5 +85,13 @@ impl LinkOps for Netlink {
 
     fn add_route(&mut self, index: u32, dst: &IpNet, gw: Option<IpAddr>, mtu: Option<u32>) -> Result<()> {
         Netlink::add_route(self, index, dst, gw, mtu)
+    }
+
+    fn routes(&mut self, index: u32) -> Result<Vec<RouteEntry>> {
+        Netlink::routes(self, index)
+    }
+
+    fn default_route_links(&mut self) -> Result<Vec<u32>> {
+        Netlink::default_route_links(self)
     }
 }

@@ -101,6 +101,7 @@ pub async fn serve_and_register_reporting(
     loop {
         // Serve first: the kubelet calls back as soon as we register.
         let incoming = uds::bind(&path).map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
+        let ours = uds::SocketFile::at(&path).map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
         // Only root (the kubelet) may talk to it: a pod's process with a host mount must not Allocate.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|source| RegisterError::Serve { path: path.clone(), source })?;
@@ -118,7 +119,10 @@ pub async fn serve_and_register_reporting(
         match next {
             Next::Serve => {}
             Next::Stop => {
-                let _ = std::fs::remove_file(&path);
+                // Only our own: a restarted task for this resource may serve a new socket here already.
+                if let Err(e) = ours.remove_if_ours(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove the plugin socket");
+                }
                 return Ok(());
             }
             Next::Fail(e) => return Err(e),

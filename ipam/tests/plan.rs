@@ -306,27 +306,60 @@ struct World {
 
 const POOLS: [&str; 3] = ["a", "b", "c"];
 
+/// Pools a and b are kernel pools, c a DPDK one (its slots and records say so).
+fn pool_mode(p: usize) -> Mode {
+    if p == 2 { Mode::Dpdk } else { Mode::Kernel }
+}
+
+const LIFECYCLES: [Lifecycle; 6] = [
+    Lifecycle::Ready,
+    Lifecycle::Attaching,
+    Lifecycle::Draining,
+    Lifecycle::Detaching,
+    Lifecycle::Creating,
+    Lifecycle::Deleting,
+];
+
+/// Random pools, records and listings: records in every lifecycle (a `Creating` one may have no ENI ID
+/// yet: EC2 never answered), held or not; ENIs EC2 lists attached here at the recorded index, here at
+/// another index, to another instance, detached, or (held ones) not at all; and device indexes in use
+/// that no listed ENI explains.
 fn world() -> impl Strategy<Value = World> {
     let slots = prop::collection::btree_set((0usize..3, 1u32..8), 0..8);
-    let records = prop::collection::vec((0usize..3, 1u32..9, any::<bool>(), 0u8..4, 0u8..3), 0..10);
-    (slots, records, prop::collection::btree_set(1u32..9, 0..4), 1u32..9, prop::option::of(0usize..3)).prop_map(
+    let records = prop::collection::vec((0usize..3, 1u32..9, any::<bool>(), 0usize..6, 0u8..5, any::<bool>()), 0..10);
+    (slots, records, prop::collection::btree_set(1u32..9, 0..5), 1u32..9, prop::option::of(0usize..3)).prop_map(
         |(slots, records, foreign, max_enis, refused)| {
-            let slots: Vec<Slot> = slots.into_iter().map(|(p, i)| slot(POOLS[p], i)).collect();
+            let slots: Vec<Slot> =
+                slots.into_iter().map(|(p, i)| Slot { mode: pool_mode(p), ..slot(POOLS[p], i) }).collect();
             let mut recs = Vec::new();
             let mut listed_enis = Vec::new();
             let mut used: BTreeSet<u32> = [0].into();
             used.extend(foreign);
-            for (n, (p, index, held, lifecycle, at)) in records.into_iter().enumerate() {
+            for (n, (p, index, held, lifecycle, at, unanswered)) in records.into_iter().enumerate() {
                 let id = n as u32 + 1;
-                let lifecycle = [Lifecycle::Ready, Lifecycle::Attaching, Lifecycle::Draining, Lifecycle::Detaching]
-                    [lifecycle as usize];
-                recs.push(record(POOLS[p], index, id, lifecycle, held));
+                let lifecycle = LIFECYCLES[lifecycle];
+                let mut rec = EniRecord { mode: pool_mode(p), ..record(POOLS[p], index, id, lifecycle, held) };
+                if lifecycle == Lifecycle::Creating && unanswered {
+                    rec.eni_id = None;
+                    rec.allocation = None;
+                    recs.push(rec);
+                    continue;
+                }
+                recs.push(rec);
                 // An ENI attached here sits at its index unless something else is there already.
                 let at = match at {
                     0 if !used.contains(&index) => {
                         used.insert(index);
                         Some(At::Here(index))
                     }
+                    // Attached here, but not where the record says.
+                    3 => match (1..9).find(|i| *i != index && !used.contains(i)) {
+                        Some(other) => {
+                            used.insert(other);
+                            Some(At::Here(other))
+                        }
+                        None => Some(At::Nowhere),
+                    },
                     0 | 1 => Some(At::Nowhere),
                     _ if held => None, // held and gone from EC2
                     _ => Some(At::Elsewhere),

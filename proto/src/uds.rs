@@ -17,6 +17,33 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListenerStream> {
     Ok(UnixListenerStream::new(UnixListener::bind(path)?))
 }
 
+/// The socket file one [`bind`] made, told from a later one at the same path by its inode: a task
+/// that stops removes only its own, never the socket a newer task serves there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFile {
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The file at `path` now (just after binding it).
+    pub fn at(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// Removes `path` if it is still this file; `Ok(false)` when it is gone or another one.
+    pub fn remove_if_ours(self, path: &Path) -> std::io::Result<bool> {
+        match Self::at(path) {
+            Ok(now) if now == self => std::fs::remove_file(path).map(|()| true),
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A channel whose every connection dials the socket at `path`.
 pub async fn connect(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
     let path = path.into();
@@ -27,4 +54,26 @@ pub async fn connect(path: impl Into<PathBuf>) -> Result<Channel, tonic::transpo
             async move { UnixStream::connect(path).await.map(TokioIo::new) }
         }))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopping_server_removes_its_own_socket_not_a_newer_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nodeeni-nodeeni.io_fast.sock");
+        let _old = bind(&path).expect("bind");
+        let old = SocketFile::at(&path).expect("stat");
+        // A restarted task binds the same path while the old one is still shutting down.
+        let _new = bind(&path).expect("bind again");
+        let new = SocketFile::at(&path).expect("stat");
+        assert_ne!(old, new);
+        assert!(!old.remove_if_ours(&path).expect("checked"), "the old task leaves the new socket");
+        assert!(path.exists());
+        assert!(new.remove_if_ours(&path).expect("removed"), "the owner removes it");
+        assert!(!path.exists());
+        assert!(!new.remove_if_ours(&path).expect("gone is fine"));
+    }
 }

@@ -442,6 +442,23 @@ mod tests {
     }
 
     #[test]
+    fn a_network_config_with_a_huge_number_loads_back_equal() {
+        // Regression (fuzz target attachment_record): serde_json's fast float parser read
+        // 9055555555500006204574808047819862 one ULP off its own output, so a record did not load back
+        // equal and GC's comparison of network configurations would have judged it another network.
+        // The workspace turns on serde_json's `float_roundtrip`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AttachmentStore::new(dir.path());
+        let config = r#"{"name":"fast","type":"nodeeni","mtu":9055555555500006204574808047819862}"#;
+        let rec = AttachmentRecord {
+            network_config: Some(serde_json::from_str(config).expect("json")),
+            ..record("c1", "eth0")
+        };
+        store.save(&rec).expect("save");
+        assert_eq!(store.load(&rec.container_id, "eth0").expect("load"), Some(rec));
+    }
+
+    #[test]
     fn a_record_with_an_invalid_container_id_or_driver_is_corrupt() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = AttachmentStore::new(dir.path());

@@ -23,6 +23,9 @@ use crate::process::Process;
 use crate::sysfs::FakeSysfs;
 use crate::vpc::Vpc;
 
+/// How old a /metrics rendering the daemon may serve (`http::METRICS_MAX_AGE`, 1 s), and a margin.
+const METRICS_CACHE_WINDOW: Duration = Duration::from_millis(1100);
+
 pub const CLUSTER: &str = "nib";
 pub const KERNEL_RESOURCE: &str = "nodeeni.io/fast";
 pub const DPDK_RESOURCE: &str = "nodeeni.io/dpdk";
@@ -270,6 +273,11 @@ impl NodeBox {
         let sum = |m: &BTreeMap<String, f64>| -> f64 {
             m.iter().filter(|(k, _)| k.split('{').next() == Some(family)).map(|(_, v)| v).sum()
         };
+        // The daemon serves /metrics from a rendering up to a second old (its METRICS_MAX_AGE), which
+        // may not count a pass that ended just before this call. A rendering made after the window
+        // has passed counts every pass before now (and perhaps a few since, which only makes the wait
+        // longer): that is the baseline.
+        tokio::time::sleep(METRICS_CACHE_WINDOW).await;
         let target = sum(&self.metrics()) + f64::from(n);
         let timeout = Duration::from_secs(u64::from(self.reconcile_interval_secs) * u64::from(n) * 4 + 60);
         let probe = async || (sum(&self.metrics()) >= target).then_some(());

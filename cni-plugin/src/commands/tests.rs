@@ -16,10 +16,11 @@ use nodeeni_conf::{MacAddr, PciAddress};
 use nodeeni_host::netns::NetNs;
 use nodeeni_host::pci::PciBus;
 use nodeeni_state::attachment::{AttachmentError, AttachmentRecord, DriverBefore, HostLinkState, Phase};
+use nodeeni_state::node::Lifecycle;
 use nodeeni_tests::sysfs::FakeSysfs;
 use serde_json::json;
 
-use super::{Keep, add_kernel, del, may_collect, network_config, undo_kernel, undo_record};
+use super::{Keep, add_in, add_kernel, del, may_collect, network_config, undo_kernel, undo_record};
 use crate::context::Ctx;
 use crate::device::Target;
 use crate::error::{PluginError, UndoError};
@@ -28,6 +29,7 @@ use crate::link_ops::fake::{Call, Fake, FakeLink, FakeRoute, Op, Side};
 /// The ENI's index; it keeps it across namespaces.
 const ETH1: u32 = 7;
 const CONTAINER: &str = "c1";
+const POD_UID: &str = "uid-1";
 
 /// The steps of a kernel ADD, by their number in [`add_calls`] (from 1).
 const CAPTURE: usize = 3;
@@ -159,6 +161,7 @@ impl Bed {
             ("CNI_NETNS", "/proc/self/ns/net".to_string()),
             ("CNI_IFNAME", "net1".to_string()),
             ("CNI_PATH", bin.display().to_string()),
+            ("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_UID={POD_UID}")),
         ]);
         let env = CniEnv::from_vars(|k| vars.get(k).cloned()).expect("env");
         let mut conf = json!({
@@ -167,6 +170,8 @@ impl Bed {
         });
         if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
             conf.extend(extra.clone());
+            // A null in `extra` takes the key out.
+            conf.retain(|_, v| !v.is_null());
         }
         let conf = NetConf::parse(conf.to_string().as_bytes()).expect("conf");
         let settings = NodeSettings::resolve(None, &conf).expect("standalone settings");
@@ -376,6 +381,124 @@ fn a_del_whose_restore_fails_is_a_cleanup_error_and_can_be_retried() {
 
     bed.del().expect("DEL retried");
     assert_eq!(bed.fake.links(), original());
+}
+
+#[test]
+fn every_step_of_a_del_that_fails_is_reported_and_a_retried_del_restores_the_node() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let added = add_calls().len();
+    let del_steps = {
+        let bed = Bed::new(original());
+        bed.add().expect("ADD");
+        bed.del().expect("DEL");
+        bed.fake.calls().len() - added
+    };
+    assert_eq!(del_steps, 10, "pod LinksByMac, SetUp, SetName, MoveToNetns, then six host steps");
+    for step in 1..=del_steps {
+        let bed = Bed::new(original());
+        bed.add().expect("ADD");
+        bed.fake.fail_call(added + step);
+        let failing = bed.fake.calls().len();
+        let undo = bed.del().expect_err("the step fails");
+        let failing_op = &bed.fake.calls()[failing];
+        let steps: Vec<&UndoError> = undo.iter().collect();
+        if step <= 4 {
+            // Still in the pod: moving it out failed, and the host has nothing to restore yet.
+            assert!(matches!(steps[..], [UndoError::MoveOut(_)]), "step {step} {failing_op:?}: {undo}");
+        } else {
+            assert!(matches!(steps[..], [UndoError::RestoreOnHost(_)]), "step {step} {failing_op:?}: {undo}");
+        }
+        assert_eq!(bed.ipam_calls(), ["ADD", "DEL"], "step {step}: IPAM released even so");
+        assert_ne!(bed.fake.links(), original(), "step {step} {failing_op:?}: the node not yet as it was");
+
+        bed.del().expect("DEL retried");
+        assert_eq!(bed.fake.links(), original(), "step {step} {failing_op:?}: a retried DEL restores the node");
+    }
+}
+
+const ENI: &str = "eni-0123456789abcdef0";
+
+/// A bed whose config names ENI `ENI` by `runtimeConfig.deviceID`, the node state holding it in a
+/// kernel pool (free, at device index 1), and the kubelet's checkpoint allocating it to `POD_UID`.
+fn claiming_bed(links: Vec<FakeLink>) -> Bed {
+    let mut bed = Bed::with(links, json!({"device": null, "runtimeConfig": {"deviceID": ENI}}));
+    let dir = bed._dir.path();
+    bed.settings.sysfs_root = dir.join("sys");
+    bed.settings.kubelet_checkpoint = dir.join("kubelet_internal_checkpoint");
+    std::fs::write(
+        &bed.settings.kubelet_checkpoint,
+        json!({"Data": {"PodDeviceEntries": [
+            {"PodUID": POD_UID, "ContainerName": "app", "ResourceName": "nodeeni.io/fast", "DeviceIDs": {"-1": [ENI]}}
+        ]}})
+        .to_string(),
+    )
+    .expect("checkpoint");
+    bed.ctx()
+        .node
+        .update(Duration::from_secs(5), |state| {
+            state.enis.push(nodeeni_state::node::EniRecord {
+                eni_id: Some(ENI.parse().expect("id")),
+                mac: Some(mac()),
+                device_index: Some(1),
+                ..nodeeni_state::node::EniRecord::new("fast", nodeeni_conf::Mode::Kernel, Lifecycle::Ready)
+            });
+            Ok::<_, nodeeni_state::node::StoreError>(())
+        })
+        .expect("node state");
+    bed
+}
+
+impl Bed {
+    /// The whole ADD after its start (resolve, claim, lock, the kernel steps), through the fake.
+    fn add_resolving(&self) -> crate::error::Result<CniResult> {
+        let mut host = self.fake.side(Side::Host);
+        add_in(&self.ctx(), &mut host, || Ok(self.fake.side(Side::Pod)), &self.host_ns, &self.pod_ns)
+    }
+
+    fn allocation(&self) -> Option<nodeeni_state::node::Allocation> {
+        let state = self.ctx().node.load(Duration::from_secs(5)).expect("node state");
+        state.enis.into_iter().find_map(|e| e.allocation)
+    }
+}
+
+#[test]
+fn a_kernel_add_that_claimed_a_pool_eni_releases_the_claim_when_a_step_fails() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let move_step = {
+        let bed = claiming_bed(original());
+        bed.add_resolving().expect("ADD");
+        let a = bed.allocation().expect("claimed for the pod");
+        assert_eq!((a.container_id.as_str(), a.ifname.as_str()), (CONTAINER, "net1"));
+        let calls = bed.fake.calls();
+        assert_eq!(
+            calls[..2],
+            [host(Op::LinksByMac(mac())), host(Op::DefaultRouteLinks)],
+            "the node's own refused first"
+        );
+        1 + calls.iter().position(|c| c.op == Op::MoveToNetns(ETH1, Some(Side::Pod))).expect("a move")
+    };
+    let bed = claiming_bed(original());
+    bed.fake.fail_call(move_step);
+    let err = bed.add_resolving().expect_err("the move fails");
+    assert!(matches!(err, PluginError::Netlink(_)), "rolled back cleanly: {err}");
+    assert_eq!(bed.fake.links(), original(), "the node as it was");
+    assert_eq!(bed.allocation(), None, "the claim released: the ENI is free for the kubelet's next pod");
+    assert_eq!(bed.record(), None);
+}
+
+#[test]
+fn a_claimed_eni_that_carries_a_default_route_is_refused_and_released() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut links = original();
+    links[1].routes.push(FakeRoute { dst: net("0.0.0.0/0"), gw: Some("192.0.2.1".parse().expect("ip")), mtu: None });
+    let bed = claiming_bed(links.clone());
+    let err = bed.add_resolving().expect_err("refused");
+    assert!(matches!(&err, PluginError::Refused(m) if m.contains("default route")), "{err}");
+    assert_eq!(bed.allocation(), None, "the claim released");
+    assert_eq!(bed.fake.links(), links, "nothing touched");
+    assert!(
+        bed.fake.calls().iter().all(|c| c.side == Side::Host && !matches!(c.op, Op::SetUp(..) | Op::MoveToNetns(..)))
+    );
 }
 
 const PCI: &str = "0000:00:06.0";

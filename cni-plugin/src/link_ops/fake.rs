@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use nodeeni_conf::net::IpNet;
 use nodeeni_conf::{MacAddr, PciAddress};
-use nodeeni_host::netlink::{Link, NetlinkError};
+use nodeeni_host::netlink::{Link, NetlinkError, RouteEntry};
 use nodeeni_host::netns::NetNs;
 
 use super::LinkOps;
@@ -50,6 +50,8 @@ pub enum Op {
     MoveToNetns(u32, Option<Side>),
     AddAddress(u32, IpNet),
     AddRoute(u32, IpNet, Option<IpAddr>, Option<u32>),
+    Routes(u32),
+    DefaultRouteLinks,
 }
 
 /// A recorded call: which namespace's handle, and what.
@@ -324,6 +326,26 @@ impl LinkOps for FakeLinks {
             }
             link.routes.push(FakeRoute { dst: *dst, gw, mtu });
             Ok(())
+        })
+    }
+
+    fn routes(&mut self, index: u32) -> Result<Vec<RouteEntry>, NetlinkError> {
+        self.call(Op::Routes(index), |w, side, _| {
+            let link = w.links.iter().find(|l| l.side == side && l.index == index);
+            Ok(link.map(|l| l.routes.iter().map(|r| RouteEntry { dst: r.dst, gw: r.gw }).collect()).unwrap_or_default())
+        })
+    }
+
+    fn default_route_links(&mut self) -> Result<Vec<u32>, NetlinkError> {
+        self.call(Op::DefaultRouteLinks, |w, side, _| {
+            let mut out: Vec<u32> = w
+                .links
+                .iter()
+                .filter(|l| l.side == side && l.routes.iter().any(|r| r.dst.prefix == 0))
+                .map(|l| l.index)
+                .collect();
+            out.sort_unstable();
+            Ok(out)
         })
     }
 }

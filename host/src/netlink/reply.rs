@@ -52,13 +52,13 @@ pub fn read_buffer(
         match reply.payload {
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(e) => {
-                if e.code.is_none() {
+                let Some(code) = e.code else {
                     if !expect.dump {
                         return Ok(true);
                     }
                     continue;
-                }
-                return Err(NetlinkError::Kernel { op: expect.op.to_string(), source: e.to_io() });
+                };
+                return Err(kernel_refusal(expect.op, code));
             }
             NetlinkPayload::InnerMessage(m) => {
                 replies.push(m);
@@ -70,6 +70,18 @@ pub fn read_buffer(
         }
     }
     Ok(false)
+}
+
+/// The kernel's refusal (a negated errno) as an error. Not `ErrorMessage::to_io`: it negates with
+/// `abs`, which panics on `i32::MIN` (found by the `netlink_replies` fuzz target); a code no errno
+/// can be is a decode error instead.
+fn kernel_refusal(op: &str, code: std::num::NonZeroI32) -> NetlinkError {
+    match code.get().checked_neg() {
+        Some(errno) if errno > 0 => {
+            NetlinkError::Kernel { op: op.to_string(), source: std::io::Error::from_raw_os_error(errno) }
+        }
+        _ => NetlinkError::Decode(format!("{op}: the kernel's reply carries error code {code}, which is no errno")),
+    }
 }
 
 fn mac_of(bytes: &[u8]) -> Option<MacAddr> {
@@ -228,6 +240,17 @@ mod tests {
         assert!(
             read_buffer(&bytes(7, NetlinkPayload::Error(ErrorMessage::default())), ack, &mut Vec::new()).expect("ack")
         );
+    }
+
+    #[test]
+    fn an_error_code_that_is_no_errno_is_a_decode_error() {
+        // Regression (fuzz target netlink_replies): i32::MIN made netlink-packet-core's `to_io` panic.
+        for code in [i32::MIN, 1, i32::MAX] {
+            let mut odd = ErrorMessage::default();
+            odd.code = std::num::NonZeroI32::new(code);
+            let r = read_buffer(&bytes(7, NetlinkPayload::Error(odd)), DUMP, &mut Vec::new());
+            assert!(matches!(r, Err(NetlinkError::Decode(_))), "code {code}: {r:?}");
+        }
     }
 
     #[test]
