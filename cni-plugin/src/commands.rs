@@ -78,8 +78,7 @@ fn add_in<P: LinkOps>(
     let _enter = span.enter();
     let outcome = (|| {
         // resolve() guarantees a MAC (kernel) or a PCI address (DPDK); the ENI ID stands in otherwise.
-        let key = target.lock_key().or_else(|| target.eni_id.as_ref().map(ToString::to_string)).unwrap_or_default();
-        let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
+        let _locks = lock_all(ctx, &target.lock_keys())?;
         match target.mode {
             HandOver::Kernel => {
                 let mut pod = open_pod()?;
@@ -312,8 +311,13 @@ fn undo_dpdk(ctx: &Ctx, record: &AttachmentRecord) -> std::result::Result<(), Un
     let mut errors = UndoErrors::default();
     if let (Some(pci), Some(driver)) = (record.pci, record.driver_before.captured()) {
         let before = DriverState { driver: driver.cloned(), netdevs: record.netdevs_before.clone() };
-        if let Err(source) = dpdk::restore(ctx, pci, &before) {
-            errors.push(UndoError::RestoreDriver { pci, source });
+        match driver.filter(|d| !dpdk::may_restore(ctx, d)) {
+            Some(unknown) => errors.push(UndoError::UnknownDriver { pci, driver: unknown.to_string() }),
+            None => {
+                if let Err(source) = dpdk::restore(ctx, pci, &before) {
+                    errors.push(UndoError::RestoreDriver { pci, source });
+                }
+            }
         }
     }
     if let Err(e) = ipam_del(ctx, record) {
@@ -322,26 +326,77 @@ fn undo_dpdk(ctx: &Ctx, record: &AttachmentRecord) -> std::result::Result<(), Un
     errors.into_result()
 }
 
+/// The device's locks, in the order of `keys` (see [`device::lock_keys`]); none known: the empty key.
+fn lock_all(ctx: &Ctx, keys: &[String]) -> Result<Vec<nodeeni_state::lock::LockGuard>> {
+    if keys.is_empty() {
+        return Ok(vec![ctx.locks.lock("", ctx.lock_timeout)?]);
+    }
+    keys.iter().map(|k| Ok(ctx.locks.lock(k, ctx.lock_timeout)?)).collect()
+}
+
+fn record_locks(ctx: &Ctx, record: &AttachmentRecord) -> Result<Vec<nodeeni_state::lock::LockGuard>> {
+    lock_all(ctx, &device::lock_keys(record.mac, record.pci, record.eni_id.as_ref()))
+}
+
 /// Undoes whatever `record` says was done, under the device lock, then forgets it.
 fn undo_record(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
-    let key = device::lock_key(record.mode, record.mac, record.pci)
-        .or_else(|| record.eni_id.as_ref().map(ToString::to_string))
-        .unwrap_or_default();
-    let _lock = ctx.locks.lock(&key, ctx.lock_timeout)?;
+    let _locks = record_locks(ctx, record)?;
+    undo_locked(ctx, record)
+}
+
+/// GC's undo of a record it listed: decided again under the device lock, from the record as it is
+/// now. Between the listing and the lock a DEL may have undone it and another pod's ADD taken the
+/// device; undoing the listed copy then would take that pod's device. `Ok(false)`: left alone.
+fn collect_record(ctx: &Ctx, listed: &AttachmentRecord) -> Result<bool> {
+    let _locks = record_locks(ctx, listed)?;
+    match ctx.attachments.load(&listed.container_id, &listed.ifname)? {
+        Some(now) if now == *listed => {
+            undo_locked(ctx, &now)?;
+            Ok(true)
+        }
+        _ => {
+            tracing::info!(container = %listed.container_id, ifname = listed.ifname, "GC: the record changed or went since it was listed; left alone");
+            Ok(false)
+        }
+    }
+}
+
+/// The namespaces a kernel undo works in: the host's, its netlink socket, and the pod's socket if the
+/// pod's namespace is still there.
+type UndoSides<H, P> = (NetNs, H, Option<P>);
+
+/// The real sides: this namespace and, when it still exists, the record's pod namespace.
+fn open_undo_sides(record: &AttachmentRecord) -> Result<UndoSides<Netlink, Netlink>> {
+    let host_ns = NetNs::current()?;
+    let host = Netlink::open()?;
+    // A pod namespace that is gone is normal at DEL: the kernel has returned an ENA netdev to the host
+    // already, and restore_on_host finds it there (by MAC and hardware identity).
+    let pod = match record.netns.as_deref().map(NetNs::open) {
+        Some(Ok(ns)) => Some(Netlink::open_in(&ns)?),
+        Some(Err(e)) => {
+            tracing::info!(error = %e, "pod namespace gone; looking for the device on the host");
+            None
+        }
+        None => None,
+    };
+    Ok((host_ns, host, pod))
+}
+
+/// [`undo_record`] with the device lock held.
+fn undo_locked(ctx: &Ctx, record: &AttachmentRecord) -> Result<()> {
+    undo_locked_in(ctx, record, open_undo_sides)
+}
+
+/// [`undo_locked`] through the link operations `open` gives (kernel mode): undo, release the claim,
+/// forget the record, in that order, so a failed undo keeps the record for the next DEL.
+fn undo_locked_in<H: LinkOps, P: LinkOps>(
+    ctx: &Ctx,
+    record: &AttachmentRecord,
+    open: impl FnOnce(&AttachmentRecord) -> Result<UndoSides<H, P>>,
+) -> Result<()> {
     match record.mode {
         HandOver::Kernel => {
-            let host_ns = NetNs::current()?;
-            let mut host = Netlink::open()?;
-            // A pod namespace that is gone is normal at DEL: the kernel has returned an ENA netdev to
-            // the host already, and restore_on_host finds it there (by MAC and hardware identity).
-            let mut pod = match record.netns.as_deref().map(NetNs::open) {
-                Some(Ok(ns)) => Some(Netlink::open_in(&ns)?),
-                Some(Err(e)) => {
-                    tracing::info!(error = %e, "pod namespace gone; looking for the device on the host");
-                    None
-                }
-                None => None,
-            };
+            let (host_ns, mut host, mut pod) = open(record)?;
             undo_kernel(ctx, record, pod.as_mut(), &mut host, &host_ns).map_err(PluginError::Cleanup)?;
         }
         HandOver::Dpdk => undo_dpdk(ctx, record).map_err(PluginError::Cleanup)?,
@@ -540,7 +595,7 @@ pub fn gc(ctx: &Ctx) -> Result<()> {
             }
         }
         tracing::info!(container = %record.container_id, ifname = record.ifname, "GC: releasing a stale attachment");
-        if let Err(e) = undo_record(ctx, &record) {
+        if let Err(e) = collect_record(ctx, &record) {
             errors.push(UndoError::Attachment {
                 container: record.container_id.clone(),
                 ifname: record.ifname.clone(),

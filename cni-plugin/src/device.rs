@@ -41,20 +41,23 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn lock_key(&self) -> Option<String> {
-        lock_key(self.mode, self.mac, self.pci)
+    pub fn lock_keys(&self) -> Vec<String> {
+        lock_keys(self.mac, self.pci, self.eni_id.as_ref())
     }
 }
 
-/// The per-device lock's key: the MAC for netdevs, the PCI address for DPDK. ADD (from the target)
-/// and DEL (from the record) must compute it alike, or they would not exclude each other.
-pub fn lock_key(mode: HandOver, mac: Option<MacAddr>, pci: Option<PciAddress>) -> Option<String> {
-    match (mode, mac, pci) {
-        (HandOver::Kernel, Some(mac), _) => Some(mac.to_string()),
-        (_, _, Some(pci)) => Some(pci.to_string()),
-        (_, Some(mac), _) => Some(mac.to_string()),
-        _ => None,
+/// The per-device locks' keys: every identity of the device that is known, the MAC and the PCI
+/// address (the ENI ID only when neither is), in one order. A kernel ADD and a DPDK ADD of one device
+/// (two configs may name it in either mode) then share the PCI address's lock, and a DEL whose record
+/// kept only the MAC shares that one with any ADD of the device. Taken in this order by everyone, so
+/// no two callers wait on each other.
+pub fn lock_keys(mac: Option<MacAddr>, pci: Option<PciAddress>, eni: Option<&EniId>) -> Vec<String> {
+    let mut keys: Vec<String> = mac.map(|m| m.to_string()).into_iter().chain(pci.map(|p| p.to_string())).collect();
+    if keys.is_empty() {
+        keys.extend(eni.map(ToString::to_string));
     }
+    keys.sort();
+    keys
 }
 
 /// Claims `pick`'s record for this attachment in the node state, in one locked pass, refusing one

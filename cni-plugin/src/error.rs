@@ -72,6 +72,12 @@ pub enum UndoError {
         #[source]
         source: PciError,
     },
+    /// DPDK mode: the record names a driver outside the known set; nothing was written to sysfs.
+    #[error(
+        "restoring the driver of {pci}: the record names driver {driver:?}, which is neither ena nor a DPDK driver \
+         (a standalone device's own driver is rebound only where the node file sets allowNonEnaDpdk); not rebinding"
+    )]
+    UnknownDriver { pci: PciAddress, driver: String },
     #[error("releasing its addresses: {0}")]
     IpamDel(#[source] Box<PluginError>),
     #[error("releasing its claim in the node state: {0}")]

@@ -23,6 +23,21 @@ fn a_valid_file_is_summarized() {
     let (ok, out, err) = run(&["validate-config", f.to_str().expect("utf8")]);
     assert!(ok, "{err}");
     assert!(out.contains("1 pool(s)") && out.contains("nodeeni.io/fast") && out.contains("2 ENI(s)"), "{out}");
+    assert!(!out.contains("aws:TagKeys"), "no pool tags, nothing to add to the IAM policy: {out}");
+}
+
+#[test]
+fn pool_tags_are_named_as_keys_the_iam_policy_must_allow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("pools.yaml");
+    std::fs::write(
+        &f,
+        "clusterName: c\npools:\n  - {name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [subnet-12345678], tags: {team: ran, cost-center: \"5g\"}}\n",
+    )
+    .expect("write");
+    let (ok, out, err) = run(&["validate-config", f.to_str().expect("utf8")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pools set tags cost-center, team: add these keys to aws:TagKeys"), "{out}");
 }
 
 #[test]

@@ -18,29 +18,42 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListenerStream> {
 }
 
 /// The socket file one [`bind`] made, told from a later one at the same path by its inode: a task
-/// that stops removes only its own, never the socket a newer task serves there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// that stops removes only its own, never the socket a newer task serves there. It holds an `O_PATH`
+/// descriptor of the file, so the inode cannot be freed and its number reused by a newer socket while
+/// it is compared.
+#[derive(Debug)]
 pub struct SocketFile {
-    dev: u64,
-    ino: u64,
+    held: std::fs::File,
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 impl SocketFile {
     /// The file at `path` now (just after binding it).
     pub fn at(path: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(path)?;
-        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+        use std::os::unix::fs::OpenOptionsExt;
+        let held = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(path)?;
+        Ok(Self { held })
+    }
+
+    /// Whether `path` is still this file.
+    pub fn is_at(&self, path: &Path) -> std::io::Result<bool> {
+        match std::fs::symlink_metadata(path) {
+            Ok(now) => Ok(identity(&now) == identity(&self.held.metadata()?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes `path` if it is still this file; `Ok(false)` when it is gone or another one.
     pub fn remove_if_ours(self, path: &Path) -> std::io::Result<bool> {
-        match Self::at(path) {
-            Ok(now) if now == self => std::fs::remove_file(path).map(|()| true),
-            Ok(_) => Ok(false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+        if !self.is_at(path)? {
+            return Ok(false);
         }
+        std::fs::remove_file(path).map(|()| true)
     }
 }
 
@@ -65,15 +78,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nodeeni-nodeeni.io_fast.sock");
         let _old = bind(&path).expect("bind");
-        let old = SocketFile::at(&path).expect("stat");
+        let old = SocketFile::at(&path).expect("held");
+        assert!(old.is_at(&path).expect("stat"));
         // A restarted task binds the same path while the old one is still shutting down.
         let _new = bind(&path).expect("bind again");
-        let new = SocketFile::at(&path).expect("stat");
-        assert_ne!(old, new);
+        let new = SocketFile::at(&path).expect("held");
+        assert!(!old.is_at(&path).expect("stat") && new.is_at(&path).expect("stat"));
         assert!(!old.remove_if_ours(&path).expect("checked"), "the old task leaves the new socket");
         assert!(path.exists());
+        let again = SocketFile::at(&path).expect("held");
         assert!(new.remove_if_ours(&path).expect("removed"), "the owner removes it");
         assert!(!path.exists());
-        assert!(!new.remove_if_ours(&path).expect("gone is fine"));
+        assert!(!again.remove_if_ours(&path).expect("gone is fine"));
     }
 }

@@ -305,12 +305,16 @@ impl NodeStore {
         };
         let (state, on_disk) = match Self::parse(&path, &bytes) {
             Ok(state) => (state.clone(), Some(state)),
-            // Only a file cut short (empty, or JSON that stops mid-way) is torn. Whole JSON this build
-            // cannot read (a newer version's, a hand edit) is refused as it is: falling back would
-            // overwrite it with an older state at the next write.
+            // Only a file cut short (empty, JSON that stops mid-way, or blocks of NUL bytes where the
+            // data never landed, as some filesystems leave after a power loss) is torn: JSON we write
+            // never holds a raw NUL. Whole JSON this build cannot read (a newer version's, a hand
+            // edit) is refused as it is: falling back would overwrite it with an older state at the
+            // next write.
             Err(torn)
                 if matches!(&torn, StoreError::Corrupt { source, .. }
-                    if bytes.iter().all(u8::is_ascii_whitespace) || source.classify() == serde_json::error::Category::Eof) =>
+                    if bytes.iter().all(u8::is_ascii_whitespace)
+                        || bytes.contains(&0)
+                        || source.classify() == serde_json::error::Category::Eof) =>
             {
                 let previous = self.dir.join(PREVIOUS_FILE);
                 let Ok(state) =
@@ -682,6 +686,14 @@ mod tests {
         assert_eq!(store.load(Duration::from_secs(1)).expect("load").enis.len(), 2);
         std::fs::write(store.path(), b"{").expect("tear again");
         assert_eq!(store.load(Duration::from_secs(1)).expect("previous").enis.len(), 1);
+        // The file's length landed but its data did not: zeroes, in full or after a good start.
+        let whole = std::fs::read(dir.path().join(PREVIOUS_FILE)).expect("previous copy");
+        std::fs::write(store.path(), vec![0u8; whole.len()]).expect("zeroes");
+        assert_eq!(store.load(Duration::from_secs(1)).expect("previous").enis.len(), 1, "all NUL");
+        let mut half = whole[..whole.len() / 2].to_vec();
+        half.resize(whole.len(), 0);
+        std::fs::write(store.path(), half).expect("half zeroes");
+        assert_eq!(store.load(Duration::from_secs(1)).expect("previous").enis.len(), 1, "NUL after a start");
     }
 
     #[test]

@@ -288,7 +288,7 @@ fn the_iam_policy_keeps_creates_in_the_vpc_attaches_on_cluster_nodes_and_tags_to
             .collect()
     };
     // Create-time tags: exactly the keys the code sets, plus the user tags of the shipped pools (a
-    // pool's `tags` need their keys added here, the README says).
+    // pool's `tags` need their keys added here, as the README's Install says).
     let mut keys = tag_keys_the_code_sets();
     for pool in &config.pools {
         keys.extend(pool.tags.keys().cloned());

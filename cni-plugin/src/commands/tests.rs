@@ -1,5 +1,7 @@
-//! Kernel-mode ADD and its undo against the recording fake (`link_ops::fake`): every step of ADD is
-//! made to fail in turn, and the rollback must put the host back exactly, with the right calls.
+//! Kernel-mode ADD (from resolving the device on) and DEL against the recording fake
+//! (`link_ops::fake`): every step of ADD, and of DEL, is made to fail in turn; the rollback must put the
+//! host back exactly, with the right calls, a claim made is released, and a DEL that failed keeps its
+//! record so that the next one finishes the job.
 //! IPAM is a delegate script in a temp CNI_PATH that logs each command, so IPAM DEL is checked too.
 
 use std::collections::HashMap;
@@ -20,10 +22,11 @@ use nodeeni_state::node::Lifecycle;
 use nodeeni_tests::sysfs::FakeSysfs;
 use serde_json::json;
 
-use super::{Keep, add_in, add_kernel, del, may_collect, network_config, undo_kernel, undo_record};
+use super::{Keep, add_in, add_kernel, del, may_collect, network_config, undo_record};
 use crate::context::Ctx;
 use crate::device::Target;
 use crate::error::{PluginError, UndoError};
+use crate::link_ops::LinkOps;
 use crate::link_ops::fake::{Call, Fake, FakeLink, FakeRoute, Op, Side};
 
 /// The ENI's index; it keeps it across namespaces.
@@ -201,11 +204,26 @@ impl Bed {
         add_kernel(&self.ctx(), &target, &mut host, &mut pod, &self.host_ns, &self.pod_ns)
     }
 
-    /// DEL's kernel undo, from the record ADD left.
+    /// DEL of the record ADD left, as `del` runs it (undo, release, forget; the record kept when the
+    /// undo fails), through the fake. The undo's errors when it fails.
     fn del(&self) -> Result<(), crate::error::UndoErrors> {
         let record = self.record().expect("a record to undo");
-        let (mut host, mut pod) = (self.fake.side(Side::Host), self.fake.side(Side::Pod));
-        undo_kernel(&self.ctx(), &record, Some(&mut pod), &mut host, &self.host_ns)
+        let sides = |_: &AttachmentRecord| {
+            let host_ns = NetNs::current().expect("host ns");
+            self.fake.name_namespace(Side::Host, &host_ns);
+            Ok((host_ns, self.fake.side(Side::Host), Some(self.fake.side(Side::Pod))))
+        };
+        match super::undo_locked_in(&self.ctx(), &record, sides) {
+            Ok(()) => {
+                assert_eq!(self.record(), None, "an undone attachment is forgotten");
+                Ok(())
+            }
+            Err(PluginError::Cleanup(undo)) => {
+                assert_eq!(self.record(), Some(record), "a failed undo keeps the record for the next DEL");
+                Err(undo)
+            }
+            Err(e) => panic!("DEL failed outside the undo: {e}"),
+        }
     }
 
     fn record(&self) -> Option<AttachmentRecord> {
@@ -283,6 +301,24 @@ fn a_kernel_add_moves_the_link_in_and_del_puts_it_back_exactly() {
     );
     assert_eq!(bed.fake.links(), original(), "name, MTU, up, alias, addresses and namespace restored");
     assert_eq!(bed.ipam_calls(), ["ADD", "DEL"]);
+}
+
+#[test]
+fn check_finds_what_add_left_and_reports_what_changed_since() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bed = Bed::new(original());
+    let result = bed.add().expect("ADD");
+    let mut pod_side = bed.fake.side(Side::Pod);
+    crate::kernel::verify(&mut pod_side, "net1", &result).expect("as ADD left it");
+    // Down drops its routes (the kernel's rule, kept by the fake); up again, the route stays missing.
+    pod_side.set_up(ETH1, false).expect("down");
+    let down = crate::kernel::verify(&mut pod_side, "net1", &result).expect_err("down");
+    assert!(down.to_string().contains("net1: is down"), "{down}");
+    pod_side.set_up(ETH1, true).expect("up");
+    let no_route = crate::kernel::verify(&mut pod_side, "net1", &result).expect_err("route gone");
+    assert!(no_route.to_string().contains("route to 10.99.0.0/16 is missing"), "{no_route}");
+    let gone = crate::kernel::verify(&mut pod_side, "net2", &result).expect_err("no such interface");
+    assert!(gone.to_string().contains("missing from the pod"), "{gone}");
 }
 
 #[test]
@@ -414,6 +450,24 @@ fn every_step_of_a_del_that_fails_is_reported_and_a_retried_del_restores_the_nod
         bed.del().expect("DEL retried");
         assert_eq!(bed.fake.links(), original(), "step {step} {failing_op:?}: a retried DEL restores the node");
     }
+}
+
+#[test]
+fn every_call_on_one_device_shares_a_lock_whichever_mode_or_identity_it_knows() {
+    let pci: PciAddress = PCI.parse().expect("pci");
+    let eni: nodeeni_conf::EniId = ENI.parse().expect("id");
+    // Kernel ADD (MAC and PCI known), DPDK ADD of the same device by PCI address (no netdev, no MAC),
+    // and a kernel DEL whose record kept only the MAC (the kernel did not vouch for the PCI device).
+    let kernel_add = crate::device::lock_keys(Some(mac()), Some(pci), Some(&eni));
+    let dpdk_add = crate::device::lock_keys(None, Some(pci), Some(&eni));
+    let kernel_del = crate::device::lock_keys(Some(mac()), None, None);
+    let shares = |a: &[String], b: &[String]| a.iter().any(|k| b.contains(k));
+    assert!(shares(&kernel_add, &dpdk_add), "{kernel_add:?} / {dpdk_add:?}");
+    assert!(shares(&kernel_add, &kernel_del), "{kernel_add:?} / {kernel_del:?}");
+    let mut sorted = kernel_add.clone();
+    sorted.sort();
+    assert_eq!(kernel_add, sorted, "one order for everyone: no two callers wait on each other");
+    assert_eq!(crate::device::lock_keys(None, None, Some(&eni)), [ENI], "the ENI ID when nothing else is known");
 }
 
 const ENI: &str = "eni-0123456789abcdef0";
@@ -574,6 +628,44 @@ fn a_dpdk_del_whose_driver_restore_fails_still_releases_ipam_and_reports_every_s
     assert_eq!(sys.driver_of(PCI).as_deref(), Some("ena"));
     assert_eq!(sys.netdevs_of(PCI), ["eth1"]);
     assert_eq!(bed.ipam_calls(), ["DEL", "DEL", "DEL"]);
+    assert_eq!(bed.record(), None);
+}
+
+#[test]
+fn a_record_naming_a_driver_outside_the_known_set_is_not_rebound_and_ipam_is_released() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (bed, sys, mut record) = dpdk_bed();
+    // A safe name, but no driver an ENI had: a forged record must not move the device (or, through
+    // the same path, the node's NVMe disk) onto it.
+    record.driver_before = DriverBefore::Bound("nvme".parse().expect("name"));
+    bed.ctx().attachments.save(&record).expect("record");
+    let err = undo_record(&bed.ctx(), &record).expect_err("refused");
+    let PluginError::Cleanup(undo) = &err else { panic!("expected Cleanup, got {err}") };
+    assert!(matches!(undo.iter().collect::<Vec<_>>()[..], [UndoError::UnknownDriver { .. }]), "{undo}");
+    assert!(err.to_cni().msg.contains("\"nvme\", which is neither ena nor a DPDK driver"), "{}", err.to_cni().msg);
+    assert_eq!(sys.driver_of(PCI).as_deref(), Some("vfio-pci"), "nothing unbound or bound");
+    assert_eq!(sys.driver_override_of(PCI).trim(), "vfio-pci", "nothing written");
+    assert_eq!(bed.ipam_calls(), ["DEL"], "the addresses released all the same");
+    assert_eq!(bed.record(), Some(record), "kept for an operator to look at");
+}
+
+#[test]
+fn gc_leaves_a_record_that_changed_or_went_after_it_was_listed() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (bed, sys, listed) = dpdk_bed();
+    let ctx = bed.ctx();
+    // A DEL undid it after GC listed it; another pod's ADD then took the device (still vfio-pci).
+    ctx.attachments.remove(&listed.container_id, &listed.ifname).expect("DEL");
+    assert!(!super::collect_record(&ctx, &listed).expect("judged"), "gone: left alone");
+    // A new ADD of the same container and ifname wrote another record.
+    let newer = AttachmentRecord { created_unix: 2, ..listed.clone() };
+    ctx.attachments.save(&newer).expect("record");
+    assert!(!super::collect_record(&ctx, &listed).expect("judged"), "changed: left alone");
+    assert_eq!(sys.driver_of(PCI).as_deref(), Some("vfio-pci"), "the new pod keeps its device");
+    assert_eq!(bed.ipam_calls(), Vec::<String>::new(), "no IPAM DEL for the new pod's addresses");
+    // Unchanged since it was listed: collected.
+    assert!(super::collect_record(&ctx, &newer).expect("collected"));
+    assert_eq!(sys.driver_of(PCI).as_deref(), Some("ena"));
     assert_eq!(bed.record(), None);
 }
 
