@@ -111,3 +111,32 @@ fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Prob
     check_pools_together(&config.pools, &mut problems);
     problems.into_result(config)
 }
+
+/// Reads one NodeENI object (as a file or the Kubernetes API holds it) as a pool, checked alone:
+/// the same reading and the same messages as a NodeENI document in a file.
+pub fn nodeeni_pool(doc: &Value) -> Result<crate::Pool, Problems> {
+    let mut problems = Problems::new();
+    let pool = nodeeni::to_pool(doc, "", &mut problems);
+    match pool {
+        Some(pool) if problems.is_empty() => {
+            check_pools_together(std::slice::from_ref(&pool), &mut problems);
+            problems.into_result(pool)
+        }
+        _ => Err(problems),
+    }
+}
+
+/// What the rules across pools find with `candidate` beside the admitted `pools` (a name both use,
+/// device indexes that overlap on nodes both select, one resource in two modes): the problems are the
+/// candidate's, the later one; the admitted pools stay as they are.
+pub fn admit(pools: &[crate::Pool], candidate: &crate::Pool) -> Result<(), Problems> {
+    let mut all = pools.to_vec();
+    all.push(candidate.clone());
+    let mut found = Problems::new();
+    check_pools_together(&all, &mut found);
+    let mut problems = Problems::new();
+    for p in found.iter().filter(|p| p.path.starts_with(&candidate.origin)) {
+        problems.push(p.path.clone(), p.message.clone());
+    }
+    problems.into_result(())
+}

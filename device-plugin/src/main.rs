@@ -1,5 +1,5 @@
 //! `nodeeni-device-plugin`, the node daemon's command line: `run` (the daemon), `drain`,
-//! `validate-config`, `status`, `install-cni`. This file parses, sets up logging, and dispatches; each
+//! `validate-config`, `status`, `install-cni`, `crds`. This file parses, sets up logging, and dispatches; each
 //! subcommand is a file in `cmd/`.
 
 mod cmd;
@@ -21,5 +21,9 @@ fn main() -> ExitCode {
         Cmd::ValidateConfig { file, cluster_name } => cmd::validate(&file, cluster_name),
         Cmd::InstallCni { from, to, state_dir } => cmd::install_cni(&from, &to, state_dir.as_deref()),
         Cmd::Status { state_dir, json } => cmd::status(&state_dir, json),
+        Cmd::Crds => {
+            print!("{}", nodeeni_cluster::crd::crds_yaml());
+            ExitCode::SUCCESS
+        }
     }
 }

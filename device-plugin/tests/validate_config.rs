@@ -59,6 +59,31 @@ fn every_problem_is_printed_and_the_exit_code_is_1() {
 }
 
 #[test]
+fn nodeeni_manifests_alone_are_checked_without_a_cluster_name() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/tests/fixtures/nodeeni");
+    let (ok, out, err) = run(&["validate-config", &format!("{fixtures}/dpdk.yaml")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("valid; NodeENI manifests, 1 pool(s)") && out.contains("user-plane"), "{out}");
+    let (ok, _, err) = run(&["validate-config", &format!("{fixtures}/invalid.yaml")]);
+    assert!(!ok && err.contains("NodeENI(broken).spec.mtu") && !err.contains("clusterName"), "{err}");
+    // A PoolConfig without its cluster name is still refused for it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("pools.yaml");
+    std::fs::write(&f, "pools: []\n").expect("write");
+    let (ok, _, err) = run(&["validate-config", f.to_str().expect("utf8")]);
+    assert!(!ok && err.contains("clusterName"), "{err}");
+}
+
+#[test]
+fn crds_prints_the_checked_in_crds() {
+    let (ok, out, err) = run(&["crds"]);
+    assert!(ok, "{err}");
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds.yaml")).expect("crds");
+    assert!(out == checked_in, "`crds` prints what deploy/crds.yaml holds");
+}
+
+#[test]
 fn help_names_the_commands() {
     let (ok, out, _) = run(&["--help"]);
     assert!(ok && out.contains("validate-config"), "{out}");
@@ -116,7 +141,7 @@ fn run_refuses_an_invalid_config_and_logs_why_as_json_when_asked() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["run", "drain", "validate-config", "status", "install-cni"] {
+    for cmd in ["run", "drain", "validate-config", "status", "install-cni", "crds"] {
         let (ok, out, err) = run(&[cmd, "--help"]);
         assert!(ok && out.contains("Usage:"), "{cmd} --help: {out}{err}");
     }

@@ -491,3 +491,44 @@ async fn the_loop_passes_on_its_interval_on_demand_on_new_config_and_pauses_when
     assert_eq!(counted.borrow().0, 4, "no pass while drained");
     assert!(observer.last.expect("a pass").is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_label_change_in_the_configuration_warms_and_drains_selected_pools_at_once() {
+    let w = region();
+    let selected = |name: &str, index: u32, role: &str| {
+        w.pool(name, 1, index).replace("description:", &format!("nodeSelector: {{role: {role}}}, description:"))
+    };
+    let mut config = w.config(&(selected("upf", 1, "upf") + &selected("smf", 2, "smf")));
+    config.node.labels = [("role".to_string(), "upf".to_string())].into();
+    let mut r = w.reconciler(config.clone());
+    r.reconcile().await.expect("warm");
+    let pools = |r: &Reconciler<Arc<FakeEc2>, NamedNetdevs>| -> BTreeSet<String> {
+        w.state(r).enis.iter().filter(|e| e.lifecycle == Lifecycle::Ready).map(|e| e.pool.clone()).collect()
+    };
+    assert_eq!(pools(&r), ["upf".to_string()].into(), "only the pool the labels select");
+
+    // A pod holds the upf ENI; the node is relabelled: smf warms, upf drains but stays with its pod.
+    let held = r
+        .store
+        .update(SECOND, |s: &mut NodeState| {
+            let e = s.enis.iter_mut().find(|e| e.pool == "upf").expect("upf ENI");
+            e.allocation = Some(Allocation {
+                container_id: "pod-1".parse().expect("container id"),
+                ifname: "net1".into(),
+                netns: None,
+                since_unix: 0,
+            });
+            Ok::<_, StoreError>(e.eni_id.clone().expect("id"))
+        })
+        .expect("claim");
+    config.node.labels = [("role".to_string(), "smf".to_string())].into();
+    r.config = config;
+    let report = r.reconcile().await.expect("relabelled");
+    assert_eq!(report.created.len(), 1, "{report:?}");
+    assert_eq!(report.draining, std::slice::from_ref(&held), "{report:?}");
+    assert_eq!(pools(&r), ["smf".to_string()].into());
+    let state = w.state(&r);
+    let rec = state.eni(&held).expect("the held ENI's record");
+    assert_eq!((rec.lifecycle, rec.allocation.is_some()), (Lifecycle::Draining, true));
+    assert!(w.node_enis().iter().any(|e| e.id == held), "the pod keeps its ENI until it lets go");
+}

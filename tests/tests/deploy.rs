@@ -393,3 +393,54 @@ fn the_dockerfile_builds_both_binaries_into_a_small_runtime_stage() {
     assert!(text.contains("cargo build --release --locked -p nodeeni-cni -p nodeeni-device-plugin"));
     assert!(runtime.contains("USER 65532"), "non-root by default");
 }
+
+/// Validates each YAML document of `files` against the NodeENI CRD's openAPIV3Schema with the venv's
+/// JSON Schema validator; prints, per file, `ok` or the paths of the fields it refuses.
+fn nodeeni_schema_verdicts(files: &[PathBuf]) -> Option<String> {
+    let python = venv_tool("python")?;
+    let crds = repo().join("deploy/crds.yaml");
+    let script = r#"
+import json, sys, yaml, jsonschema
+crds = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+crd = next(c for c in crds if c["spec"]["names"]["kind"] == "NodeENI")
+schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+validator = jsonschema.Draft4Validator(schema)
+for f in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(f)):
+        if not doc:
+            continue
+        errors = sorted(".".join(str(p) for p in e.absolute_path) for e in validator.iter_errors(doc))
+        print(f, doc["metadata"]["name"], "ok" if not errors else " ".join(errors))
+"#;
+    let out = Command::new(python).arg("-c").arg(script).arg(&crds).args(files).output().expect("python");
+    assert!(out.status.success(), "schema check failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_nodeeni_examples_validate_against_the_crd_schema_and_invalid_yaml_is_refused_field_by_field() {
+    let fixtures = repo().join("conf/tests/fixtures/nodeeni");
+    let good: Vec<PathBuf> = ["single-subnet.yaml", "multi-subnet-by-name.yaml", "dpdk.yaml"]
+        .iter()
+        .map(|f| fixtures.join(f))
+        .chain([repo().join("deploy/examples/nodeeni.yaml")])
+        .collect();
+    let Some(verdicts) = nodeeni_schema_verdicts(&good) else { return };
+    assert!(verdicts.lines().count() >= good.len(), "a verdict per manifest: {verdicts}");
+    assert!(verdicts.lines().all(|l| l.ends_with(" ok")), "{verdicts}");
+
+    let Some(verdict) = nodeeni_schema_verdicts(&[fixtures.join("invalid.yaml")]) else { return };
+    let refused: BTreeSet<&str> = verdict.split_whitespace().skip(2).collect();
+    // The fields validate-config names for the same file (device-plugin/tests/validate_config.rs).
+    let expected: BTreeSet<&str> = [
+        "spec.subnetID",
+        "spec.securityGroupIDs.0",
+        "spec.deviceIndex",
+        "spec.mtu",
+        "spec.dpdkDriver",
+        "spec.dpdkResourceName",
+        "spec.dpdkPCIAddress",
+    ]
+    .into();
+    assert_eq!(refused, expected, "{verdict}");
+}

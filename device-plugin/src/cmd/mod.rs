@@ -136,8 +136,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the CustomResourceDefinitions of NodeENI and NodeENIState (what deploy/crds.yaml holds).
+    Crds,
     /// Check a pool configuration (YAML or JSON; PoolConfig and/or NodeENI documents). Prints every
-    /// problem with its path and exits 1 if there is any.
+    /// problem with its path and exits 1 if there is any. A file of NodeENI manifests alone needs no
+    /// --cluster-name.
     ValidateConfig {
         /// The configuration file.
         file: PathBuf,

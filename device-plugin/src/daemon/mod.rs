@@ -129,7 +129,7 @@ pub async fn run(
     };
 
     let mut resources = resources::Resources::new(settings.clone(), shared.clone(), shutdown.child_token());
-    resources.apply(&config, &identity.labels);
+    resources.apply(&config, &config.node.labels);
 
     let host = HostSide {
         sysfs_root: settings.sysfs_root.clone(),
@@ -153,7 +153,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             new = reload.next(&current, &shared.metrics) => {
-                resources.apply(&new, &identity.labels);
+                resources.apply(&new, &new.node.labels);
                 // The pool loop passes at once on a new configuration.
                 let _ = config_tx.send(Arc::new(new));
             }

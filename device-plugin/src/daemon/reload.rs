@@ -65,8 +65,14 @@ impl Reload {
                 }
                 Ok(new) if new == *current => tracing::debug!("configuration file touched; nothing changed"),
                 Ok(new) => {
-                    if new.ec2 != current.ec2 || new.node != current.node {
-                        tracing::warn!("the ec2 and node sections take effect at the next restart");
+                    // Labels are matched at every pass; the instance identity and the EC2 client are
+                    // built once, at start.
+                    let (mut new_node, mut old_node) = (new.node.clone(), current.node.clone());
+                    (new_node.labels, old_node.labels) = (Default::default(), Default::default());
+                    if new.ec2 != current.ec2 || new_node != old_node {
+                        tracing::warn!(
+                            "the ec2 section and the node identity take effect at the next restart (labels at once)"
+                        );
                     }
                     metrics.config_reload(true);
                     tracing::info!(pools = new.pools.len(), "configuration reloaded");

@@ -63,7 +63,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
     /// reason; an EC2 failure (not a refusal) fails the pass.
     pub(super) async fn desired(&self) -> Result<Desired, PoolError> {
         let mut out = Desired::default();
-        for pool in self.config.pools_for(&self.node.labels) {
+        // The configuration carries the labels (the file's, or in cluster mode the Node's), so a label
+        // change reaches the pool as a new configuration does.
+        for pool in self.config.pools_for(&self.config.node.labels) {
             match self.resolve(pool).await {
                 Ok((subnets, groups)) => out.slots.extend(slots_of(pool, &subnets, &groups)),
                 Err(PoolError::Refused { pool, msg }) => {

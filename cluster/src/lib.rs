@@ -1,0 +1,8 @@
+//! The Kubernetes API side of the node daemon. Only the daemon links this crate (the CNI binary never
+//! does: its dependency-graph test keeps `kube` and `k8s-openapi` out).
+//!
+//! - [`crd`]: the `NodeENI` and `NodeENIState` custom resources and their generated CRDs;
+//! - [`compose`]: the configuration a node runs: the file's pools, the NodeENIs admitted one by one, the
+//!   Node's labels (pure; the API client is still to come, see the README's cluster-mode status).
+pub mod compose;
+pub mod crd;
