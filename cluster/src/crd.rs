@@ -209,7 +209,7 @@ pub struct EniStatus {
     pub driver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_ip: Option<String>,
-    /// `<namespace>/<name>` (or the pod UID where the name is not known) of the pod holding it.
+    /// The container ID of the pod holding it (what the CNI's ADD recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
 }

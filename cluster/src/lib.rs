@@ -3,6 +3,12 @@
 //!
 //! - [`crd`]: the `NodeENI` and `NodeENIState` custom resources and their generated CRDs;
 //! - [`compose`]: the configuration a node runs: the file's pools, the NodeENIs admitted one by one, the
-//!   Node's labels (pure; the API client is still to come, see the README's cluster-mode status).
+//!   Node's labels;
+//! - [`report`]: the NodeENIState status one node publishes: its ENIs, Ready and Degraded (with the
+//!   reason), the NodeENI generations converged to.
+//!
+//! All three are pure; the API client that watches and applies is still to come (see the README's
+//! cluster-mode status).
 pub mod compose;
 pub mod crd;
+pub mod report;
