@@ -4,8 +4,10 @@
 //! NodeENIs are admitted one at a time, oldest first (creation time, then name), against everything
 //! admitted before: a NodeENI that is invalid, or that collides with an earlier pool (a name both
 //! use, device indexes both take on nodes both select, one resource in two modes), is refused with
-//! the reason and the rest are admitted. A NodeENI whose new version is refused keeps its previously
-//! admitted version in force, so a bad edit never takes a node's ENIs away.
+//! the reason and the rest are admitted. The versions in force before keep their places first, and a
+//! new or changed version is then judged against everything else in force: a refused edit keeps the
+//! previous version, and never pushes out a NodeENI that did not change, so a bad edit takes no ENIs
+//! away. (A file pool added later still wins over a NodeENI it collides with: the file comes first.)
 
 use std::collections::BTreeMap;
 
@@ -86,35 +88,47 @@ pub fn compose(
     config.node.labels = labels.clone();
     let mut order: Vec<&Declared> = declared.iter().collect();
     order.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
-    let mut in_force = BTreeMap::new();
+    // What was in force keeps its place first (for NodeENIs that still exist), so a change to one
+    // NodeENI is judged against the others as they are, and can never push out one that did not change.
+    let mut in_force: Vec<(Declared, Pool)> = Vec::new();
+    for d in &order {
+        if let Some(old) = previous.get(&d.name)
+            && let Ok(pool) = try_admit(&pools_with(&config.pools, &in_force, None), old)
+        {
+            in_force.push((old.clone(), pool));
+        }
+    }
+    // Then each new or changed version, oldest first, against everything else in force.
     let mut refused = Vec::new();
     for d in order {
-        let problems = match try_admit(&config.pools, d) {
-            Ok(pool) => {
-                config.pools.push(pool);
-                in_force.insert(d.name.clone(), d.clone());
-                continue;
-            }
-            Err(problems) => problems,
-        };
-        let fallback = previous
-            .get(&d.name)
-            .filter(|old| old.generation != d.generation)
-            .and_then(|old| try_admit(&config.pools, old).ok().map(|pool| (old, pool)));
-        let kept_generation = fallback.as_ref().map(|(old, _)| old.generation);
-        if let Some((old, pool)) = fallback {
-            config.pools.push(pool);
-            in_force.insert(old.name.clone(), old.clone());
+        let current = in_force.iter().position(|(k, _)| k.name == d.name);
+        if current.is_some_and(|i| in_force[i].0.generation == d.generation) {
+            continue;
         }
-        refused.push(Refusal {
-            nodeeni: d.name.clone(),
-            generation: d.generation,
-            problems,
-            kept_generation,
-            selects_node: d.selects(labels),
-        });
+        match try_admit(&pools_with(&config.pools, &in_force, Some(&d.name)), d) {
+            Ok(pool) => match current {
+                Some(i) => in_force[i] = (d.clone(), pool),
+                None => in_force.push((d.clone(), pool)),
+            },
+            Err(problems) => refused.push(Refusal {
+                nodeeni: d.name.clone(),
+                generation: d.generation,
+                problems,
+                kept_generation: current.map(|i| in_force[i].0.generation),
+                selects_node: d.selects(labels),
+            }),
+        }
     }
+    config.pools = pools_with(&config.pools, &in_force, None);
+    let in_force = in_force.into_iter().map(|(d, _)| (d.name.clone(), d)).collect();
     Composition { config, in_force, refused }
+}
+
+/// The file's pools and the NodeENI pools in force, but for the NodeENI named `except`.
+fn pools_with(file: &[Pool], in_force: &[(Declared, Pool)], except: Option<&str>) -> Vec<Pool> {
+    let mut pools = file.to_vec();
+    pools.extend(in_force.iter().filter(|(d, _)| Some(d.name.as_str()) != except).map(|(_, p)| p.clone()));
+    pools
 }
 
 fn try_admit(admitted: &[Pool], d: &Declared) -> Result<Pool, Problems> {
@@ -244,6 +258,53 @@ mod tests {
         // Without an admitted version there is nothing to keep.
         let c = compose(&base, &BTreeMap::new(), &[bad], &BTreeMap::new());
         assert!(c.config.pool("up").is_none() && c.refused[0].kept_generation.is_none());
+    }
+
+    #[test]
+    fn an_edit_that_collides_is_refused_and_never_pushes_out_a_nodeeni_that_did_not_change() {
+        let base = file(FILE_POOL);
+        let older = nodeeni(
+            "older",
+            1,
+            "2026-01-01T00:00:00Z",
+            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 2}),
+        );
+        let younger = nodeeni(
+            "younger",
+            1,
+            "2026-01-02T00:00:00Z",
+            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 3}),
+        );
+        let previous = compose(&base, &BTreeMap::new(), &[older.clone(), younger.clone()], &BTreeMap::new()).in_force;
+        assert_eq!(previous.len(), 2);
+        // The older one is edited onto the younger one's device index: the edit is refused, both stay.
+        let edited = nodeeni(
+            "older",
+            2,
+            "2026-01-01T00:00:00Z",
+            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 3}),
+        );
+        let c = compose(&base, &BTreeMap::new(), &[edited, younger.clone()], &previous);
+        assert_eq!(c.in_force["younger"], younger);
+        assert_eq!(c.in_force["older"], older);
+        let r = &c.refused[0];
+        assert_eq!((r.nodeeni.as_str(), r.generation, r.kept_generation), ("older", 2, Some(1)));
+        assert!(r.problems.to_string().contains("NodeENI(younger)"), "{}", r.problems);
+        let pools: Vec<&str> = c.config.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pools, ["fast", "older", "younger"]);
+        // An edit that fits replaces the version in force.
+        let moved = nodeeni(
+            "older",
+            3,
+            "2026-01-01T00:00:00Z",
+            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 5}),
+        );
+        let c = compose(&base, &BTreeMap::new(), &[moved, younger], &previous);
+        assert!(c.refused.is_empty(), "{:?}", c.refused);
+        assert_eq!(
+            (c.in_force["older"].generation, c.config.pool("older").map(|p| p.first_device_index)),
+            (3, Some(5))
+        );
     }
 
     #[test]

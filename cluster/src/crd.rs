@@ -42,6 +42,8 @@ const SUBNET_COUNT: &str = "(has(self.subnetID) ? 1 : 0) + (has(self.subnetIDs) 
     singular = "nodeeni",
     shortname = "neni",
     doc = "ENIs that nodeeni keeps on every node the selector picks",
+    // conf reads the name as a pool name: at most 63 of [a-z0-9-.], starting alphanumeric.
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9][a-z0-9.-]{0,62}$')").message("the name is a pool name: 1-63 characters of [a-z0-9-.], starting alphanumeric"),
     printcolumn(
         name = "Subnets",
         type_ = "string",
@@ -238,8 +240,27 @@ pub fn crds_yaml() -> String {
     );
     for crd in crds {
         out.push_str("---\n");
+        let mut value = serde_json::to_value(&crd).unwrap_or_default();
+        drop_nullable(&mut value);
         // A CRD always serializes to YAML.
-        out.push_str(&serde_yaml_ng::to_string(&crd).unwrap_or_default());
+        out.push_str(&serde_yaml_ng::to_string(&value).unwrap_or_default());
     }
     out
+}
+
+/// Removes `nullable: true` (and `null` from enums) that schemars writes for every `Option`. conf reads
+/// a null as absent; without `nullable` the API server drops a null instead of storing it, so the CEL
+/// rules' `has()` never meets a null (and `size(null)` never fails an object conf would accept).
+fn drop_nullable(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.remove("nullable");
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|e| !e.is_null());
+            }
+            map.values_mut().for_each(drop_nullable);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nullable),
+        _ => {}
+    }
 }
