@@ -138,7 +138,7 @@ fn try_admit(admitted: &[Pool], d: &Declared) -> Result<Pool, Problems> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use nodeeni_conf::LoadOptions;
     use serde_json::json;
@@ -148,7 +148,7 @@ mod tests {
         PoolConfig::from_text(&text, &LoadOptions::default()).expect("valid file")
     }
 
-    fn nodeeni(name: &str, generation: i64, created: &str, spec: Value) -> Declared {
+    pub(crate) fn nodeeni(name: &str, generation: i64, created: &str, spec: Value) -> Declared {
         Declared::of(json!({
             "apiVersion": "networking.k8s.aws/v1alpha1",
             "kind": "NodeENI",
@@ -156,6 +156,11 @@ mod tests {
             "spec": spec,
         }))
         .expect("a NodeENI")
+    }
+
+    /// A NodeENI with one ENI in the test subnet at `index`.
+    pub(crate) fn indexed(name: &str, generation: i64, created: &str, index: u32) -> Declared {
+        nodeeni(name, generation, created, json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": index}))
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -194,32 +199,12 @@ mod tests {
             json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 1, "dpdkResourceName": "nodeeni.io/late"}),
         );
         // Uses the file pool's name.
-        let same_name = nodeeni(
-            "fast",
-            1,
-            "2026-01-01T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 5}),
-        );
+        let same_name = indexed("fast", 1, "2026-01-01T00:00:00Z", 5);
         // Fine: admitted even though the others are refused.
-        let fine = nodeeni(
-            "fine",
-            1,
-            "2026-01-03T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 3}),
-        );
+        let fine = indexed("fine", 1, "2026-01-03T00:00:00Z", 3);
         // Two NodeENIs at one index: the one created later is refused, whatever the list order.
-        let first = nodeeni(
-            "first",
-            1,
-            "2026-01-04T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 7}),
-        );
-        let second = nodeeni(
-            "second",
-            1,
-            "2026-01-05T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 7}),
-        );
+        let first = indexed("first", 1, "2026-01-04T00:00:00Z", 7);
+        let second = indexed("second", 1, "2026-01-05T00:00:00Z", 7);
         let c = compose(&base, &BTreeMap::new(), &[second, overlap, fine, same_name, first], &BTreeMap::new());
         let admitted: Vec<&str> = c.config.pools.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(admitted, ["fast", "fine", "first"]);
@@ -244,8 +229,7 @@ mod tests {
     #[test]
     fn an_invalid_new_version_keeps_the_admitted_one_in_force() {
         let base = file(FILE_POOL);
-        let good =
-            nodeeni("up", 1, "2026-01-01T00:00:00Z", json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 2}));
+        let good = indexed("up", 1, "2026-01-01T00:00:00Z", 2);
         let bad =
             nodeeni("up", 2, "2026-01-01T00:00:00Z", json!({"subnetID": "subnet-xyz", "deviceIndex": 2, "mtu": 20000}));
         let previous = BTreeMap::from([("up".to_string(), good.clone())]);
@@ -263,27 +247,12 @@ mod tests {
     #[test]
     fn an_edit_that_collides_is_refused_and_never_pushes_out_a_nodeeni_that_did_not_change() {
         let base = file(FILE_POOL);
-        let older = nodeeni(
-            "older",
-            1,
-            "2026-01-01T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 2}),
-        );
-        let younger = nodeeni(
-            "younger",
-            1,
-            "2026-01-02T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 3}),
-        );
+        let older = indexed("older", 1, "2026-01-01T00:00:00Z", 2);
+        let younger = indexed("younger", 1, "2026-01-02T00:00:00Z", 3);
         let previous = compose(&base, &BTreeMap::new(), &[older.clone(), younger.clone()], &BTreeMap::new()).in_force;
         assert_eq!(previous.len(), 2);
         // The older one is edited onto the younger one's device index: the edit is refused, both stay.
-        let edited = nodeeni(
-            "older",
-            2,
-            "2026-01-01T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 3}),
-        );
+        let edited = indexed("older", 2, "2026-01-01T00:00:00Z", 3);
         let c = compose(&base, &BTreeMap::new(), &[edited, younger.clone()], &previous);
         assert_eq!(c.in_force["younger"], younger);
         assert_eq!(c.in_force["older"], older);
@@ -293,12 +262,7 @@ mod tests {
         let pools: Vec<&str> = c.config.pools.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(pools, ["fast", "older", "younger"]);
         // An edit that fits replaces the version in force.
-        let moved = nodeeni(
-            "older",
-            3,
-            "2026-01-01T00:00:00Z",
-            json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 5}),
-        );
+        let moved = indexed("older", 3, "2026-01-01T00:00:00Z", 5);
         let c = compose(&base, &BTreeMap::new(), &[moved, younger], &previous);
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         assert_eq!(
@@ -321,7 +285,7 @@ mod tests {
     #[test]
     fn a_deleted_nodeeni_leaves_the_configuration() {
         let base = file(FILE_POOL);
-        let d = nodeeni("up", 1, "t", json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 2}));
+        let d = indexed("up", 1, "t", 2);
         let previous = compose(&base, &BTreeMap::new(), &[d], &BTreeMap::new()).in_force;
         let c = compose(&base, &BTreeMap::new(), &[], &previous);
         assert!(c.config.pool("up").is_none() && c.in_force.is_empty() && c.refused.is_empty());

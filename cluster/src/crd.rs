@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use nodeeni_conf::pool::DpdkDriver;
 use serde::{Deserialize, Serialize};
 
 /// `subnet-` and 8 or 17 lowercase hex digits, as conf's `SubnetId` parses them.
@@ -121,7 +122,7 @@ pub struct NodeENISpec {
     pub enable_dpdk: Option<bool>,
     /// The DPDK driver; default vfio-pci.
     #[serde(rename = "dpdkDriver", default, skip_serializing_if = "Option::is_none")]
-    pub dpdk_driver: Option<DpdkDriverName>,
+    pub dpdk_driver: Option<DpdkDriver>,
     /// The extended resource pods request (dpdk default nodeeni.io/dpdk; alone: kernel mode).
     #[serde(rename = "dpdkResourceName", default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = RESOURCE_NAME), length(max = 317))]
@@ -130,17 +131,6 @@ pub struct NodeENISpec {
     #[serde(rename = "dpdkPCIAddress", default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = PCI_ADDRESS))]
     pub dpdk_pci_address: Option<String>,
-}
-
-/// The DPDK drivers a NodeENI may name (conf's `DpdkDriver`).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, schemars::JsonSchema)]
-pub enum DpdkDriverName {
-    #[serde(rename = "vfio-pci")]
-    VfioPci,
-    #[serde(rename = "igb_uio")]
-    IgbUio,
-    #[serde(rename = "uio_pci_generic")]
-    UioPciGeneric,
 }
 
 /// One node's ENIs as its daemon last saw them. Named after the node, owned by the Node (so it goes

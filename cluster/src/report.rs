@@ -54,7 +54,7 @@ pub fn status_of(
             pool: e.pool.clone(),
             declared_by: declared_by(&e.pool).to_string(),
             mode: e.mode.as_str().to_string(),
-            lifecycle: lifecycle_name(e.lifecycle).to_string(),
+            lifecycle: lifecycle_name(e.lifecycle),
             subnet_id: e.subnet_id.as_ref().map(|s| s.to_string()),
             device_index: e.device_index,
             mac: e.mac.as_ref().map(|m| m.to_string()),
@@ -130,20 +130,16 @@ pub fn status_of(
     NodeENIStateStatus { eni_count: enis.len() as u32, enis, conditions, observed_generations }
 }
 
-fn lifecycle_name(l: Lifecycle) -> &'static str {
-    match l {
-        Lifecycle::Creating => "Creating",
-        Lifecycle::Attaching => "Attaching",
-        Lifecycle::Ready => "Ready",
-        Lifecycle::Draining => "Draining",
-        Lifecycle::Detaching => "Detaching",
-        Lifecycle::Deleting => "Deleting",
-    }
+/// The lifecycle in the CamelCase Kubernetes statuses use (`Ready`), from the node state's name.
+fn lifecycle_name(l: Lifecycle) -> String {
+    let name = l.as_str();
+    name[..1].to_uppercase() + &name[1..]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compose::tests::{indexed, nodeeni};
     use crate::compose::{Declared, compose};
     use nodeeni_conf::{LoadOptions, Mode, PoolConfig};
     use nodeeni_state::node::{Allocation, EniRecord};
@@ -156,12 +152,6 @@ mod tests {
         )
         .expect("file");
         compose(&file, &[("role".to_string(), "upf".to_string())].into(), nodeenis, &BTreeMap::new())
-    }
-
-    fn nodeeni(name: &str, generation: i64, spec: serde_json::Value) -> Declared {
-        Declared::of(json!({"apiVersion": "networking.k8s.aws/v1alpha1", "kind": "NodeENI",
-            "metadata": {"name": name, "generation": generation, "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec}))
-        .expect("NodeENI")
     }
 
     fn state() -> NodeState {
@@ -184,11 +174,14 @@ mod tests {
         s.conditions.iter().find(|c| c.type_ == type_).expect("condition")
     }
 
-    const UP: fn() -> serde_json::Value = || json!({"subnetID": "subnet-0aaaabbbbcccceeee", "deviceIndex": 2});
+    /// The NodeENI `up` at `generation`: one ENI at device index 2.
+    fn up(generation: i64) -> Declared {
+        indexed("up", generation, "2026-01-01T00:00:00Z", 2)
+    }
 
     #[test]
     fn a_converged_node_is_ready_with_every_eni_its_pool_and_holder() {
-        let c = composition(&[nodeeni("up", 3, UP())]);
+        let c = composition(&[up(3)]);
         let s = status_of(&state(), &c, &PassOutcome::Done { refused: vec![] }, None, "T1");
         assert_eq!(s.eni_count, 2);
         let by_pool: BTreeMap<&str, &EniStatus> = s.enis.iter().map(|e| (e.pool.as_str(), e)).collect();
@@ -205,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_subnet_in_another_az_degrades_the_node_with_that_reason() {
-        let c = composition(&[nodeeni("up", 1, UP())]);
+        let c = composition(&[up(1)]);
         let refused = vec!["up: subnet subnet-0aaaabbbbcccceeee is in us-east-1b, the node is in us-east-1a: an ENI attaches only within its AZ".to_string()];
         let s = status_of(&state(), &c, &PassOutcome::Done { refused }, None, "T1");
         let d = condition(&s, "Degraded");
@@ -221,7 +214,7 @@ mod tests {
     #[test]
     fn only_a_refused_nodeeni_that_selects_the_node_degrades_it() {
         let bad = |name: &str, role: &str| {
-            nodeeni(name, 2, json!({"subnetID": "subnet-xyz", "nodeSelector": {"role": role}}))
+            nodeeni(name, 2, "2026-01-01T00:00:00Z", json!({"subnetID": "subnet-xyz", "nodeSelector": {"role": role}}))
         };
         let s = status_of(
             &state(),
@@ -245,9 +238,9 @@ mod tests {
 
     #[test]
     fn a_failed_pass_is_not_ready_and_keeps_the_generations_last_converged() {
-        let c1 = composition(&[nodeeni("up", 1, UP())]);
+        let c1 = composition(&[up(1)]);
         let good = status_of(&state(), &c1, &PassOutcome::Done { refused: vec![] }, None, "T1");
-        let c2 = composition(&[nodeeni("up", 2, UP())]);
+        let c2 = composition(&[up(2)]);
         let failed = PassOutcome::Failed { why: "EC2: circuit open".into() };
         let s = status_of(&state(), &c2, &failed, Some(&good), "T2");
         let r = condition(&s, "Ready");

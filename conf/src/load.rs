@@ -48,8 +48,12 @@ impl PoolConfig {
     /// Parses and validates a configuration file's text (YAML or JSON; several documents allowed).
     pub fn from_text(text: &str, opts: &LoadOptions) -> Result<Self, ConfigError> {
         let docs = parse_documents(text)?;
-        let config = from_documents(&docs, opts)?;
-        Ok(config)
+        Self::from_documents(&docs, opts)
+    }
+
+    /// Validates documents [`parse_documents`] split a file into.
+    pub fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<Self, ConfigError> {
+        Ok(from_documents(docs, opts)?)
     }
 
     /// Reads and validates a configuration file.
@@ -112,18 +116,35 @@ fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Prob
     problems.into_result(config)
 }
 
+/// Whether every document is a NodeENI manifest (a file a user checks before `kubectl apply`).
+pub fn only_nodeenis(docs: &[Value]) -> bool {
+    docs.iter().all(|d| d.get("kind").and_then(Value::as_str) == Some(nodeeni::KIND))
+}
+
+/// NodeENI manifests alone, without a `PoolConfig`: each read as a pool and the pools checked
+/// together, as a configuration holding them would check them. No cluster name is needed: it is the
+/// daemon's setting, not the manifests'.
+pub fn nodeeni_manifests(docs: &[Value]) -> Result<Vec<crate::Pool>, Problems> {
+    let mut problems = Problems::new();
+    let multi = docs.len() > 1;
+    let mut pools = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let doc_path = if multi { format!("documents[{i}]") } else { String::new() };
+        pools.extend(nodeeni::to_pool(doc, &doc_path, &mut problems));
+    }
+    check_pools_together(&pools, &mut problems);
+    problems.into_result(pools)
+}
+
 /// Reads one NodeENI object (as a file or the Kubernetes API holds it) as a pool, checked alone:
 /// the same reading and the same messages as a NodeENI document in a file.
 pub fn nodeeni_pool(doc: &Value) -> Result<crate::Pool, Problems> {
-    let mut problems = Problems::new();
-    let pool = nodeeni::to_pool(doc, "", &mut problems);
-    match pool {
-        Some(pool) if problems.is_empty() => {
-            check_pools_together(std::slice::from_ref(&pool), &mut problems);
-            problems.into_result(pool)
-        }
-        _ => Err(problems),
-    }
+    let mut pools = nodeeni_manifests(std::slice::from_ref(doc))?;
+    pools.pop().ok_or_else(|| {
+        let mut problems = Problems::new();
+        problems.push("", "not a NodeENI object");
+        problems
+    })
 }
 
 /// What the rules across pools find with `candidate` beside the admitted `pools` (a name both use,

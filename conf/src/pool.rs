@@ -66,6 +66,7 @@ impl FromStr for Mode {
 
 /// The userspace I/O drivers a DPDK pool may bind to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum DpdkDriver {
     #[default]
     #[serde(rename = "vfio-pci")]
@@ -216,6 +217,15 @@ pub struct NodeIdentity {
     pub instance_type: Option<String>,
     /// Node labels, matched against pools' nodeSelector.
     pub labels: BTreeMap<String, String>,
+}
+
+impl NodeIdentity {
+    /// Whether both name the same node and instance: all but the labels, which the pool matches at
+    /// every pass (the rest is resolved once, at start).
+    pub fn same_instance(&self, other: &Self) -> bool {
+        (&self.name, &self.instance_id, &self.availability_zone, &self.instance_type)
+            == (&other.name, &other.instance_id, &other.availability_zone, &other.instance_type)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -220,17 +220,6 @@ impl Metrics {
     }
 }
 
-fn lifecycle_label(l: Lifecycle) -> &'static str {
-    match l {
-        Lifecycle::Creating => "creating",
-        Lifecycle::Attaching => "attaching",
-        Lifecycle::Ready => "ready",
-        Lifecycle::Draining => "draining",
-        Lifecycle::Detaching => "detaching",
-        Lifecycle::Deleting => "deleting",
-    }
-}
-
 /// ENIs per pool as of the last refresh: by lifecycle state, and held by pods.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct PoolCounts {
@@ -254,7 +243,7 @@ impl PoolSnapshot {
     pub fn refresh(&self, state: &NodeState, quarantined_records: usize) {
         let mut counts = PoolCounts { quarantined: quarantined_records as u64, ..PoolCounts::default() };
         for e in &state.enis {
-            *counts.by_state.entry((e.pool.clone(), lifecycle_label(e.lifecycle))).or_default() += 1;
+            *counts.by_state.entry((e.pool.clone(), Lifecycle::as_str(e.lifecycle))).or_default() += 1;
             *counts.held.entry(e.pool.clone()).or_default() += u64::from(e.allocation.is_some());
         }
         *self.counts.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counts);

@@ -11,16 +11,19 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn a_valid_file_is_summarized() {
+/// `validate-config` of a file holding `text`.
+fn validate_text(text: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("pools.yaml");
-    std::fs::write(
-        &f,
+    std::fs::write(&f, text).expect("write");
+    run(&["validate-config", f.to_str().expect("utf8")])
+}
+
+#[test]
+fn a_valid_file_is_summarized() {
+    let (ok, out, err) = validate_text(
         "clusterName: c\npools:\n  - {name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [subnet-12345678], enisPerSubnet: 2}\n",
-    )
-    .expect("write");
-    let (ok, out, err) = run(&["validate-config", f.to_str().expect("utf8")]);
+    );
     assert!(ok, "{err}");
     assert!(out.contains("1 pool(s)") && out.contains("nodeeni.io/fast") && out.contains("2 ENI(s)"), "{out}");
     assert!(!out.contains("aws:TagKeys"), "no pool tags, nothing to add to the IAM policy: {out}");
@@ -28,14 +31,9 @@ fn a_valid_file_is_summarized() {
 
 #[test]
 fn pool_tags_are_named_as_keys_the_iam_policy_must_allow() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("pools.yaml");
-    std::fs::write(
-        &f,
+    let (ok, out, err) = validate_text(
         "clusterName: c\npools:\n  - {name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [subnet-12345678], tags: {team: ran, cost-center: \"5g\"}}\n",
-    )
-    .expect("write");
-    let (ok, out, err) = run(&["validate-config", f.to_str().expect("utf8")]);
+    );
     assert!(ok, "{err}");
     assert!(out.contains("pools set tags cost-center, team: add these keys to aws:TagKeys"), "{out}");
 }
@@ -67,10 +65,7 @@ fn nodeeni_manifests_alone_are_checked_without_a_cluster_name() {
     let (ok, _, err) = run(&["validate-config", &format!("{fixtures}/invalid.yaml")]);
     assert!(!ok && err.contains("NodeENI(broken).spec.mtu") && !err.contains("clusterName"), "{err}");
     // A PoolConfig without its cluster name is still refused for it.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("pools.yaml");
-    std::fs::write(&f, "pools: []\n").expect("write");
-    let (ok, _, err) = run(&["validate-config", f.to_str().expect("utf8")]);
+    let (ok, _, err) = validate_text("pools: []\n");
     assert!(!ok && err.contains("clusterName"), "{err}");
 }
 

@@ -46,7 +46,6 @@ async fn warm(max_concurrent: u32, latency: Option<Duration>) -> Run {
         instance_id: w.instance.clone(),
         availability_zone: "us-east-1a".into(),
         instance_type: "c5.18xlarge".into(),
-        labels: Default::default(),
     };
     let r = Reconciler::new(ec2, NoHostSide, config, node);
     let start = Instant::now();

@@ -3,18 +3,16 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use nodeeni_conf::InstanceId;
 use nodeeni_conf::pool::NodeIdentity as Configured;
 
-/// The node as EC2 knows it, and the labels its pools' selectors are matched against.
+/// The node as EC2 knows it. (Its labels travel in the configuration, `PoolConfig::node.labels`, so
+/// a label change reaches the pool as a new configuration does.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeIdentity {
     pub instance_id: InstanceId,
     pub availability_zone: String,
     pub instance_type: String,
-    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,5 +71,5 @@ pub async fn resolve(configured: &Configured, imds_endpoint: Option<&str>) -> Re
         Some(t) => t.clone(),
         None => get("instance-type").await?,
     };
-    Ok(NodeIdentity { instance_id, availability_zone, instance_type, labels: configured.labels.clone() })
+    Ok(NodeIdentity { instance_id, availability_zone, instance_type })
 }

@@ -19,16 +19,11 @@ fn metadata() -> BTreeMap<String, String> {
 #[tokio::test]
 async fn imdsv2_fills_what_the_config_leaves_out() {
     let imds = Imds::start(metadata());
-    let configured = Configured {
-        instance_type: Some("m5.large".into()),
-        labels: [("role".to_string(), "upf".to_string())].into(),
-        ..Default::default()
-    };
+    let configured = Configured { instance_type: Some("m5.large".into()), ..Default::default() };
     let id = resolve(&configured, Some(&imds.endpoint)).await.expect("resolve");
     assert_eq!(id.instance_id.as_str(), "i-0aaaabbbbccccdddd");
     assert_eq!(id.availability_zone, "eu-west-1b");
     assert_eq!(id.instance_type, "m5.large", "the configured value wins");
-    assert_eq!(id.labels.get("role").map(String::as_str), Some("upf"));
     assert_eq!(imds.served.load(Ordering::SeqCst), 2, "asked only for the two missing values");
     assert_eq!(imds.refused.load(Ordering::SeqCst), 0, "every metadata read carried the IMDSv2 token");
 }

@@ -85,7 +85,6 @@ async fn each_log_line_of_a_pass_says_which_slot_eni_and_ec2_call_it_is_about() 
         instance_id: instance.clone(),
         availability_zone: "us-east-1a".into(),
         instance_type: "c5.xlarge".into(),
-        labels: Default::default(),
     };
     let reconciler = |enis| Reconciler::new(ec2.clone(), NamedNetdevs, config(enis), node.clone());
 

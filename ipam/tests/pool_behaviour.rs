@@ -65,7 +65,6 @@ impl Region {
             instance_id: self.instance.clone(),
             availability_zone: "us-east-1a".into(),
             instance_type: "c5.xlarge".into(),
-            labels: Default::default(),
         };
         let mut r = Reconciler::new(self.ec2.clone(), NamedNetdevs, config, node);
         r.detach_timeout = 20 * SECOND;
@@ -100,6 +99,16 @@ impl Region {
         let ids: BTreeSet<_> = state.enis.iter().filter_map(|e| e.eni_id.clone()).collect();
         assert_eq!(state.enis.len(), ids.len(), "{context}: one record per ENI");
         assert_eq!(ids, enis.iter().map(|e| e.id.clone()).collect(), "{context}: the state names exactly EC2's ENIs");
+    }
+}
+
+/// What a pod's CNI ADD records when it claims an ENI.
+fn pod_1() -> Allocation {
+    Allocation {
+        container_id: "pod-1".parse().expect("container id"),
+        ifname: "net1".into(),
+        netns: None,
+        since_unix: 0,
     }
 }
 
@@ -224,12 +233,7 @@ async fn a_pod_claiming_an_eni_after_the_passs_snapshot_keeps_it() {
         store
             .update(SECOND, |s: &mut NodeState| {
                 let e = s.enis.iter_mut().find(|e| e.device_index == Some(3) && e.is_free()).expect("free");
-                e.allocation = Some(Allocation {
-                    container_id: "pod-1".parse().expect("container id"),
-                    ifname: "net1".into(),
-                    netns: None,
-                    since_unix: 0,
-                });
+                e.allocation = Some(pod_1());
                 Ok::<_, StoreError>(e.eni_id.clone().expect("id"))
             })
             .expect("claim")
@@ -264,12 +268,7 @@ async fn a_pod_claiming_while_the_first_detach_waits_keeps_its_eni() {
             .update(SECOND, |s: &mut NodeState| {
                 let e = s.enis.iter_mut().filter(|e| e.is_free()).max_by_key(|e| e.device_index);
                 Ok::<_, StoreError>(e.map(|e| {
-                    e.allocation = Some(Allocation {
-                        container_id: "pod-1".parse().expect("container id"),
-                        ifname: "net1".into(),
-                        netns: None,
-                        since_unix: 0,
-                    });
+                    e.allocation = Some(pod_1());
                     e.eni_id.clone().expect("id")
                 }))
             })
@@ -512,12 +511,7 @@ async fn a_label_change_in_the_configuration_warms_and_drains_selected_pools_at_
         .store
         .update(SECOND, |s: &mut NodeState| {
             let e = s.enis.iter_mut().find(|e| e.pool == "upf").expect("upf ENI");
-            e.allocation = Some(Allocation {
-                container_id: "pod-1".parse().expect("container id"),
-                ifname: "net1".into(),
-                netns: None,
-                since_unix: 0,
-            });
+            e.allocation = Some(pod_1());
             Ok::<_, StoreError>(e.eni_id.clone().expect("id"))
         })
         .expect("claim");

@@ -50,7 +50,6 @@ async fn warmed_enis_are_found_by_mac_and_prepared_per_pool() {
         instance_id: w.instance.clone(),
         availability_zone: "us-east-1a".into(),
         instance_type: "c5.large".into(),
-        labels: Default::default(),
     };
     let r = Reconciler::new(AwsEc2::from_client(raw.clone(), &config.ec2), host, config, identity);
     let plug = HotPlug::start(

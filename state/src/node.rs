@@ -49,6 +49,20 @@ pub enum Lifecycle {
     Deleting,
 }
 
+impl Lifecycle {
+    /// The name the node state file, the metrics and `status` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Creating => "creating",
+            Lifecycle::Attaching => "attaching",
+            Lifecycle::Ready => "ready",
+            Lifecycle::Draining => "draining",
+            Lifecycle::Detaching => "detaching",
+            Lifecycle::Deleting => "deleting",
+        }
+    }
+}
+
 /// Which pod has an ENI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -420,6 +434,20 @@ mod tests {
             device_index: Some(1),
             host_ifname: Some("eth1".into()),
             ..EniRecord::new(pool, Mode::Kernel, Lifecycle::Ready)
+        }
+    }
+
+    #[test]
+    fn a_lifecycles_name_is_the_one_the_file_holds() {
+        for l in [
+            Lifecycle::Creating,
+            Lifecycle::Attaching,
+            Lifecycle::Ready,
+            Lifecycle::Draining,
+            Lifecycle::Detaching,
+            Lifecycle::Deleting,
+        ] {
+            assert_eq!(serde_json::to_value(l).expect("serialize"), serde_json::json!(l.as_str()));
         }
     }
 

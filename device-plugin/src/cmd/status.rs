@@ -37,7 +37,7 @@ pub fn status(state_dir: &std::path::Path, as_json: bool) -> ExitCode {
             dash(e.eni_id.as_ref().map(ToString::to_string)),
             e.pool,
             e.mode.as_str(),
-            format!("{:?}", e.lifecycle).to_lowercase(),
+            e.lifecycle.as_str(),
             dash(e.device_index.map(|i| i.to_string())),
             dash(e.host_ifname.clone()),
             dash(e.pci.map(|p| p.to_string())),

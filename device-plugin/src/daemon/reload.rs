@@ -67,9 +67,7 @@ impl Reload {
                 Ok(new) => {
                     // Labels are matched at every pass; the instance identity and the EC2 client are
                     // built once, at start.
-                    let (mut new_node, mut old_node) = (new.node.clone(), current.node.clone());
-                    (new_node.labels, old_node.labels) = (Default::default(), Default::default());
-                    if new.ec2 != current.ec2 || new_node != old_node {
+                    if new.ec2 != current.ec2 || !new.node.same_instance(&current.node) {
                         tracing::warn!(
                             "the ec2 section and the node identity take effect at the next restart (labels at once)"
                         );

@@ -91,7 +91,6 @@ impl Setup {
             instance_id: self.w.instance.clone(),
             availability_zone: "us-east-1a".into(),
             instance_type: "c5.large".into(),
-            labels: Default::default(),
         };
         let mut r = Reconciler::new(ec2, NoHostSide, config, node);
         r.detach_timeout = std::time::Duration::from_secs(10);
