@@ -7,8 +7,12 @@
 //! - [`report`]: the NodeENIState status one node publishes: its ENIs, Ready and Degraded (with the
 //!   reason), the NodeENI generations converged to.
 //!
-//! All three are pure; the API client that watches and applies is still to come (see the README's
-//! cluster-mode status).
+//! - [`api`]: the API calls themselves (the watches, the server-side apply, Events);
+//! - [`saved`]: what the node last converged to, for starts without the API.
+//!
+//! compose and report are pure; api is the only module that talks to the API server.
+pub mod api;
 pub mod compose;
 pub mod crd;
 pub mod report;
+pub mod saved;

@@ -9,6 +9,8 @@
 //! - [`fake_ec2`]: an in-memory EC2 behind the pool's trait, with injectable faults, latency and
 //!   eventual consistency, for pool tests in virtual time;
 //! - [`hotplug`]: the kernel's side of an EC2 attach/detach: veth + PCI device appear/disappear;
+//! - [`apiserver`]: a Kubernetes API-server stand-in (Nodes, NodeENIs, NodeENIStates, Events) on the
+//!   real wire protocol, able to drop watches, compact its history and go away;
 //! - [`kubelet`]: a kubelet stand-in (Registration on kubelet.sock, a client for plugin sockets);
 //! - [`allocation`]: what the kubelet and runtime add around a CNI call (the device-manager
 //!   checkpoint, the pod's UID in CNI_ARGS, the CNI's node file);
@@ -16,6 +18,7 @@
 //! - [`nodebox`]: all of it assembled into one node.
 
 pub mod allocation;
+pub mod apiserver;
 pub mod bench;
 pub mod bins;
 pub mod ec2world;

@@ -53,6 +53,8 @@ pub struct NodeBox {
     pub reconcile_interval_secs: u32,
     /// The daemon's --health-interval-ms (200).
     pub health_interval_ms: u32,
+    /// Whether the config file names the instance (cluster mode's Node can name it instead).
+    pub identity_in_config: bool,
     pub dir: tempfile::TempDir,
 }
 
@@ -107,6 +109,7 @@ impl NodeBox {
             extra_daemon_args: Vec::new(),
             reconcile_interval_secs: 2,
             health_interval_ms: 200,
+            identity_in_config: true,
             dir,
         })
     }
@@ -139,17 +142,38 @@ impl NodeBox {
         )
     }
 
-    /// The whole pool configuration around `pools` (YAML list items).
+    /// Cluster mode: the daemon runs as node `node_name` against the API-server stand-in `api`
+    /// (a kubeconfig in the box's folder), and the config file names no instance: the Node does.
+    pub fn cluster_mode(&mut self, api: &crate::apiserver::ApiServer, node_name: &str) {
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+        self.extra_daemon_args.extend([
+            "--node-name".into(),
+            node_name.into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ]);
+        self.identity_in_config = false;
+    }
+
+    /// The whole pool configuration around `pools` (YAML list items; `[]` for none).
     pub fn config_text(&self, pools: &str) -> String {
+        let node = if self.identity_in_config {
+            format!(
+                "node: {{instanceId: {instance}, availabilityZone: us-east-1a, instanceType: {instance_type}}}\n",
+                instance = self.world.instance,
+                instance_type = self.instance_type,
+            )
+        } else {
+            String::new()
+        };
+        let pools = if pools.trim() == "[]" { " []\n".to_string() } else { format!("\n{pools}") };
         format!(
             "apiVersion: nodeeni.io/v1alpha1\nkind: PoolConfig\nclusterName: {CLUSTER}\nstateDir: {state}\n\
-             reconcileIntervalSeconds: {interval}\nleakGraceSeconds: 3600\n\
-             node: {{instanceId: {instance}, availabilityZone: us-east-1a, instanceType: {instance_type}}}\n\
+             reconcileIntervalSeconds: {interval}\nleakGraceSeconds: 3600\n{node}\
              ec2: {{endpointUrl: \"{ec2}\", region: us-east-1, retry: {{maxAttempts: 8, baseDelayMs: 50, maxDelayMs: 400}}}}\n\
-             pools:\n{pools}",
+             pools:{pools}",
             state = self.state_dir().display(),
-            instance = self.world.instance,
-            instance_type = self.instance_type,
             ec2 = self.ec2_endpoint,
             interval = self.reconcile_interval_secs,
         )

@@ -13,21 +13,33 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn manifests() -> Vec<PathBuf> {
+/// What `kubectl apply -f deploy/` reads: the folder's own .yaml, .yml and .json files (not its
+/// subfolders), in name order.
+fn installed() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy"))
         .expect("deploy/")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
         .collect();
     files.sort();
     assert!(files.len() >= 6, "the deploy folder holds the manifests: {files:?}");
     files
 }
 
-/// Every YAML document of every manifest, as JSON values.
-fn documents() -> Vec<(PathBuf, Value)> {
+/// The examples an operator applies after the install (the NodeENI has its own schema test).
+fn examples() -> Vec<PathBuf> {
+    ["network-attachments.yaml", "pod.yaml"].iter().map(|f| repo().join("deploy/examples").join(f)).collect()
+}
+
+/// Every manifest with a Kubernetes schema: the installed ones and the examples.
+fn manifests() -> Vec<PathBuf> {
+    installed().into_iter().chain(examples()).collect()
+}
+
+/// Every YAML document of `files`, as JSON values.
+fn documents_of(files: Vec<PathBuf>) -> Vec<(PathBuf, Value)> {
     let mut out = Vec::new();
-    for f in manifests() {
+    for f in files {
         let text = std::fs::read_to_string(&f).expect("read");
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let v: Value = serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -37,6 +49,11 @@ fn documents() -> Vec<(PathBuf, Value)> {
         }
     }
     out
+}
+
+/// Every YAML document of every manifest.
+fn documents() -> Vec<(PathBuf, Value)> {
+    documents_of(manifests())
 }
 
 /// A tool from the venv scripts/install-deps keeps; None (skipped, said) without it unless CI is set.
@@ -65,9 +82,71 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
         "serviceaccount/nodeeni",
         "customresourcedefinition/nodeenis.networking.k8s.aws",
         "customresourcedefinition/nodeenistates.networking.k8s.aws",
+        "clusterrole/nodeeni",
+        "clusterrolebinding/nodeeni",
+        "validatingadmissionpolicy/nodeeni-own-nodeenistate",
+        "validatingadmissionpolicybinding/nodeeni-own-nodeenistate",
     ] {
         assert!(text.contains(&format!("passed for resource {kind}")), "{kind} was validated: {text}");
     }
+}
+
+/// Kinds the API server serves without a CRD, and whether they live in a namespace.
+fn built_in_kind(api_version: &str, kind: &str) -> Option<bool> {
+    match (api_version, kind) {
+        ("v1", "Namespace") => Some(false),
+        ("v1", "ConfigMap" | "ServiceAccount" | "Pod") => Some(true),
+        ("apps/v1", "DaemonSet") => Some(true),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => Some(false),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole" | "ClusterRoleBinding") => Some(false),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding") => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+/// `kubectl apply -f deploy/` works on a cluster with nothing of ours: every file it reads is a
+/// Kubernetes object of a kind the cluster serves or a CRD earlier in the folder defines (no IAM
+/// policy, no Multus object), and every namespaced object's namespace exists or comes earlier.
+#[test]
+fn kubectl_apply_of_the_deploy_folder_creates_each_object_after_what_it_needs() {
+    let mut namespaces: BTreeSet<String> = ["default".to_string(), "kube-system".to_string()].into();
+    // (group, kind) → namespaced, of the CRDs applied so far.
+    let mut custom: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for (file, doc) in documents_of(installed()) {
+        let (api_version, kind) = (doc["apiVersion"].as_str(), doc["kind"].as_str());
+        let (Some(api_version), Some(kind)) = (api_version, kind) else {
+            panic!("{}: not a Kubernetes object (no apiVersion and kind): kubectl refuses it", file.display());
+        };
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+        let namespaced = built_in_kind(api_version, kind)
+            .or_else(|| custom.get(&(group, kind.to_string())).copied())
+            .unwrap_or_else(|| {
+                panic!("{}: {kind} ({api_version}) needs a CRD nothing before it applies", file.display())
+            });
+        let name = doc["metadata"]["name"].as_str().expect("metadata.name");
+        if namespaced {
+            let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+            assert!(namespaces.contains(ns), "{}: {kind}/{name} in namespace {ns}, created only later", file.display());
+        }
+        match kind {
+            "Namespace" => {
+                namespaces.insert(name.to_string());
+            }
+            "CustomResourceDefinition" => {
+                let spec = &doc["spec"];
+                let key = (
+                    spec["group"].as_str().expect("group").to_string(),
+                    spec["names"]["kind"].as_str().expect("kind").to_string(),
+                );
+                custom.insert(key, spec["scope"] == "Namespaced");
+            }
+            _ => {}
+        }
+    }
+    assert!(namespaces.contains("nodeeni"), "the install creates its namespace");
+    assert_eq!(custom.len(), 2, "the install defines NodeENI and NodeENIState: {custom:?}");
 }
 
 #[test]
@@ -76,7 +155,7 @@ fn manifests_are_yamllint_clean() {
     let out = Command::new(tool)
         .args(["--strict", "-c"])
         .arg(repo().join(".yamllint"))
-        .args(manifests())
+        .args(installed())
         .arg(repo().join("deploy/examples"))
         .output()
         .expect("yamllint");
@@ -161,7 +240,7 @@ fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
     }
 
     let policy: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).expect("policy"))
+        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/aws/iam-policy.json")).expect("policy"))
             .expect("policy json");
     let statements = policy["Statement"].as_array().expect("statements");
     let granted: BTreeSet<String> = statements
@@ -283,7 +362,7 @@ fn tag_keys_the_code_sets() -> BTreeSet<String> {
 #[test]
 fn the_iam_policy_keeps_creates_in_the_vpc_attaches_on_cluster_nodes_and_tags_to_the_codes_keys() {
     let policy: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).expect("policy"))
+        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/aws/iam-policy.json")).expect("policy"))
             .expect("policy json");
     let statements = policy["Statement"].as_array().expect("statements");
     let config = nodeeni_conf::PoolConfig::from_text(&pools_yaml(), &Default::default()).expect("pools");
@@ -383,6 +462,17 @@ fn the_daemonset_matches_the_daemon_it_runs() {
     assert_eq!(main["securityContext"]["capabilities"]["add"], serde_json::json!(["NET_ADMIN"]));
     assert_eq!(main["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert!(spec["containers"][0]["securityContext"]["privileged"].is_null(), "not privileged");
+    // Cluster mode: the node's name from the downward API, and the service account's token mounted
+    // for the account the ClusterRole is bound to.
+    let env = main["env"].as_array().expect("env");
+    let node_name = env.iter().find(|e| e["name"] == "NODE_NAME").expect("NODE_NAME");
+    assert_eq!(node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_ne!(spec["automountServiceAccountToken"], false, "the token is mounted");
+    let (_, sa) = docs.iter().find(|(_, d)| d["kind"] == "ServiceAccount").expect("ServiceAccount");
+    assert_ne!(sa["automountServiceAccountToken"], false, "the token is mounted");
+    let (_, binding) = docs.iter().find(|(_, d)| d["kind"] == "ClusterRoleBinding").expect("ClusterRoleBinding");
+    assert_eq!(binding["subjects"][0]["name"], spec["serviceAccountName"]);
+    assert_eq!(binding["subjects"][0]["namespace"], ds["metadata"]["namespace"]);
     // The init container installs the CNI binary with our atomic installer.
     let init: Vec<String> = serde_json::from_value(spec["initContainers"][0]["command"].clone()).expect("init");
     assert_eq!(init.get(1).map(String::as_str), Some("install-cni"));

@@ -86,6 +86,14 @@ pub struct RunArgs {
     /// How long a hot-plugged ENI may take to appear as a netdev, in seconds.
     #[arg(long, default_value_t = 60)]
     pub netdev_wait_secs: u64,
+    /// Cluster mode: this node's name (the DaemonSet passes NODE_NAME from the downward API). The
+    /// daemon then reads its Node's labels and providerID and the NodeENI objects from the Kubernetes
+    /// API, and publishes a NodeENIState. Without it, the configuration file is all there is.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The kubeconfig to reach the API with (default: the pod's service account, in-cluster).
+    #[arg(long, requires = "node_name")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,6 +26,7 @@ pub fn run(args: RunArgs, log_level: Option<Arc<dyn LogLevel>>) -> ExitCode {
         sriov_resource_prefix: args.sriov_resource_prefix,
         health_interval: Duration::from_millis(args.health_interval_ms.max(50)),
         netdev_wait: Duration::from_secs(args.netdev_wait_secs),
+        cluster: args.node_name.map(|node_name| daemon::ClusterSettings { node_name, kubeconfig: args.kubeconfig }),
     };
     block_on(async {
         let shutdown = CancellationToken::new();

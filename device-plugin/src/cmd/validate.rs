@@ -52,7 +52,7 @@ fn print_pools(pools: &[Pool]) {
             p.device_indexes().end
         );
     }
-    // deploy/iam-policy.json lets creates carry only the tag keys nodeeni sets; EC2 refuses a
+    // deploy/aws/iam-policy.json lets creates carry only the tag keys nodeeni sets; EC2 refuses a
     // create with any other key, so say so here rather than at the first warm-up.
     let user_keys: std::collections::BTreeSet<&str> =
         pools.iter().flat_map(|p| p.tags.keys().map(String::as_str)).collect();
@@ -60,7 +60,7 @@ fn print_pools(pools: &[Pool]) {
         let keys: Vec<&str> = user_keys.into_iter().collect();
         println!(
             "note: pools set tags {}: add these keys to aws:TagKeys in the IAM policy \
-             (deploy/iam-policy.json, CreateOnlyClusterTaggedEnis), or EC2 refuses their creates",
+             (deploy/aws/iam-policy.json, CreateOnlyClusterTaggedEnis), or EC2 refuses their creates",
             keys.join(", ")
         );
     }

@@ -8,6 +8,7 @@
 //! cancellation-token tree: every task holds a child of the token `run` is given, so cancelling it
 //! stops them all; `run` then waits for each, bounded, so a stuck EC2 call cannot hold a shutdown.
 
+mod cluster;
 mod pool_task;
 mod reload;
 pub mod resources;
@@ -31,6 +32,7 @@ use crate::http::{Endpoints, Limits, LogLevel, METRICS_MAX_AGE, MetricsCache};
 use crate::metrics::{Ec2Collector, Metrics, PoolSnapshot};
 use crate::probes::Probes;
 
+pub use cluster::ClusterSettings;
 pub use nodeeni_ipam::reconcile::DRAIN_MARKER;
 
 /// How long shutdown waits for a reconcile pass in flight before leaving it to the next start.
@@ -60,6 +62,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// How long a hot-plugged ENI may take to appear as a netdev.
     pub netdev_wait: Duration,
+    /// Cluster mode (the node's labels and the NodeENIs from the API); None: the file alone.
+    pub cluster: Option<ClusterSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,8 @@ pub enum DaemonError {
     Metrics { addr: SocketAddr, source: std::io::Error },
     #[error("the configuration folder: {0}")]
     Watch(#[from] WatchError),
+    #[error(transparent)]
+    Cluster(#[from] nodeeni_cluster::api::ApiError),
 }
 
 /// What the daemon's tasks share.
@@ -83,6 +89,14 @@ pub struct Shared {
     pub ec2: Arc<AwsEc2>,
     pub store: NodeStore,
     pub probes: Arc<Probes>,
+}
+
+/// Waits for cluster mode's views to change; never, outside cluster mode.
+async fn cluster_changed(cluster: &mut Option<cluster::Cluster>) {
+    match cluster.as_mut() {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Loads and validates the configuration file.
@@ -98,11 +112,20 @@ pub async fn run(
     log_level: Option<Arc<dyn LogLevel>>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let config = load_config(&settings.config_path, settings.cluster_name.clone())?;
-    tracing::info!(config = %settings.config_path.display(), cluster = config.cluster_name, pools = config.pools.len(), "configuration loaded");
-    let identity = identity::resolve(&config.node, settings.imds_endpoint.as_deref()).await?;
+    let mut file_config = load_config(&settings.config_path, settings.cluster_name.clone())?;
+    tracing::info!(config = %settings.config_path.display(), cluster = file_config.cluster_name, pools = file_config.pools.len(), "configuration loaded");
+    // Cluster mode starts its watches first: the Node may name the instance, so IMDS is not needed.
+    let mut cluster = match &settings.cluster {
+        Some(c) => Some(cluster::Cluster::start(c, &file_config.state_dir, shutdown.child_token()).await?),
+        None => None,
+    };
+    let configured = match cluster.as_mut() {
+        Some(c) => c.identity_hints(&file_config.node).await,
+        None => file_config.node.clone(),
+    };
+    let identity = identity::resolve(&configured, settings.imds_endpoint.as_deref()).await?;
     tracing::info!(instance = %identity.instance_id, az = identity.availability_zone, instance_type = identity.instance_type, "node identity");
-    let ec2 = Arc::new(AwsEc2::new(&config.ec2).await);
+    let ec2 = Arc::new(AwsEc2::new(&file_config.ec2).await);
     let pool_snapshot = Arc::new(PoolSnapshot::default());
     let mut metrics = Metrics::new();
     metrics.collect(pool_snapshot.clone());
@@ -111,8 +134,8 @@ pub async fn run(
         metrics: Arc::new(metrics),
         pool_snapshot,
         ec2,
-        store: NodeStore::new(&config.state_dir),
-        probes: Arc::new(Probes::new(Duration::from_secs(config.reconcile_interval_secs))),
+        store: NodeStore::new(&file_config.state_dir),
+        probes: Arc::new(Probes::new(Duration::from_secs(file_config.reconcile_interval_secs))),
     });
 
     let http = match settings.metrics_addr {
@@ -129,6 +152,32 @@ pub async fn run(
     };
 
     let mut resources = resources::Resources::new(settings.clone(), shared.clone(), shutdown.child_token());
+    let mut reload = reload::Reload::watch(&settings.config_path, settings.cluster_name.clone())?;
+    if let Some(c) = cluster.as_mut() {
+        c.set_identity(identity.clone(), shared.store.clone());
+        // Nothing to act on yet (no saved view, no list): the pool waits rather than run without
+        // the NodeENIs, which would take theirs away. The file's resources are served meanwhile.
+        if !c.ready() {
+            tracing::warn!(
+                "waiting for the Kubernetes API's first lists of the Node and the NodeENIs before the pool runs"
+            );
+            resources.apply(&file_config, &file_config.node.labels);
+            while !c.ready() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        resources.wait_stopped().await;
+                        return Ok(());
+                    }
+                    () = c.changed() => {}
+                    new = reload.next(&file_config, &shared.metrics) => file_config = new,
+                }
+            }
+        }
+    }
+    let config = match cluster.as_mut() {
+        Some(c) => c.compose(&file_config),
+        None => file_config.clone(),
+    };
     resources.apply(&config, &config.node.labels);
 
     let host = HostSide {
@@ -136,27 +185,48 @@ pub async fn run(
         netns: settings.node_netns.clone(),
         netdev_wait: settings.netdev_wait,
     };
-    let mut reload = reload::Reload::watch(&settings.config_path, settings.cluster_name.clone())?;
     let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+    let (pass_tx, mut pass_rx) = watch::channel(None);
     let mut pool_loop = pool_task::spawn(
         shared.clone(),
         host,
         config,
         config_rx,
         identity.clone(),
-        settings.sriov_config.clone().map(|path| (path, settings.sriov_resource_prefix.clone())),
+        pool_task::PassOutputs {
+            sriov_config: settings.sriov_config.clone().map(|path| (path, settings.sriov_resource_prefix.clone())),
+            passes: cluster.is_some().then_some(pass_tx),
+        },
         shutdown.child_token(),
     );
 
     loop {
-        let current = config_tx.borrow().clone();
-        tokio::select! {
+        let recompose = tokio::select! {
             _ = shutdown.cancelled() => break,
-            new = reload.next(&current, &shared.metrics) => {
-                resources.apply(&new, &new.node.labels);
-                // The pool loop passes at once on a new configuration.
-                let _ = config_tx.send(Arc::new(new));
+            new = reload.next(&file_config, &shared.metrics) => {
+                file_config = new;
+                true
             }
+            () = cluster_changed(&mut cluster) => true,
+            Ok(()) = pass_rx.changed() => {
+                let news = pass_rx.borrow_and_update().clone();
+                if let (Some(c), Some(news)) = (cluster.as_mut(), news) {
+                    c.pass_done(news);
+                }
+                false
+            }
+        };
+        if !recompose {
+            continue;
+        }
+        let new = match cluster.as_mut() {
+            Some(c) => c.compose(&file_config),
+            None => file_config.clone(),
+        };
+        if **config_tx.borrow() != new {
+            resources.apply(&new, &new.node.labels);
+            // The pool loop passes at once on a new configuration.
+            let _ = config_tx.send(Arc::new(new));
         }
     }
 

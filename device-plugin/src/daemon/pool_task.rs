@@ -16,12 +16,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::cluster::PassNews;
+use nodeeni_cluster::report::PassOutcome;
 
 /// How often ENIs of dead nodes are looked for.
 const LEAK_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// How long a turn's read of the node state may wait for the lock (a CNI call holds it briefly).
 const STATE_READ_WAIT: Duration = Duration::from_secs(5);
+
+/// Where each pass's outcome goes besides metrics and the probes.
+pub(super) struct PassOutputs {
+    /// Where the SR-IOV config goes, and its resource prefix.
+    pub sriov_config: Option<(PathBuf, String)>,
+    /// Cluster mode hears of every pass (the NodeENIState, Events, the saved view).
+    pub passes: Option<watch::Sender<Option<PassNews>>>,
+}
 
 /// Starts the pool loop under `config`, following `configs`, until `stop`.
 pub(super) fn spawn(
@@ -30,12 +40,13 @@ pub(super) fn spawn(
     config: PoolConfig,
     configs: watch::Receiver<Arc<PoolConfig>>,
     identity: NodeIdentity,
-    sriov_config: Option<(PathBuf, String)>,
+    outputs: PassOutputs,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let mut pool = Reconciler::new(shared.ec2.clone(), host, config, identity);
+    let PassOutputs { sriov_config, passes } = outputs;
     let mut observer =
-        DaemonObserver { shared, store: pool.store.clone(), sriov_config, turn: 0, read: Arc::default() };
+        DaemonObserver { shared, store: pool.store.clone(), sriov_config, passes, turn: 0, read: Arc::default() };
     // The pool gauges show the node as it is from the start, not only after the first pass.
     observer.read_state(None);
     let settings = LoopSettings { leak_check_every: LEAK_CHECK_EVERY };
@@ -50,6 +61,8 @@ struct DaemonObserver {
     store: NodeStore,
     /// Where the SR-IOV config goes, and its resource prefix.
     sriov_config: Option<(PathBuf, String)>,
+    /// Cluster mode hears of every pass (the NodeENIState, Events, the saved view).
+    passes: Option<watch::Sender<Option<PassNews>>>,
     /// Turns whose node state has been asked for, and the last one read.
     turn: u64,
     read: Arc<Mutex<u64>>,
@@ -99,6 +112,13 @@ impl PassObserver for DaemonObserver {
         let sriov =
             self.sriov_config.clone().filter(|_| result.is_ok()).map(|(path, prefix)| (path, prefix, config.clone()));
         self.read_state(sriov);
+        if let Some(passes) = &self.passes {
+            let (outcome, repaired) = match result {
+                Ok(report) => (PassOutcome::Done { refused: report.refused.clone() }, report.repaired.clone()),
+                Err(e) => (PassOutcome::Failed { why: e.to_string() }, Vec::new()),
+            };
+            let _ = passes.send(Some(PassNews { config: Arc::new(config.clone()), outcome, repaired }));
+        }
     }
 
     fn paused(&mut self, _marker: &Path) {

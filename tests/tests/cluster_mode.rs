@@ -1,0 +1,243 @@
+//! Cluster mode on a node in a box: the daemon as a process against moto and the API-server stand-in,
+//! its identity and labels from its Node, its ENIs declared as NodeENI objects, its NodeENIState read
+//! back from the stand-in.
+
+use std::time::Duration;
+
+use nodeeni_state::node::{Lifecycle, NodeState};
+use nodeeni_tests::apiserver::{ApiServer, Kind};
+use nodeeni_tests::bins;
+use nodeeni_tests::ec2world::cluster_enis;
+use nodeeni_tests::netns::TestNs;
+use nodeeni_tests::nodebox::{CLUSTER, KERNEL_RESOURCE, NodeBox, PodNet};
+use nodeeni_tests::poll::eventually;
+use nodeeni_tests::root::require_root;
+use serde_json::{Value, json};
+
+const WARM: Duration = Duration::from_secs(120);
+const NODE: &str = "ip-10-0-1-10.ec2.internal";
+
+fn ready_in(s: &NodeState, pool: &str) -> Vec<String> {
+    let mut ids: Vec<String> = s
+        .enis
+        .iter()
+        .filter(|e| e.pool == pool && e.lifecycle == Lifecycle::Ready)
+        .filter_map(|e| e.eni_id.as_ref().map(ToString::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A kernel NodeENI: one ENI in `subnet` at `index`, advertised as nodeeni.io/fast, on nodes with
+/// role=upf.
+fn kernel_nodeeni(nb: &NodeBox, name: &str, subnet: &str, index: u32) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.aws/v1alpha1", "kind": "NodeENI", "metadata": {"name": name},
+        "spec": {"nodeSelector": {"role": "upf"}, "subnetID": subnet, "securityGroupIDs": [nb.world.sg],
+                 "deviceIndex": index, "dpdkResourceName": KERNEL_RESOURCE, "mtu": 9001},
+    })
+}
+
+/// The box in cluster mode, its Node (role=upf) in the stand-in, the file with no pools.
+async fn cluster_box(label: &str) -> Option<(NodeBox, ApiServer)> {
+    let mut nb = NodeBox::start(label).await?;
+    let api = ApiServer::start().await;
+    api.put_node(NODE, "us-east-1a", &nb.world.instance, &nb.instance_type, &[("role", "upf")]);
+    nb.cluster_mode(&api, NODE);
+    nb.write_config("[]");
+    Some((nb, api))
+}
+
+/// Waits until this node's NodeENIState satisfies `check`.
+async fn wait_for_node_state(nb: &NodeBox, api: &ApiServer, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let context = || {
+        format!(
+            "NodeENIState: {}\n--- daemon log ---\n{}",
+            serde_json::to_string_pretty(&api.get(Kind::NodeENIState, NODE)).unwrap_or_default(),
+            nb.daemon_log()
+        )
+    };
+    eventually(what, WARM, async || api.get(Kind::NodeENIState, NODE).filter(|o| check(o)), context).await
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+fn status_is(object: &Value, type_: &str, status: &str) -> bool {
+    condition(object, type_).is_some_and(|c| c["status"] == status)
+}
+
+async fn ec2_ids(nb: &NodeBox) -> Vec<String> {
+    let mut ids: Vec<String> = cluster_enis(&nb.raw, CLUSTER).await.into_iter().map(|(id, _)| id).collect();
+    ids.sort();
+    ids
+}
+
+/// Apply NodeENIs selecting the node → ENIs created and the NodeENIState Ready; one in another AZ →
+/// Degraded with the reason and an Event while the others stay converged; relabel the node → its
+/// pools drain, the ENI a pod holds stays until DEL; label back, then delete the NodeENIs → gone in EC2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_1_nodeenis_converge_degrade_drain_and_go() {
+    if !require_root("cluster_1_nodeenis_converge_degrade_drain_and_go") {
+        return;
+    }
+    let Some(driver) = bins::libcni_driver() else { return };
+    let Some((mut nb, api)) = cluster_box("cl-flow").await else { return };
+    nb.start_daemon();
+    let (a, b) = (nb.world.subnet_a.clone(), nb.world.subnet_b.clone());
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &a, 1));
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "spare", &a, 2));
+
+    let state = nb
+        .wait_for_state("both NodeENIs' ENIs ready", WARM, |s| {
+            ready_in(s, "fast").len() == 1 && ready_in(s, "spare").len() == 1
+        })
+        .await;
+    let held = ready_in(&state, "fast").remove(0);
+    let spare = ready_in(&state, "spare").remove(0);
+    let mut both = vec![held.clone(), spare.clone()];
+    both.sort();
+    assert_eq!(ec2_ids(&nb).await, both, "exactly the declared ENIs exist in EC2");
+    assert!(nb.daemon_log().contains(&nb.world.instance), "the identity came from the Node's providerID");
+    let object = wait_for_node_state(&nb, &api, "Ready with 2 ENIs", |o| {
+        status_is(o, "Ready", "True") && o["status"]["eniCount"] == 2
+    })
+    .await;
+    assert_eq!(object["spec"]["instanceID"], nb.world.instance.as_str());
+    assert_eq!(object["status"]["observedGenerations"], json!({"fast": 1, "spare": 1}));
+    let node_uid = api.get(Kind::Node, NODE).expect("node")["metadata"]["uid"].clone();
+    assert_eq!(object["metadata"]["ownerReferences"][0]["uid"], node_uid);
+    let enis = object["status"]["enis"].as_array().expect("enis");
+    assert!(enis.iter().all(|e| e["declaredBy"] == "NodeENI" && e["lifecycle"] == "Ready"), "{enis:?}");
+
+    // A NodeENI for a subnet in another AZ: Degraded with the reason, an Event on it; the rest stay.
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "far", &b, 3));
+    let object = wait_for_node_state(&nb, &api, "Degraded: subnet in another AZ", |o| {
+        condition(o, "Degraded").is_some_and(|c| c["status"] == "True" && c["reason"] == "SubnetInAnotherAZ")
+    })
+    .await;
+    assert!(condition(&object, "Degraded").expect("degraded")["message"].as_str().expect("message").contains("far"));
+    eventually(
+        "an Event on the NodeENI far",
+        Duration::from_secs(20),
+        async || {
+            api.list(Kind::Event)
+                .into_iter()
+                .find(|e| e["involvedObject"]["name"] == "far" && e["reason"] == "SubnetInAnotherAZ")
+        },
+        || format!("{:?}", api.list(Kind::Event)),
+    )
+    .await;
+    assert_eq!(ec2_ids(&nb).await, both, "the others stay converged, nothing made for far");
+    api.delete(Kind::NodeENI, "far");
+    wait_for_node_state(&nb, &api, "Ready again without far", |o| status_is(o, "Ready", "True")).await;
+
+    // A pod holds fast's ENI.
+    let pod = TestNs::new("cl-flow-pod");
+    let at =
+        PodNet { conf: nb.write_cni_conf("fast"), container: "pod-1".into(), pod: pod.path(), ifname: "net1".into() };
+    let cap = format!("deviceID={held}");
+    let (ok, out) = nb.cni(&driver, "add", &at, &[&cap]);
+    assert!(ok, "ADD: {out}");
+
+    // The node no longer matches: the free ENI is deleted, the held one waits for its pod.
+    api.set_node_labels(NODE, &[("role", "cp")]);
+    eventually(
+        "the free ENI deleted, the held one kept",
+        WARM,
+        async || (ec2_ids(&nb).await == std::slice::from_ref(&held)).then_some(()),
+        || nb.daemon_log(),
+    )
+    .await;
+    nb.wait_for_passes(2).await;
+    assert_eq!(ec2_ids(&nb).await, std::slice::from_ref(&held), "the held ENI stays while its pod runs");
+    assert!(pod.has_link("net1"), "the pod keeps its interface");
+    let (ok, out) = nb.cni(&driver, "del", &at, &[&cap]);
+    assert!(ok, "DEL: {out}");
+    eventually(
+        "the released ENI deleted",
+        WARM,
+        async || ec2_ids(&nb).await.is_empty().then_some(()),
+        || nb.daemon_log(),
+    )
+    .await;
+
+    // Labelled back: both warm again. Then the NodeENIs are deleted: their ENIs go from EC2.
+    api.set_node_labels(NODE, &[("role", "upf")]);
+    nb.wait_for_state("warm again", WARM, |s| ready_in(s, "fast").len() == 1 && ready_in(s, "spare").len() == 1).await;
+    api.delete(Kind::NodeENI, "fast");
+    api.delete(Kind::NodeENI, "spare");
+    eventually(
+        "deleted NodeENIs' ENIs gone from EC2",
+        WARM,
+        async || ec2_ids(&nb).await.is_empty().then_some(()),
+        || nb.daemon_log(),
+    )
+    .await;
+    wait_for_node_state(&nb, &api, "no ENIs reported", |o| o["status"]["eniCount"] == 0).await;
+
+    // Every Node request named this node.
+    for s in api.seen().iter().filter(|s| s.path.starts_with("/api/v1/nodes")) {
+        assert!(s.query.contains("fieldSelector=metadata.name%3D"), "{s:?}");
+    }
+}
+
+/// The API is down for 30 s while the daemon restarts: nothing is removed and the kubelet is still
+/// served (the saved view is in force); a NodeENI deleted meanwhile is converged to once the API is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_2_the_api_down_across_a_restart_removes_nothing() {
+    if !require_root("cluster_2_the_api_down_across_a_restart_removes_nothing") {
+        return;
+    }
+    let Some((mut nb, api)) = cluster_box("cl-down").await else { return };
+    nb.start_daemon();
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &nb.world.subnet_a.clone(), 1));
+    let state = nb.wait_for_state("the ENI ready", WARM, |s| ready_in(s, "fast").len() == 1).await;
+    let eni = ready_in(&state, "fast").remove(0);
+    wait_for_node_state(&nb, &api, "Ready", |o| status_is(o, "Ready", "True")).await;
+    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
+    eventually(
+        "the converged view saved",
+        Duration::from_secs(20),
+        async || std::fs::read_to_string(&saved).ok().filter(|t| t.contains("\"fast\"")),
+        || nb.daemon_log(),
+    )
+    .await;
+
+    // The API goes away; the daemon restarts without it; the NodeENI is deleted meanwhile.
+    api.go_away();
+    nb.daemon.as_mut().expect("daemon").terminate();
+    let registrations = nb.kubelet.registrations().iter().filter(|r| r.resource_name == KERNEL_RESOURCE).count();
+    api.delete(Kind::NodeENI, "fast");
+    nb.start_daemon();
+    let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, registrations + 1, Duration::from_secs(30)).await;
+    assert!(reg.endpoint.contains("fast"), "the kubelet is served from the saved view: {reg:?}");
+    // For 30 s without the API, every look finds the ENI where it was, while passes keep running.
+    let down = std::time::Instant::now();
+    let passes_before = nb.metrics().get("nodeeni_reconcile_total{result=\"ok\"}").copied().unwrap_or(0.0);
+    while down.elapsed() < Duration::from_secs(30) {
+        assert_eq!(
+            ec2_ids(&nb).await,
+            std::slice::from_ref(&eni),
+            "nothing removed while the API is down\n{}",
+            nb.daemon_log()
+        );
+        assert_eq!(ready_in(&nb.state(), "fast"), std::slice::from_ref(&eni), "the node state keeps it");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let passes_after = nb.metrics().get("nodeeni_reconcile_total{result=\"ok\"}").copied().unwrap_or(0.0);
+    assert!(passes_after >= passes_before + 5.0, "passes ran meanwhile: {passes_before} → {passes_after}");
+
+    // Back: the deletion is converged to.
+    api.come_back().await;
+    eventually(
+        "the deleted NodeENI's ENI gone",
+        WARM,
+        async || ec2_ids(&nb).await.is_empty().then_some(()),
+        || nb.daemon_log(),
+    )
+    .await;
+    wait_for_node_state(&nb, &api, "no ENIs reported", |o| o["status"]["eniCount"] == 0).await;
+}
