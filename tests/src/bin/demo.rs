@@ -6,9 +6,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nodeeni_proto::deviceplugin::v1beta1 as api;
+use nodeeni_tests::apiserver::{ApiServer, Kind};
 use nodeeni_tests::ec2world::cluster_enis;
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::nodebox::{CLUSTER, DPDK_RESOURCE, KERNEL_RESOURCE, NodeBox, PodNet};
+use nodeeni_tests::poll::eventually;
 use tokio_stream::StreamExt;
 
 fn step(title: &str) {
@@ -145,6 +147,92 @@ async fn walk(nb: &mut NodeBox) -> Result<(), String> {
     for (id, status) in cluster_enis(&nb.raw, CLUSTER).await {
         println!("  {id}: {status}");
     }
+    cluster_way(nb).await
+}
+
+/// The cluster way: the daemon as node `NODE` against the API-server stand-in, its identity and labels
+/// from its Node, an ENI declared as a NodeENI with kubectl's verb (apply), its NodeENIState read back.
+async fn cluster_way(nb: &mut NodeBox) -> Result<(), String> {
+    const NODE: &str = "ip-10-0-1-10.ec2.internal";
+    step("Cluster mode: an API-server stand-in (the Kubernetes wire protocol) holding this node's Node");
+    let api = ApiServer::start().await;
+    api.put_node(NODE, "us-east-1a", &nb.world.instance, &nb.instance_type, &[("role", "upf")]);
+    let node = api.get(Kind::Node, NODE).ok_or("the Node")?;
+    println!("Node {NODE}: providerID {}, labels {}", node["spec"]["providerID"], node["metadata"]["labels"]);
+    nb.cluster_mode(&api, NODE);
+    nb.write_config(&nb.standard_pools());
+    println!("the daemon restarts with --node-name {NODE} --kubeconfig …; the file keeps its pools, no instance in it");
+    nb.start_daemon();
+
+    step("kubectl apply: a NodeENI for nodes with role=upf, and one whose device index the file's pool fast holds");
+    let manifests = format!(
+        "apiVersion: networking.k8s.aws/v1alpha1\nkind: NodeENI\nmetadata: {{name: upf-n3}}\n\
+         spec: {{nodeSelector: {{role: upf}}, subnetID: {a}, securityGroupIDs: [{sg}], deviceIndex: 5, \
+         dpdkResourceName: nodeeni.io/n3, mtu: 9001, description: N3 user plane}}\n---\n\
+         apiVersion: networking.k8s.aws/v1alpha1\nkind: NodeENI\nmetadata: {{name: n3-clash}}\n\
+         spec: {{nodeSelector: {{role: upf}}, subnetID: {a}, securityGroupIDs: [{sg}], deviceIndex: 2, \
+         dpdkResourceName: nodeeni.io/n3}}\n",
+        a = nb.world.subnet_a,
+        sg = nb.world.sg
+    );
+    print!("{manifests}");
+    api.apply_yaml(&manifests);
+
+    let state = eventually(
+        "the NodeENIState with upf-n3 converged",
+        Duration::from_secs(120),
+        async || {
+            api.get(Kind::NodeENIState, NODE).filter(|o| {
+                o.pointer("/status/observedGenerations/upf-n3").is_some()
+                    && o["status"]["enis"]
+                        .as_array()
+                        .is_some_and(|enis| enis.iter().any(|e| e["pool"] == "upf-n3" && e["lifecycle"] == "Ready"))
+            })
+        },
+        || format!("{:?}\n--- daemon log ---\n{}", api.get(Kind::NodeENIState, NODE), nb.daemon_log()),
+    )
+    .await;
+    step(&format!("kubectl get nodeenistate {NODE} -o yaml (written only by this node's daemon, server-side apply)"));
+    print!("{}", serde_yaml_ng::to_string(&state).map_err(|e| e.to_string())?);
+    let n3 = state["status"]["enis"]
+        .as_array()
+        .and_then(|enis| enis.iter().find(|e| e["pool"] == "upf-n3"))
+        .and_then(|e| e["eniID"].as_str())
+        .ok_or("upf-n3's ENI in the NodeENIState")?
+        .to_string();
+
+    step("kubectl get events: the refusal, on the NodeENI it refused");
+    let event = eventually(
+        "an Event on n3-clash",
+        Duration::from_secs(30),
+        async || api.list(Kind::Event).into_iter().find(|e| e["involvedObject"]["name"] == "n3-clash"),
+        || format!("{:?}", api.list(Kind::Event)),
+    )
+    .await;
+    let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
+    println!("{}  {}  NodeENI/n3-clash  {}", field("type"), field("reason"), field("message"));
+
+    step("kubectl delete nodeeni upf-n3: the daemon drains it and deletes its ENI in EC2");
+    api.delete(Kind::NodeENI, "upf-n3");
+    api.delete(Kind::NodeENI, "n3-clash");
+    let started = Instant::now();
+    eventually(
+        "upf-n3's ENI gone from EC2",
+        Duration::from_secs(120),
+        async || {
+            let enis = cluster_enis(&nb.raw, CLUSTER).await;
+            (!enis.iter().any(|(id, _)| *id == n3)).then_some(enis)
+        },
+        || nb.daemon_log(),
+    )
+    .await;
+    println!("{n3} deleted in {:.1} s; the file's pools stay:", started.elapsed().as_secs_f64());
+    for (id, status) in cluster_enis(&nb.raw, CLUSTER).await {
+        println!("  {id}: {status}");
+    }
+    if let Some(d) = nb.daemon.as_mut() {
+        println!("daemon exited: {:?}", d.terminate());
+    }
     Ok(())
 }
 
@@ -168,7 +256,7 @@ async fn main() -> std::process::ExitCode {
     let code = tokio::select! {
         r = walk(&mut nb) => match r {
             Ok(()) => {
-                step("Done: the ENI went to the pod and came back. Removing everything the demo made.");
+                step("Done: the ENI went to the pod and came back, and a NodeENI came and went. Removing everything the demo made.");
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {
