@@ -41,6 +41,32 @@ pub enum ApiError {
     InCluster(#[from] kube::config::InClusterError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("node name {0:?}: {1}")]
+    NodeName(String, &'static str),
+}
+
+/// Checks a node name as Kubernetes does (a DNS subdomain, RFC 1123): it names the Node watched, the
+/// NodeENIState written and the field manager, so a bad one is refused at start.
+pub fn check_node_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why| Err(ApiError::NodeName(name.to_string(), why));
+    if name.is_empty() {
+        return bad("empty (set NODE_NAME from the downward API, or --node-name)");
+    }
+    if name.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.split('.').all(label_ok) {
+        return bad(
+            "not a DNS subdomain (lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit)",
+        );
+    }
+    Ok(())
 }
 
 /// This node as its Node object says.
@@ -79,6 +105,37 @@ pub fn parse_provider_id(provider_id: &str) -> Option<(String, String)> {
     (valid_az && instance.parse::<nodeeni_conf::InstanceId>().is_ok()).then(|| (az.to_string(), instance.to_string()))
 }
 
+/// A watch's view and how the watch is doing.
+#[derive(Debug, Clone)]
+pub struct Watched<T> {
+    /// None until the first complete list.
+    pub view: watch::Receiver<Option<T>>,
+    pub health: watch::Receiver<WatchHealth>,
+}
+
+/// How a watch is doing: what an operator (and a test) reads to know the API was tried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchHealth {
+    /// Failed requests (lists and watches) since the start.
+    pub failures: u64,
+    /// The last failure, as the client said it.
+    pub last_error: Option<String>,
+    /// The last list said the thing is not there: the NodeENI resource not served (its CRD not
+    /// installed), or no Node of this name. Cleared by a list that finds it.
+    pub not_found: bool,
+}
+
+impl WatchHealth {
+    fn failed(&mut self, error: &watcher::Error) -> bool {
+        self.failures += 1;
+        self.last_error = Some(error.to_string());
+        let not_found = matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404);
+        let newly = not_found && !self.not_found;
+        self.not_found |= not_found;
+        newly
+    }
+}
+
 /// The client, and which node this daemon is on.
 #[derive(Clone)]
 pub struct ClusterClient {
@@ -96,6 +153,7 @@ impl ClusterClient {
     /// A client from `kubeconfig`, or the in-cluster service account when None. Nothing is called
     /// yet: an API that is down does not stop the daemon from starting.
     pub async fn new(kubeconfig: Option<&Path>, node_name: String) -> Result<Self, ApiError> {
+        check_node_name(&node_name)?;
         let config = match kubeconfig {
             Some(path) => {
                 let to_error = |source| ApiError::Kubeconfig { path: path.display().to_string(), source };
@@ -113,8 +171,9 @@ impl ClusterClient {
 
     /// Watches this node's Node (a field selector on its name: never a cluster-wide list) until
     /// `stop`. The view is None until the Node has been read once.
-    pub fn watch_node(&self, stop: CancellationToken) -> watch::Receiver<Option<NodeView>> {
+    pub fn watch_node(&self, stop: CancellationToken) -> Watched<NodeView> {
         let (tx, rx) = watch::channel(None);
+        let (health_tx, health) = watch::channel(WatchHealth::default());
         let api: Api<Node> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.node_name));
         let name = self.node_name.clone();
@@ -129,18 +188,36 @@ impl ClusterClient {
                 match event {
                     None => return,
                     Some(Err(e)) => {
+                        health_tx.send_modify(|h| {
+                            h.failed(&e);
+                        });
                         tracing::warn!(error = %e, node = name, "the Node watch failed; retrying with backoff, the last view stays in force")
                     }
                     Some(Ok(WatchEvent::Init)) => listed = None,
-                    Some(Ok(WatchEvent::InitApply(node))) => listed = Some(node),
+                    Some(Ok(WatchEvent::InitApply(node))) if node.metadata.name.as_deref() == Some(name.as_str()) => {
+                        listed = Some(node)
+                    }
+                    Some(Ok(WatchEvent::InitApply(_))) => {}
                     Some(Ok(WatchEvent::InitDone)) => match listed.take() {
-                        Some(node) => publish(&tx, NodeView::of(&node)),
-                        None => tracing::error!(
-                            node = name,
-                            "no Node of this name: is NODE_NAME right? The last view stays in force"
-                        ),
+                        Some(node) => {
+                            health_tx.send_if_modified(|h| std::mem::replace(&mut h.not_found, false));
+                            publish(&tx, NodeView::of(&node))
+                        }
+                        None => {
+                            health_tx.send_if_modified(|h| !std::mem::replace(&mut h.not_found, true));
+                            tracing::error!(
+                                node = name,
+                                "no Node of this name: is NODE_NAME (--node-name) right? The last view stays in force"
+                            )
+                        }
                     },
-                    Some(Ok(WatchEvent::Apply(node))) => publish(&tx, NodeView::of(&node)),
+                    // The field selector names this node; anything else is not taken as it.
+                    Some(Ok(WatchEvent::Apply(node))) if node.metadata.name.as_deref() == Some(name.as_str()) => {
+                        publish(&tx, NodeView::of(&node))
+                    }
+                    Some(Ok(WatchEvent::Apply(node))) => {
+                        tracing::warn!(node = name, got = ?node.metadata.name, "the Node watch sent another node; ignored")
+                    }
                     Some(Ok(WatchEvent::Delete(_))) => {
                         tracing::warn!(
                             node = name,
@@ -150,13 +227,14 @@ impl ClusterClient {
                 }
             }
         });
-        rx
+        Watched { view: rx, health }
     }
 
     /// Watches every NodeENI until `stop`. The view is None until they have been listed once; each
     /// relist replaces it whole at its end.
-    pub fn watch_nodeenis(&self, stop: CancellationToken) -> watch::Receiver<Option<Vec<Declared>>> {
+    pub fn watch_nodeenis(&self, stop: CancellationToken) -> Watched<Vec<Declared>> {
         let (tx, rx) = watch::channel(None);
+        let (health_tx, health) = watch::channel(WatchHealth::default());
         // Dynamic objects: one that does not fit the Rust type is refused by conf with its problems,
         // instead of failing the watch's decoding.
         let resource = ApiResource::erase::<NodeENI>(&());
@@ -174,7 +252,13 @@ impl ClusterClient {
                 match event {
                     None => return,
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the NodeENI watch failed; retrying with backoff, the last view stays in force")
+                        let mut newly_missing = false;
+                        health_tx.send_modify(|h| newly_missing = h.failed(&e));
+                        if newly_missing {
+                            tracing::error!(error = %e, "the NodeENI resource is not served: is its CRD installed (deploy/crds/)? Retrying with backoff")
+                        } else {
+                            tracing::warn!(error = %e, "the NodeENI watch failed; retrying with backoff, the last view stays in force")
+                        }
                     }
                     Some(Ok(WatchEvent::Init)) => buffer = Some(BTreeMap::new()),
                     Some(Ok(WatchEvent::InitApply(o))) => {
@@ -183,6 +267,7 @@ impl ClusterClient {
                         }
                     }
                     Some(Ok(WatchEvent::InitDone)) => {
+                        health_tx.send_if_modified(|h| std::mem::replace(&mut h.not_found, false));
                         current = buffer.take().unwrap_or_default();
                         tracing::info!(count = current.len(), "NodeENIs listed");
                         publish(&tx, current.values().cloned().collect());
@@ -203,10 +288,11 @@ impl ClusterClient {
                 }
             }
         });
-        rx
+        Watched { view: rx, health }
     }
 
     /// The field manager of this node's writes: one per node, so nodes never fight over fields.
+    /// At most 128 characters, as the API allows (the name is ASCII: `check_node_name`).
     fn field_manager(&self) -> String {
         let mut manager = format!("nodeeni-{}", self.node_name);
         manager.truncate(128);
@@ -281,7 +367,8 @@ impl ClusterClient {
             type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             source: Some(EventSource { component: Some(COMPONENT.into()), host: Some(self.node_name.clone()) }),
             reporting_component: Some(format!("{COMPONENT}.io/device-plugin")),
-            reporting_instance: Some(self.node_name.clone()),
+            // At most 128 characters, as the API allows (the name is ASCII).
+            reporting_instance: Some(self.node_name.chars().take(128).collect()),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: Some(MicroTime(now)),
@@ -390,6 +477,16 @@ mod tests {
             "aws://us-east-1a/i-0123456789abcdef0",
         ] {
             assert_eq!(parse_provider_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_names_are_dns_subdomains() {
+        for good in ["ip-10-0-0-1.ec2.internal", "node1", "a", &"a".repeat(253)] {
+            assert!(check_node_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Node1", "-a", "a-", "a..b", ".a", "a/b", "a b", "ä", &"a".repeat(254)] {
+            assert!(matches!(check_node_name(bad), Err(ApiError::NodeName(..))), "{bad:?}");
         }
     }
 

@@ -82,6 +82,8 @@ struct Store {
     /// Watches from a version older than this get 410 Gone.
     oldest: u64,
     seen: Vec<Seen>,
+    /// Kinds answered 404, as an API server without their CRD does.
+    unserved: std::collections::BTreeSet<Kind>,
 }
 
 impl Store {
@@ -167,7 +169,9 @@ impl ApiServer {
         let ctx = Ctx { store: self.store.clone(), changes: self.changes.clone(), watches: self.watches.clone() };
         tokio::spawn(async move {
             loop {
+                // Biased: once away, nothing more is accepted or served.
                 let (stream, _) = tokio::select! {
+                    biased;
                     _ = token.cancelled() => return,
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
                 };
@@ -180,6 +184,7 @@ impl ApiServer {
                     let conn =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
+                        biased;
                         _ = token.cancelled() => {}
                         _ = conn => {}
                     }
@@ -190,6 +195,9 @@ impl ApiServer {
 
     /// The server goes away: the port refuses connections, open ones (watches too) are cut.
     pub fn go_away(&self) {
+        // Watches first: a change made after this call is never sent, whatever a connection is
+        // doing at the moment it is cut.
+        self.drop_watches();
         if let Some(t) = self.up.lock().unwrap_or_else(PoisonError::into_inner).take() {
             t.cancel();
         }
@@ -211,6 +219,17 @@ impl ApiServer {
         let mut w = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
         w.cancel();
         *w = CancellationToken::new();
+    }
+
+    /// Serves `kind` or not: unserved, its every request gets 404 Not Found, as from an API server
+    /// without its CRD installed.
+    pub fn serve_kind(&self, kind: Kind, served: bool) {
+        let mut s = self.lock();
+        if served {
+            s.unserved.remove(&kind);
+        } else {
+            s.unserved.insert(kind);
+        }
     }
 
     /// Forgets the history: a watch from any version seen so far gets 410 Gone and must relist.
@@ -416,6 +435,9 @@ impl Ctx {
             [a, b, c, "nodeenistates", rest @ ..] if [*a, *b, *c] == group[..] => (Kind::NodeENIState, rest),
             _ => return status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find {path}")),
         };
+        if self.lock().unserved.contains(&kind) {
+            return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+        }
         match (method, rest) {
             (Method::GET, []) if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => {
                 self.watch(kind, &query)
@@ -488,6 +510,8 @@ impl Ctx {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
+                    // A dropped watch sends nothing more, even a change already waiting.
+                    biased;
                     _ = dropped.cancelled() => return,
                     _ = &mut deadline => return,
                     _ = tick.tick(), if bookmarks => {

@@ -70,7 +70,7 @@ async fn the_node_is_watched_by_name_through_drops_relists_and_outages() {
     let stop = CancellationToken::new();
     let mut node = client.watch_node(stop.clone());
 
-    let view = node_view_where(&mut node, "the Node read", |_| true).await;
+    let view = node_view_where(&mut node.view, "the Node read", |_| true).await;
     assert_eq!(view.labels.get("role").map(String::as_str), Some("upf"));
     assert_eq!(view.instance_id.as_deref(), Some(INSTANCE));
     assert_eq!(view.availability_zone.as_deref(), Some("us-east-1a"));
@@ -79,7 +79,7 @@ async fn the_node_is_watched_by_name_through_drops_relists_and_outages() {
 
     // A label change arrives through the watch.
     api.set_node_labels(NODE, &[("role", "cp")]);
-    node_view_where(&mut node, "relabelled", |v| v.labels.get("role").map(String::as_str) == Some("cp")).await;
+    node_view_where(&mut node.view, "relabelled", |v| v.labels.get("role").map(String::as_str) == Some("cp")).await;
 
     // Every Node request names this node: never a cluster-wide list or watch.
     let node_requests: Vec<_> = api.seen().into_iter().filter(|s| s.path.starts_with("/api/v1/nodes")).collect();
@@ -92,24 +92,43 @@ async fn the_node_is_watched_by_name_through_drops_relists_and_outages() {
         "the change came by a watch: {node_requests:?}"
     );
 
-    // The watch is dropped and the history compacted: the client's next watch gets 410 Gone, relists
-    // and sees the change made meanwhile.
-    api.compact();
-    api.set_node_labels(NODE, &[("role", "upf"), ("gen", "2")]);
+    // A dropped watch is watched again from its version: a change made after flows in.
+    let watches = |api: &ApiServer| {
+        api.seen().iter().filter(|s| s.path == "/api/v1/nodes" && s.query.contains("watch=true")).count()
+    };
+    let before = watches(&api);
     api.drop_watches();
-    node_view_where(&mut node, "after the relist", |v| v.labels.get("gen").map(String::as_str) == Some("2")).await;
-    let lists = api.seen().iter().filter(|s| s.path == "/api/v1/nodes" && !s.query.contains("watch=true")).count();
-    assert!(lists >= 2, "the 410 Gone made the client list again: {lists} list(s)");
+    api.set_node_labels(NODE, &[("role", "cp"), ("gen", "1")]);
+    node_view_where(&mut node.view, "after the drop", |v| v.labels.get("gen").map(String::as_str) == Some("1")).await;
+    assert!(watches(&api) > before, "watched again after the drop");
 
-    // The server goes away: the view stays as it was; back, changes flow again.
+    // The server goes away: the client's tries fail, and the view stays as it was.
+    let failures = node.health.borrow().failures;
     api.go_away();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(node.borrow().as_ref().is_some_and(|v| v.labels.get("gen").map(String::as_str) == Some("2")));
-    api.set_node_labels(NODE, &[("gen", "3")]);
+    tokio::time::timeout(WAIT, node.health.wait_for(|h| h.failures > failures))
+        .await
+        .expect("a failed try while the server is away")
+        .expect("watch alive");
+    assert_eq!(node.view.borrow().as_ref().and_then(|v| v.labels.get("gen").cloned()).as_deref(), Some("1"));
+    // Meanwhile the history is compacted and the Node changes: back, the client's watch from its
+    // version gets 410 Gone, so it lists again and sees the Node as it is.
+    api.compact();
+    api.set_node_labels(NODE, &[("gen", "2")]);
+    let lists = |api: &ApiServer| {
+        api.seen().iter().filter(|s| s.path == "/api/v1/nodes" && !s.query.contains("watch=true")).count()
+    };
+    let lists_before = lists(&api);
     api.come_back().await;
     let back =
-        node_view_where(&mut node, "after the outage", |v| v.labels.get("gen").map(String::as_str) == Some("3")).await;
+        node_view_where(&mut node.view, "after the outage", |v| v.labels.get("gen").map(String::as_str) == Some("2"))
+            .await;
     assert!(!back.labels.contains_key("role"), "the view is the Node as it is: {back:?}");
+    assert!(lists(&api) > lists_before, "the 410 Gone made the client list again");
+    assert!(
+        node.health.borrow().last_error.as_deref().is_some_and(|e| e.contains("410") || e.contains("too old")),
+        "the 410 was the last failure: {:?}",
+        node.health.borrow()
+    );
     stop.cancel();
 }
 
@@ -119,7 +138,8 @@ async fn nodeenis_are_listed_then_followed_and_a_relist_replaces_the_set_whole()
     api.apply(Kind::NodeENI, nodeeni("a", 2));
     let (client, _dir) = client(&api).await;
     let stop = CancellationToken::new();
-    let mut rx = client.watch_nodeenis(stop.clone());
+    let nodeenis = client.watch_nodeenis(stop.clone());
+    let (mut rx, mut health) = (nodeenis.view, nodeenis.health);
 
     let listed = nodeenis_where(&mut rx, "the first list", |_| true).await;
     assert_eq!(names(&listed), [("a", 1)]);
@@ -133,12 +153,22 @@ async fn nodeenis_are_listed_then_followed_and_a_relist_replaces_the_set_whole()
     nodeenis_where(&mut rx, "b deleted", |l| names(l) == [("a", 2)]).await;
 
     // Deleted while the watch was down and the history gone: the relist drops it.
-    api.compact();
+    let failures = health.borrow().failures;
     api.go_away();
+    api.compact();
     api.delete(Kind::NodeENI, "a");
     api.apply(Kind::NodeENI, nodeeni("c", 5));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(names(rx.borrow().as_deref().expect("listed")), [("a", 2)], "an outage changes nothing");
+    tokio::time::timeout(WAIT, health.wait_for(|h| h.failures > failures))
+        .await
+        .expect("a failed try while the server is away")
+        .expect("watch alive");
+    assert_eq!(
+        names(rx.borrow().as_deref().expect("listed")),
+        [("a", 2)],
+        "an outage changes nothing: {:?} {:#?}",
+        health.borrow(),
+        api.seen()
+    );
     api.come_back().await;
     nodeenis_where(&mut rx, "the relist", |l| names(l) == [("c", 1)]).await;
     let watches =
@@ -209,13 +239,19 @@ async fn a_wrong_token_is_refused() {
     assert!(api.get(Kind::NodeENIState, NODE).is_none(), "nothing stored");
 }
 
-/// The (API group, resource, verb) a request needs, as the API server's RBAC authorizer reads it.
-fn permission(seen: &nodeeni_tests::apiserver::Seen) -> (String, String, String) {
+/// Where a permission holds: in every namespace (a ClusterRole) or in one (a Role). Cluster-scoped
+/// resources are granted only by a ClusterRole.
+type Scope = Option<String>;
+/// (where, API group, resource, verb).
+type Permission = (Scope, String, String, String);
+
+/// The permission a request needs, as the API server's RBAC authorizer reads it.
+fn permission(seen: &nodeeni_tests::apiserver::Seen) -> Permission {
     let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
-    let (group, rest): (&str, &[&str]) = match parts.as_slice() {
-        ["api", "v1", "namespaces", _, rest @ ..] => ("", rest),
-        ["api", "v1", rest @ ..] => ("", rest),
-        ["apis", group, _, rest @ ..] => (group, rest),
+    let (namespace, group, rest): (Scope, &str, &[&str]) = match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, rest @ ..] => (Some(ns.to_string()), "", rest),
+        ["api", "v1", rest @ ..] => (None, "", rest),
+        ["apis", group, _, rest @ ..] => (None, group, rest),
         _ => panic!("unexpected path {seen:?}"),
     };
     let resource = match rest {
@@ -231,21 +267,66 @@ fn permission(seen: &nodeeni_tests::apiserver::Seen) -> (String, String, String)
         ("PATCH", _) => "patch",
         (m, _) => panic!("unexpected method {m}"),
     };
-    (group.to_string(), resource, verb.to_string())
+    (namespace, group.to_string(), resource, verb.to_string())
 }
 
-/// Every call the client makes (both watches, the apply, an Event) is replayed against deploy/rbac.yaml's
-/// ClusterRole: each is granted, and the role grants nothing beyond the verbs and resources the issue of
-/// cluster mode allows (its first server-side apply creates, so create is needed beside patch).
+/// What deploy/10-rbac.yaml grants the daemon's service account: its ClusterRole everywhere (None),
+/// each Role in its namespace — each only through a binding to the account.
+fn granted_by_the_deploy_roles() -> std::collections::BTreeSet<Permission> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/10-rbac.yaml")).expect("rbac");
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    let bound = |binding_kind: &str, role: &Value| {
+        docs.iter().any(|b| {
+            b["kind"] == binding_kind
+                && b["roleRef"]["kind"] == role["kind"]
+                && b["roleRef"]["name"] == role["metadata"]["name"]
+                && b["metadata"]["namespace"] == role["metadata"]["namespace"]
+                && b["subjects"].as_array().is_some_and(|s| {
+                    s.iter()
+                        .any(|s| s["kind"] == "ServiceAccount" && s["name"] == "nodeeni" && s["namespace"] == "nodeeni")
+                })
+        })
+    };
+    let mut granted = std::collections::BTreeSet::new();
+    for role in &docs {
+        let scope: Scope = match role["kind"].as_str() {
+            Some("ClusterRole") if bound("ClusterRoleBinding", role) => None,
+            Some("Role") if bound("RoleBinding", role) => {
+                Some(role["metadata"]["namespace"].as_str().expect("ns").into())
+            }
+            Some("ClusterRole" | "Role") => panic!("a role bound to nothing: {role}"),
+            _ => continue,
+        };
+        for rule in role["rules"].as_array().expect("rules") {
+            assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(), "{rule}");
+            for group in rule["apiGroups"].as_array().expect("groups") {
+                for resource in rule["resources"].as_array().expect("resources") {
+                    for verb in rule["verbs"].as_array().expect("verbs") {
+                        let s = |v: &Value| v.as_str().expect("string").to_string();
+                        granted.insert((scope.clone(), s(group), s(resource), s(verb)));
+                    }
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// Every call the client makes (both watches, the apply, an Event) is replayed against
+/// deploy/10-rbac.yaml's roles: each is granted, and they grant nothing beyond what the issue of
+/// cluster mode lists (its first server-side apply creates, so create is needed beside patch), with
+/// Events only in the namespace they go to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_role_grants_what_the_client_calls_and_no_more() {
+async fn the_roles_grant_what_the_client_calls_and_no_more() {
     let api = ApiServer::start().await;
     api.put_node(NODE, "us-east-1a", INSTANCE, "c5.4xlarge", &[]);
     api.apply(Kind::NodeENI, nodeeni("a", 2));
     let (client, _dir) = client(&api).await;
     let stop = CancellationToken::new();
-    let mut node = client.watch_node(stop.clone());
-    let mut nodeenis = client.watch_nodeenis(stop.clone());
+    let mut node = client.watch_node(stop.clone()).view;
+    let mut nodeenis = client.watch_nodeenis(stop.clone()).view;
     node_view_where(&mut node, "the Node", |_| true).await;
     nodeenis_where(&mut nodeenis, "the NodeENIs", |_| true).await;
     api.set_node_labels(NODE, &[("x", "1")]);
@@ -261,39 +342,34 @@ async fn the_cluster_role_grants_what_the_client_calls_and_no_more() {
     client.post_event(&EventSubject::node(NODE, "uid"), true, "R", "m").await.expect("event");
     stop.cancel();
 
-    let mut needed: std::collections::BTreeSet<(String, String, String)> = api.seen().iter().map(permission).collect();
+    let mut needed: std::collections::BTreeSet<Permission> = api.seen().iter().map(permission).collect();
     // Server-side apply of an object that does not exist yet creates it.
-    needed.insert(("networking.k8s.aws".into(), "nodeenistates".into(), "create".into()));
+    needed.insert((None, "networking.k8s.aws".into(), "nodeenistates".into(), "create".into()));
+    assert!(needed.iter().any(|(_, _, r, _)| r == "events"), "an Event was posted: {needed:?}");
 
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml")).expect("rbac.yaml");
-    let role: Value = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-        .find(|v: &Value| v["kind"] == "ClusterRole")
-        .expect("a ClusterRole");
-    let mut granted = std::collections::BTreeSet::new();
-    for rule in role["rules"].as_array().expect("rules") {
-        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(), "{rule}");
-        for group in rule["apiGroups"].as_array().expect("groups") {
-            for resource in rule["resources"].as_array().expect("resources") {
-                for verb in rule["verbs"].as_array().expect("verbs") {
-                    let s = |v: &Value| v.as_str().expect("string").to_string();
-                    granted.insert((s(group), s(resource), s(verb)));
-                }
-            }
-        }
-    }
-    let missing: Vec<_> = needed.difference(&granted).collect();
-    assert!(missing.is_empty(), "the client calls what the role does not grant: {missing:?}");
-    let allowed: std::collections::BTreeSet<(String, String, String)> = [
-        ("", "nodes", &["get", "list", "watch"][..]),
-        ("networking.k8s.aws", "nodeenis", &["get", "list", "watch"]),
-        ("networking.k8s.aws", "nodeenistates", &["get", "create", "patch"]),
-        ("networking.k8s.aws", "nodeenistates/status", &["get", "create", "patch"]),
-        ("", "events", &["create", "patch"]),
+    let granted = granted_by_the_deploy_roles();
+    let missing: Vec<_> = needed
+        .iter()
+        .filter(|(scope, g, r, v)| {
+            let everywhere = (None, g.clone(), r.clone(), v.clone());
+            !granted.contains(&everywhere)
+                && (scope.is_none() || !granted.contains(&(scope.clone(), g.clone(), r.clone(), v.clone())))
+        })
+        .collect();
+    assert!(missing.is_empty(), "the client calls what the roles do not grant: {missing:?}");
+    let events_in = Some(nodeeni_cluster::api::EVENTS_NAMESPACE.to_string());
+    let allowed: std::collections::BTreeSet<Permission> = [
+        (None, "", "nodes", &["get", "list", "watch"][..]),
+        (None, "networking.k8s.aws", "nodeenis", &["get", "list", "watch"]),
+        (None, "networking.k8s.aws", "nodeenistates", &["get", "create", "patch"]),
+        (None, "networking.k8s.aws", "nodeenistates/status", &["get", "create", "patch"]),
+        (events_in, "", "events", &["create", "patch"]),
     ]
     .iter()
-    .flat_map(|(g, r, verbs)| verbs.iter().map(move |v| (g.to_string(), r.to_string(), v.to_string())))
+    .flat_map(|(scope, g, r, verbs)| {
+        verbs.iter().map(move |v| (scope.clone(), g.to_string(), r.to_string(), v.to_string()))
+    })
     .collect();
     let extra: Vec<_> = granted.difference(&allowed).collect();
-    assert!(extra.is_empty(), "the role grants more than cluster mode needs: {extra:?}");
+    assert!(extra.is_empty(), "the roles grant more than cluster mode needs: {extra:?}");
 }

@@ -241,3 +241,96 @@ async fn cluster_2_the_api_down_across_a_restart_removes_nothing() {
     .await;
     wait_for_node_state(&nb, &api, "no ENIs reported", |o| o["status"]["eniCount"] == 0).await;
 }
+
+/// Passes the running daemon has finished with `result="ok"` (None before it serves /metrics).
+fn ok_passes(nb: &NodeBox) -> Option<f64> {
+    let (status, body) = nb.http_get("/metrics").ok()?;
+    let metrics = (status == 200).then(|| nodeeni_tests::nodebox::parse_metrics(&body).ok()).flatten()?;
+    Some(metrics.get("nodeeni_reconcile_total{result=\"ok\"}").copied().unwrap_or(0.0))
+}
+
+/// An edit that makes a NodeENI collide (the device index of another) is refused: an Event on it and
+/// a Degraded condition, its version in force stays and so does its ENI. Across a daemon restart the
+/// saved view keeps that version in force, so the refused edit is refused again, not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_3_a_colliding_edit_is_refused_and_stays_refused_across_a_restart() {
+    if !require_root("cluster_3_a_colliding_edit_is_refused_and_stays_refused_across_a_restart") {
+        return;
+    }
+    let Some((mut nb, api)) = cluster_box("cl-clash").await else { return };
+    nb.start_daemon();
+    let a = nb.world.subnet_a.clone();
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &a, 1));
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "spare", &a, 2));
+    let state = nb
+        .wait_for_state("both ready", WARM, |s| ready_in(s, "fast").len() == 1 && ready_in(s, "spare").len() == 1)
+        .await;
+    let spare = ready_in(&state, "spare");
+    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
+    eventually(
+        "the converged view saved",
+        Duration::from_secs(20),
+        async || std::fs::read_to_string(&saved).ok().filter(|t| t.contains("\"spare\"")),
+        || nb.daemon_log(),
+    )
+    .await;
+
+    // spare edited onto fast's device index: refused, generation 1 stays in force.
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "spare", &a, 1));
+    let object = wait_for_node_state(&nb, &api, "Degraded: NodeENIRefused", |o| {
+        condition(o, "Degraded").is_some_and(|c| c["status"] == "True" && c["reason"] == "NodeENIRefused")
+    })
+    .await;
+    let message = condition(&object, "Degraded").expect("degraded")["message"].as_str().expect("message").to_string();
+    assert!(message.contains("spare generation 2") && message.contains("generation 1 stays in force"), "{message}");
+    assert_eq!(object["status"]["observedGenerations"]["spare"], 1);
+    eventually(
+        "an Event on the NodeENI spare",
+        Duration::from_secs(20),
+        async || {
+            api.list(Kind::Event).into_iter().find(|e| {
+                e["involvedObject"]["name"] == "spare" && e["reason"] == "NodeENIRefused" && e["type"] == "Warning"
+            })
+        },
+        || format!("{:?}", api.list(Kind::Event)),
+    )
+    .await;
+
+    // A restart: the first composition starts from the saved view, so generation 1 stays in force.
+    nb.daemon.as_mut().expect("daemon").terminate();
+    nb.start_daemon();
+    eventually(
+        "two passes by the restarted daemon",
+        WARM,
+        async || ok_passes(&nb).filter(|n| *n >= 2.0),
+        || nb.daemon_log(),
+    )
+    .await;
+    assert_eq!(ready_in(&nb.state(), "spare"), spare, "spare's ENI stays\n{}", nb.daemon_log());
+    assert_eq!(ec2_ids(&nb).await.len(), 2, "nothing drained in EC2");
+    let object = wait_for_node_state(&nb, &api, "still refused after the restart", |o| {
+        condition(o, "Degraded").is_some_and(|c| c["reason"] == "NodeENIRefused")
+    })
+    .await;
+    assert_eq!(object["status"]["observedGenerations"]["spare"], 1);
+}
+
+/// Without the NodeENI CRD (its resource answered 404) and no saved view, the pool does not wait for
+/// a list that cannot come: it runs the file's pools, says why, and takes NodeENIs once the CRD is
+/// installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_4_without_the_crd_the_file_pools_run_and_nodeenis_follow_its_install() {
+    if !require_root("cluster_4_without_the_crd_the_file_pools_run_and_nodeenis_follow_its_install") {
+        return;
+    }
+    let Some((mut nb, api)) = cluster_box("cl-nocrd").await else { return };
+    api.serve_kind(Kind::NodeENI, false);
+    nb.start_daemon();
+    eventually("a pass without NodeENIs", WARM, async || ok_passes(&nb).filter(|n| *n >= 1.0), || nb.daemon_log())
+        .await;
+    assert!(nb.daemon_log().contains("is its CRD installed"), "the log says why\n{}", nb.daemon_log());
+
+    api.serve_kind(Kind::NodeENI, true);
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &nb.world.subnet_a.clone(), 1));
+    nb.wait_for_state("the NodeENI's ENI ready", WARM, |s| ready_in(s, "fast").len() == 1).await;
+}

@@ -84,6 +84,8 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
         "customresourcedefinition/nodeenistates.networking.k8s.aws",
         "clusterrole/nodeeni",
         "clusterrolebinding/nodeeni",
+        "role/nodeeni-events",
+        "rolebinding/nodeeni-events",
         "validatingadmissionpolicy/nodeeni-own-nodeenistate",
         "validatingadmissionpolicybinding/nodeeni-own-nodeenistate",
     ] {
@@ -99,6 +101,7 @@ fn built_in_kind(api_version: &str, kind: &str) -> Option<bool> {
         ("apps/v1", "DaemonSet") => Some(true),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => Some(false),
         ("rbac.authorization.k8s.io/v1", "ClusterRole" | "ClusterRoleBinding") => Some(false),
+        ("rbac.authorization.k8s.io/v1", "Role" | "RoleBinding") => Some(true),
         ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding") => {
             Some(false)
         }
@@ -108,10 +111,14 @@ fn built_in_kind(api_version: &str, kind: &str) -> Option<bool> {
 
 /// `kubectl apply -f deploy/` works on a cluster with nothing of ours: every file it reads is a
 /// Kubernetes object of a kind the cluster serves or a CRD earlier in the folder defines (no IAM
-/// policy, no Multus object), and every namespaced object's namespace exists or comes earlier.
+/// policy, no Multus object), every namespaced object's namespace exists or comes earlier, and the
+/// DaemonSet comes after its service account and ConfigMap (else its first pods fail to create).
 #[test]
 fn kubectl_apply_of_the_deploy_folder_creates_each_object_after_what_it_needs() {
     let mut namespaces: BTreeSet<String> = ["default".to_string(), "kube-system".to_string()].into();
+    // (kind, namespace, name) of the namespaced objects applied so far.
+    let mut applied: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut daemonsets = 0;
     // (group, kind) → namespaced, of the CRDs applied so far.
     let mut custom: BTreeMap<(String, String), bool> = BTreeMap::new();
     for (file, doc) in documents_of(installed()) {
@@ -130,6 +137,29 @@ fn kubectl_apply_of_the_deploy_folder_creates_each_object_after_what_it_needs() 
             let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
             assert!(namespaces.contains(ns), "{}: {kind}/{name} in namespace {ns}, created only later", file.display());
         }
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        if kind == "DaemonSet" {
+            daemonsets += 1;
+            let pod = &doc["spec"]["template"]["spec"];
+            let account = pod["serviceAccountName"].as_str().unwrap_or("default");
+            assert!(
+                account == "default" || applied.contains(&("ServiceAccount".into(), ns.clone(), account.into())),
+                "{}: DaemonSet/{name} runs as ServiceAccount {account}, created only later",
+                file.display()
+            );
+            for volume in pod["volumes"].as_array().into_iter().flatten() {
+                if let Some(cm) = volume["configMap"]["name"].as_str() {
+                    assert!(
+                        applied.contains(&("ConfigMap".into(), ns.clone(), cm.into())),
+                        "{}: DaemonSet/{name} mounts ConfigMap {cm}, created only later",
+                        file.display()
+                    );
+                }
+            }
+        }
+        if namespaced {
+            applied.insert((kind.to_string(), ns, name.to_string()));
+        }
         match kind {
             "Namespace" => {
                 namespaces.insert(name.to_string());
@@ -146,6 +176,7 @@ fn kubectl_apply_of_the_deploy_folder_creates_each_object_after_what_it_needs() 
         }
     }
     assert!(namespaces.contains("nodeeni"), "the install creates its namespace");
+    assert_eq!(daemonsets, 1, "the install runs the daemon");
     assert_eq!(custom.len(), 2, "the install defines NodeENI and NodeENIState: {custom:?}");
 }
 

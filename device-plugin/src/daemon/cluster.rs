@@ -7,11 +7,12 @@
 //! change only on complete lists or single-object events (see `nodeeni_cluster::api`), and until the
 //! first list the saved view is in force; with neither, the pool waits.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nodeeni_cluster::api::{ApiError, ClusterClient, EventLimiter, EventSubject, NodeView};
+use nodeeni_cluster::api::{ApiError, ClusterClient, EventLimiter, EventSubject, NodeView, Watched};
 use nodeeni_cluster::compose::{Composition, Declared, compose};
 use nodeeni_cluster::crd::{NodeENIStateSpec, NodeENIStateStatus};
 use nodeeni_cluster::report::{PassOutcome, degraded_reason, status_of};
@@ -37,6 +38,8 @@ const EVENT_WINDOW: Duration = Duration::from_secs(300);
 const EVENT_BURST: usize = 20;
 /// How long a node-state read for the status may wait for the lock.
 const STATE_READ_WAIT: Duration = Duration::from_secs(5);
+/// Compositions kept to pair a pass with the one it ran (a pass may finish under an older one).
+const COMPOSITIONS_KEPT: usize = 8;
 
 /// Where cluster mode reaches the API (the `run` flags).
 #[derive(Debug, Clone)]
@@ -62,12 +65,13 @@ struct Publication {
 
 pub(super) struct Cluster {
     client: ClusterClient,
-    node: watch::Receiver<Option<NodeView>>,
-    nodeenis: watch::Receiver<Option<Vec<Declared>>>,
+    node: Watched<NodeView>,
+    nodeenis: Watched<Vec<Declared>>,
     state_dir: PathBuf,
     saved: Option<SavedView>,
-    /// The composition in force: its NodeENI versions are `compose`'s `previous`.
-    composition: Option<Arc<Composition>>,
+    /// The latest compositions, newest last. The newest is in force: its NodeENI versions are
+    /// `compose`'s `previous`; older ones pair with a pass that ran them.
+    compositions: VecDeque<Arc<Composition>>,
     /// The node's identity, once resolved (for the saved view and the NodeENIState spec).
     identity: Option<NodeIdentity>,
     events: Arc<EventLimiter>,
@@ -107,7 +111,7 @@ impl Cluster {
             client,
             state_dir: state_dir.to_path_buf(),
             saved,
-            composition: None,
+            compositions: VecDeque::new(),
             identity: None,
             events: Arc::new(EventLimiter::new(EVENT_REPEAT, EVENT_WINDOW, EVENT_BURST)),
             publications: watch::channel(None).0,
@@ -124,7 +128,7 @@ impl Cluster {
             return out;
         }
         let wait = if self.saved.is_some() { NODE_WAIT_WITH_SAVED } else { NODE_WAIT };
-        let node = tokio::time::timeout(wait, self.node.wait_for(Option::is_some))
+        let node = tokio::time::timeout(wait, self.node.view.wait_for(Option::is_some))
             .await
             .ok()
             .and_then(|r| r.ok().and_then(|v| v.clone()));
@@ -164,33 +168,73 @@ impl Cluster {
         spawn_publisher(
             self.client.clone(),
             store,
-            self.node.clone(),
+            self.node.view.clone(),
             spec,
             self.publications.subscribe(),
             self.stop.child_token(),
         );
     }
 
-    /// Whether there is something to act on: a saved view, or both watches listed once.
+    /// Whether there is something to act on: a saved view, or the Node read and the NodeENIs
+    /// listed (or their resource not served at all: no CRD, no NodeENIs, the file's pools run).
     pub(super) fn ready(&self) -> bool {
-        self.saved.is_some() || (self.node.borrow().is_some() && self.nodeenis.borrow().is_some())
+        self.waiting_for().is_none()
     }
 
-    /// Waits until either view changes (pending forever once both watches ended).
+    /// What the pool still waits for before it can run, for the log; None when ready.
+    pub(super) fn waiting_for(&self) -> Option<String> {
+        if self.saved.is_some() {
+            return None;
+        }
+        let mut missing = Vec::new();
+        if self.node.view.borrow().is_none() {
+            let health = self.node.health.borrow();
+            missing.push(match (&health.last_error, health.not_found) {
+                (_, true) => format!("the Node {:?} (the API has no Node of this name)", self.client.node_name()),
+                (Some(e), _) => format!("the Node {:?} (last error: {e})", self.client.node_name()),
+                (None, _) => format!("the Node {:?}", self.client.node_name()),
+            });
+        }
+        if self.nodeenis.view.borrow().is_none() && !self.nodeenis.health.borrow().not_found {
+            missing.push(match &self.nodeenis.health.borrow().last_error {
+                Some(e) => format!("the NodeENI list (last error: {e})"),
+                None => "the NodeENI list".to_string(),
+            });
+        }
+        (!missing.is_empty()).then(|| missing.join("; "))
+    }
+
+    /// Waits until a view changes, or whether the NodeENI resource is served (pending forever once
+    /// the watches ended).
     pub(super) async fn changed(&mut self) {
-        let (node, nodeenis) = (self.node.changed(), self.nodeenis.changed());
+        let served = self.nodeenis.health.borrow().not_found;
+        let nodeeni_resource = async {
+            loop {
+                if self.nodeenis.health.changed().await.is_err() {
+                    return std::future::pending::<()>().await;
+                }
+                if self.nodeenis.health.borrow().not_found != served {
+                    return;
+                }
+            }
+        };
         tokio::select! {
-            Ok(()) = node => {}
-            Ok(()) = nodeenis => {}
+            Ok(()) = self.node.view.changed() => {}
+            Ok(()) = self.nodeenis.view.changed() => {}
+            () = nodeeni_resource => {}
             else => std::future::pending().await,
         }
+    }
+
+    fn in_force(&self) -> Option<&Arc<Composition>> {
+        self.compositions.back()
     }
 
     /// The configuration to run now, from `file` and the views (the saved view standing in for a
     /// view not listed yet). Refusals are logged, and posted as Events on their NodeENI.
     pub(super) fn compose(&mut self, file: &PoolConfig) -> PoolConfig {
-        let node = self.node.borrow().clone();
-        let listed = self.nodeenis.borrow().clone();
+        let node = self.node.view.borrow().clone();
+        let listed = self.nodeenis.view.borrow().clone();
         let saved = self.saved.as_ref();
         let labels = match (&node, saved) {
             (Some(n), _) => n.labels.clone(),
@@ -198,11 +242,16 @@ impl Cluster {
             (None, None) => file.node.labels.clone(),
         };
         let declared = listed.unwrap_or_else(|| saved.map(|s| s.in_force.clone()).unwrap_or_default());
-        let previous = self.composition.as_ref().map(|c| c.in_force.clone()).unwrap_or_default();
+        // The versions in force: the last composition's, or at a start the saved view's, so an edit
+        // refused before a restart is refused again instead of replacing the version in force.
+        let previous = match (self.in_force(), saved) {
+            (Some(c), _) => c.in_force.clone(),
+            (None, Some(s)) => s.in_force.iter().map(|d| (d.name.clone(), d.clone())).collect(),
+            (None, None) => Default::default(),
+        };
         let composition = compose(file, &labels, &declared, &previous);
         let before: Vec<(String, i64)> = self
-            .composition
-            .as_ref()
+            .in_force()
             .map(|c| c.refused.iter().map(|r| (r.nodeeni.clone(), r.generation)).collect())
             .unwrap_or_default();
         for r in &composition.refused {
@@ -223,15 +272,25 @@ impl Cluster {
             }
         }
         let config = composition.config.clone();
-        self.composition = Some(Arc::new(composition));
+        if self.in_force().is_none_or(|c| **c != composition) {
+            self.compositions.push_back(Arc::new(composition));
+        }
+        if self.compositions.len() > COMPOSITIONS_KEPT {
+            self.compositions.pop_front();
+        }
         config
     }
 
     /// After a pass: the status publisher is told, Events go out for refusals and repairs, and a
     /// good pass under the composition in force saves it as what the node converged to.
     pub(super) fn pass_done(&mut self, news: PassNews) {
-        let Some(composition) = self.composition.clone() else { return };
-        let node = self.node.borrow().clone();
+        // The composition the pass ran: a pass started before the latest reload or watch event
+        // reports on the configuration it had, not on the newest.
+        let Some(composition) = self.compositions.iter().rev().find(|c| c.config == *news.config).cloned() else {
+            tracing::debug!("a pass under a configuration no longer kept; the next pass reports");
+            return;
+        };
+        let node = self.node.view.borrow().clone();
         let node_subject =
             EventSubject::node(self.client.node_name(), node.as_ref().map(|n| n.uid.as_str()).unwrap_or(""));
         if let PassOutcome::Done { refused } = &news.outcome {
@@ -249,8 +308,9 @@ impl Cluster {
             .publications
             .send(Some(Publication { composition: composition.clone(), outcome: news.outcome.clone() }));
 
-        let converged = matches!(news.outcome, PassOutcome::Done { .. }) && *news.config == composition.config;
-        if !converged {
+        // Saved only when the pass ran the composition in force (an older one is history).
+        let in_force = self.in_force().is_some_and(|c| Arc::ptr_eq(c, &composition));
+        if !matches!(news.outcome, PassOutcome::Done { .. }) || !in_force {
             return;
         }
         let identity = self.identity.as_ref();

@@ -37,6 +37,8 @@ pub use nodeeni_ipam::reconcile::DRAIN_MARKER;
 
 /// How long shutdown waits for a reconcile pass in flight before leaving it to the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// While cluster mode waits for its first lists: how often the wait is logged (and probes beat).
+const WAITING_REMINDER: Duration = Duration::from_secs(30);
 
 /// How the daemon runs on this node (command-line flags; the pools come from the config file).
 #[derive(Debug, Clone)]
@@ -158,15 +160,19 @@ pub async fn run(
         // Nothing to act on yet (no saved view, no list): the pool waits rather than run without
         // the NodeENIs, which would take theirs away. The file's resources are served meanwhile.
         if !c.ready() {
-            tracing::warn!(
-                "waiting for the Kubernetes API's first lists of the Node and the NodeENIs before the pool runs"
-            );
             resources.apply(&file_config, &file_config.node.labels);
-            while !c.ready() {
+            // Waiting is the daemon working as meant, so the liveness probe is kept beating; what
+            // is awaited is logged now and then, with the API's last error.
+            let mut remind = tokio::time::interval(WAITING_REMINDER);
+            while let Some(missing) = c.waiting_for() {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         resources.wait_stopped().await;
                         return Ok(());
+                    }
+                    _ = remind.tick() => {
+                        shared.probes.beat(Duration::from_secs(file_config.reconcile_interval_secs));
+                        tracing::warn!(waiting_for = missing, "the pool waits for the Kubernetes API before it runs (no saved view on this node)");
                     }
                     () = c.changed() => {}
                     new = reload.next(&file_config, &shared.metrics) => file_config = new,

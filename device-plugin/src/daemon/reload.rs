@@ -25,6 +25,9 @@ pub(super) struct Reload {
     hangup: Option<Signal>,
     /// The text last read, so a touch that changes nothing is not a reload.
     last_text: Option<String>,
+    /// A change seen whose burst is still settling: kept across a dropped wait, so a wait cancelled
+    /// by another branch of the daemon's loop never loses the change.
+    pending: bool,
 }
 
 impl Reload {
@@ -36,11 +39,12 @@ impl Reload {
             events: Some(watch_folder(dir)?),
             hangup: signal(SignalKind::hangup()).ok(),
             last_text: std::fs::read_to_string(path).ok(),
+            pending: false,
         })
     }
 
-    /// Waits for a valid configuration that differs from `current`. Cancel-safe: dropping the wait
-    /// loses nothing but the burst being settled.
+    /// Waits for a valid configuration that differs from `current`. Cancel-safe: a change seen
+    /// before the wait was dropped is read by the next wait.
     pub(super) async fn next(&mut self, current: &PoolConfig, metrics: &Metrics) -> PoolConfig {
         loop {
             self.wait_for_change().await;
@@ -85,6 +89,20 @@ impl Reload {
     }
 
     async fn wait_for_change(&mut self) {
+        if !self.pending {
+            self.wait_for_event().await;
+        }
+        if self.pending {
+            tokio::time::sleep(SETTLE).await;
+            if let Some(events) = self.events.as_mut() {
+                while events.try_recv().is_ok() {}
+            }
+            self.pending = false;
+        }
+    }
+
+    /// Waits for a folder event (then `pending` is set: the burst settles next) or SIGHUP.
+    async fn wait_for_event(&mut self) {
         let folder = async {
             match self.events.as_mut() {
                 Some(events) => events.recv().await,
@@ -99,12 +117,7 @@ impl Reload {
         };
         tokio::select! {
             event = folder => match event {
-                Some(Ok(_)) => {
-                    tokio::time::sleep(SETTLE).await;
-                    if let Some(events) = self.events.as_mut() {
-                        while events.try_recv().is_ok() {}
-                    }
-                }
+                Some(Ok(_)) => self.pending = true,
                 ended => {
                     tracing::error!(reason = ?ended, "the configuration folder is not watched any more; SIGHUP still reloads");
                     self.events = None;
