@@ -255,7 +255,7 @@ impl ClusterClient {
                         let mut newly_missing = false;
                         health_tx.send_modify(|h| newly_missing = h.failed(&e));
                         if newly_missing {
-                            tracing::error!(error = %e, "the NodeENI resource is not served: is its CRD installed (deploy/crds/)? Retrying with backoff")
+                            tracing::error!(error = %e, "the NodeENI resource is not served: is its CRD installed (deploy/crds.yaml)? Retrying with backoff")
                         } else {
                             tracing::warn!(error = %e, "the NodeENI watch failed; retrying with backoff, the last view stays in force")
                         }
@@ -267,8 +267,16 @@ impl ClusterClient {
                         }
                     }
                     Some(Ok(WatchEvent::InitDone)) => {
+                        // Only a list seen from its start replaces the view: an end without a
+                        // start would publish an empty list and take every NodeENI's ENIs away.
+                        let Some(listed) = buffer.take() else {
+                            tracing::warn!(
+                                "a NodeENI list ended that was not seen to start; the last view stays in force"
+                            );
+                            continue;
+                        };
                         health_tx.send_if_modified(|h| std::mem::replace(&mut h.not_found, false));
-                        current = buffer.take().unwrap_or_default();
+                        current = listed;
                         tracing::info!(count = current.len(), "NodeENIs listed");
                         publish(&tx, current.values().cloned().collect());
                     }

@@ -143,7 +143,7 @@ pub(crate) mod tests {
     use nodeeni_conf::LoadOptions;
     use serde_json::json;
 
-    fn file(pools_yaml: &str) -> PoolConfig {
+    pub(crate) fn file(pools_yaml: &str) -> PoolConfig {
         let text = format!("clusterName: c1\npools:\n{pools_yaml}");
         PoolConfig::from_text(&text, &LoadOptions::default()).expect("valid file")
     }
@@ -167,7 +167,7 @@ pub(crate) mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    const FILE_POOL: &str = "  - name: fast\n    mode: kernel\n    resourceName: nodeeni.io/fast\n    subnetIds: [subnet-0aaaabbbbccccdddd]\n    firstDeviceIndex: 1\n";
+    pub(crate) const FILE_POOL: &str = "  - name: fast\n    mode: kernel\n    resourceName: nodeeni.io/fast\n    subnetIds: [subnet-0aaaabbbbccccdddd]\n    firstDeviceIndex: 1\n";
 
     #[test]
     fn nodeenis_join_the_file_pools_and_the_nodes_labels_replace_the_files() {

@@ -30,6 +30,14 @@ pub struct SavedView {
     pub instance_type: Option<String>,
 }
 
+impl SavedView {
+    /// The versions in force by name: what the first composition after a start builds on, so an
+    /// edit refused before the restart is refused again rather than run.
+    pub fn versions_in_force(&self) -> BTreeMap<String, Declared> {
+        self.in_force.iter().map(|d| (d.name.clone(), d.clone())).collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SavedError {
     #[error("{path}: {source}")]
@@ -58,7 +66,8 @@ pub fn save(state_dir: &Path, view: &SavedView) -> Result<(), SavedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::tests::indexed;
+    use crate::compose::compose;
+    use crate::compose::tests::{FILE_POOL, file, indexed};
 
     #[test]
     fn a_saved_view_reads_back_as_written_and_a_missing_one_is_none() {
@@ -75,5 +84,36 @@ mod tests {
         assert_eq!(load(dir.path()).expect("load"), Some(view));
         std::fs::write(dir.path().join(FILE_NAME), b"{torn").expect("write");
         assert!(matches!(load(dir.path()), Err(SavedError::Parse { .. })));
+    }
+
+    /// The restart path, without a daemon: a colliding edit refused before the restart is refused
+    /// again by a composition seeded from the saved view alone, and the version in force stays.
+    #[test]
+    fn a_composition_seeded_from_the_saved_view_keeps_refusing_a_refused_edit() {
+        let base = file(FILE_POOL);
+        let older = indexed("older", 1, "2026-01-01T00:00:00Z", 2);
+        let younger = indexed("younger", 1, "2026-01-02T00:00:00Z", 3);
+        let edited = indexed("older", 2, "2026-01-01T00:00:00Z", 3);
+        let converged = compose(&base, &BTreeMap::new(), &[older.clone(), younger.clone()], &BTreeMap::new());
+        let refused = compose(&base, &BTreeMap::new(), &[edited.clone(), younger.clone()], &converged.in_force);
+        assert_eq!(refused.in_force["older"], older, "refused before the restart");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = SavedView { in_force: refused.in_force.values().cloned().collect(), ..SavedView::default() };
+        save(dir.path(), &view).expect("save");
+        let restarted = load(dir.path()).expect("load").expect("saved");
+        let c = compose(&base, &BTreeMap::new(), &[edited, younger], &restarted.versions_in_force());
+        assert_eq!(c.in_force["older"], older, "generation 1 stays in force after the restart");
+        assert_eq!(c.config.pool("older").map(|p| p.first_device_index), Some(2));
+        let r = c.refused.iter().find(|r| r.nodeeni == "older").expect("the edit refused again");
+        assert_eq!((r.generation, r.kept_generation), (2, Some(1)));
+        // Seeded from nothing instead, the same lists would run the edit and refuse the unchanged one.
+        let unseeded = compose(
+            &base,
+            &BTreeMap::new(),
+            &[indexed("older", 2, "2026-01-01T00:00:00Z", 3), indexed("younger", 1, "2026-01-02T00:00:00Z", 3)],
+            &BTreeMap::new(),
+        );
+        assert_ne!(unseeded.in_force.get("older"), Some(&older));
     }
 }

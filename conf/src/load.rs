@@ -107,6 +107,7 @@ fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Prob
                 reconcile_interval_secs: 60,
                 leak_grace_secs: 300,
                 pools: Vec::new(),
+                keep_undeclared: false,
             }
         }
     };

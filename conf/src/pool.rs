@@ -295,6 +295,11 @@ pub struct PoolConfig {
     pub reconcile_interval_secs: u64,
     pub leak_grace_secs: u64,
     pub pools: Vec<Pool>,
+    /// Leave alone the ENIs of pools this configuration does not name, instead of removing them.
+    /// Not read from the file: cluster mode sets it while the NodeENIs have not been listed (the
+    /// API down or answering 404 at a start), when a pool missing here may be a NodeENI's.
+    #[serde(skip)]
+    pub keep_undeclared: bool,
 }
 
 impl PoolConfig {
@@ -349,6 +354,7 @@ pub(crate) fn read_pool_config(doc: &Value, path: &str, problems: &mut Problems)
         reconcile_interval_secs,
         leak_grace_secs,
         pools,
+        keep_undeclared: false,
     })
 }
 

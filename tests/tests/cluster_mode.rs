@@ -334,3 +334,61 @@ async fn cluster_4_without_the_crd_the_file_pools_run_and_nodeenis_follow_its_in
     api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &nb.world.subnet_a.clone(), 1));
     nb.wait_for_state("the NodeENI's ENI ready", WARM, |s| ready_in(s, "fast").len() == 1).await;
 }
+
+/// A 404 on the NodeENIs is no proof they are gone (an API server that is starting answers it too).
+/// With no saved view to stand in and the node state lost as well (the ENI known only from its EC2
+/// tags), the file's pools run but a NodeENI's ENI stays; once the NodeENIs list, it is the same ENI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_5_a_404_without_a_saved_view_drains_nothing_the_node_holds() {
+    if !require_root("cluster_5_a_404_without_a_saved_view_drains_nothing_the_node_holds") {
+        return;
+    }
+    let Some((mut nb, api)) = cluster_box("cl-404").await else { return };
+    nb.start_daemon();
+    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &nb.world.subnet_a.clone(), 1));
+    let state = nb.wait_for_state("the ENI ready", WARM, |s| ready_in(s, "fast").len() == 1).await;
+    let eni = ready_in(&state, "fast");
+    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
+    eventually(
+        "the converged view saved",
+        Duration::from_secs(20),
+        async || std::fs::read_to_string(&saved).ok().filter(|t| t.contains("\"fast\"")),
+        || nb.daemon_log(),
+    )
+    .await;
+
+    // Restart with the saved view and the node state gone and the NodeENI resource answering 404.
+    nb.daemon.as_mut().expect("daemon").terminate();
+    std::fs::remove_file(&saved).expect("remove the saved view");
+    std::fs::remove_file(nb.store().path()).expect("remove the node state");
+    api.serve_kind(Kind::NodeENI, false);
+    let earlier = nb.daemon_log().len();
+    nb.start_daemon();
+    eventually("two passes under the 404", WARM, async || ok_passes(&nb).filter(|n| *n >= 2.0), || nb.daemon_log())
+        .await;
+    let log = nb.daemon_log()[earlier..].to_string();
+    assert!(log.contains("is its CRD installed"), "the 404 was met\n{log}");
+    assert_eq!(ec2_ids(&nb).await, eni, "nothing removed in EC2\n{log}");
+    let kept: Vec<String> = nb
+        .state()
+        .enis
+        .iter()
+        .filter(|e| e.pool == "fast")
+        .filter_map(|e| e.eni_id.as_ref().map(ToString::to_string))
+        .collect();
+    assert_eq!(kept, eni, "the ENI adopted back into the node state by its tags, and kept");
+    assert!(log.contains("keeping the ENIs of pools not declared here"), "and said what is kept\n{log}");
+
+    // Served again: the NodeENI lists, passes run with it, and the ENI is the one it had.
+    api.serve_kind(Kind::NodeENI, true);
+    eventually(
+        "the NodeENIs listed",
+        WARM,
+        async || nb.daemon_log()[earlier..].contains("NodeENIs listed").then_some(()),
+        || nb.daemon_log(),
+    )
+    .await;
+    nb.wait_for_passes(2).await;
+    assert_eq!(ready_in(&nb.state(), "fast"), eni, "the same ENI\n{}", nb.daemon_log());
+    assert_eq!(ec2_ids(&nb).await, eni, "and no other in EC2");
+}

@@ -176,7 +176,8 @@ impl Cluster {
     }
 
     /// Whether there is something to act on: a saved view, or the Node read and the NodeENIs
-    /// listed (or their resource not served at all: no CRD, no NodeENIs, the file's pools run).
+    /// listed (or their resource not served at all: the file's pools run, and the ENIs of any
+    /// other pool stay, see `compose`).
     pub(super) fn ready(&self) -> bool {
         self.waiting_for().is_none()
     }
@@ -207,13 +208,13 @@ impl Cluster {
     /// Waits until a view changes, or whether the NodeENI resource is served (pending forever once
     /// the watches ended).
     pub(super) async fn changed(&mut self) {
-        let served = self.nodeenis.health.borrow().not_found;
+        let not_found = self.nodeenis.health.borrow().not_found;
         let nodeeni_resource = async {
             loop {
                 if self.nodeenis.health.changed().await.is_err() {
                     return std::future::pending::<()>().await;
                 }
-                if self.nodeenis.health.borrow().not_found != served {
+                if self.nodeenis.health.borrow().not_found != not_found {
                     return;
                 }
             }
@@ -235,6 +236,7 @@ impl Cluster {
     pub(super) fn compose(&mut self, file: &PoolConfig) -> PoolConfig {
         let node = self.node.view.borrow().clone();
         let listed = self.nodeenis.view.borrow().clone();
+        let listed_yet = listed.is_some();
         let saved = self.saved.as_ref();
         let labels = match (&node, saved) {
             (Some(n), _) => n.labels.clone(),
@@ -246,10 +248,14 @@ impl Cluster {
         // refused before a restart is refused again instead of replacing the version in force.
         let previous = match (self.in_force(), saved) {
             (Some(c), _) => c.in_force.clone(),
-            (None, Some(s)) => s.in_force.iter().map(|d| (d.name.clone(), d.clone())).collect(),
+            (None, Some(s)) => s.versions_in_force(),
             (None, None) => Default::default(),
         };
-        let composition = compose(file, &labels, &declared, &previous);
+        let mut composition = compose(file, &labels, &declared, &previous);
+        // Until the NodeENIs are listed, neither a saved view (it may predate the last NodeENIs
+        // created) nor a 404 (an API server starting answers it too) proves a pool is gone: the
+        // ENIs of pools missing here stay until a list says.
+        composition.config.keep_undeclared = !listed_yet;
         let before: Vec<(String, i64)> = self
             .in_force()
             .map(|c| c.refused.iter().map(|r| (r.nodeeni.clone(), r.generation)).collect())

@@ -86,7 +86,23 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         listed.extend(found);
         let desired = self.desired().await?;
         report.refused.extend(desired.refused.iter().map(|(pool, msg)| format!("{pool}: {msg}")));
-        let refused_pools = desired.refused_pools();
+        let mut refused_pools = desired.refused_pools();
+        if self.config.keep_undeclared {
+            // Records of pools the configuration does not name (adopted ones included) stay: they
+            // may be a NodeENI's that cannot be listed now.
+            let mut kept: Vec<String> = state
+                .enis
+                .iter()
+                .map(|r| r.pool.clone())
+                .filter(|p| self.config.pool(p).is_none() && !refused_pools.contains(p))
+                .collect();
+            kept.sort_unstable();
+            kept.dedup();
+            if !kept.is_empty() {
+                tracing::info!(pools = ?kept, "keeping the ENIs of pools not declared here until the NodeENIs are listed");
+            }
+            refused_pools.extend(kept);
+        }
         let plan = plan::plan(&plan::PlanInput {
             slots: &desired.slots,
             refused_pools: &refused_pools,
