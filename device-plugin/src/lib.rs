@@ -22,3 +22,4 @@ pub mod probes;
 pub mod registration;
 pub mod service;
 pub mod sriov;
+pub mod traces;

@@ -4,22 +4,25 @@
 use std::sync::{Arc, Mutex};
 
 use nodeeni_device_plugin::http::LogLevel;
+use nodeeni_device_plugin::traces::{Endpoint, OtlpLayer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::cmd::LogFormat;
 
-/// The filter from `NODEENI_LOG` when set, else `level`; returns the handle that changes it.
-pub fn init(format: LogFormat, level: &str) -> Option<Arc<dyn LogLevel>> {
+/// The filter from `NODEENI_LOG` when set, else `level`; with `traces`, spans are exported there too
+/// (through the same filter). Returns the handle that changes the filter.
+pub fn init(format: LogFormat, level: &str, traces: Option<Endpoint>) -> Option<Arc<dyn LogLevel>> {
     let filter = EnvFilter::try_from_env("NODEENI_LOG")
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = ReloadableFilter::new(filter);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let otlp = traces.map(|endpoint| OtlpLayer::export(endpoint, "nodeeni-device-plugin"));
     let installed = match format {
-        LogFormat::Json => tracing_subscriber::registry().with(filter).with(fmt.json()).try_init(),
-        LogFormat::Text => tracing_subscriber::registry().with(filter).with(fmt.with_ansi(false)).try_init(),
+        LogFormat::Json => tracing_subscriber::registry().with(filter).with(fmt.json()).with(otlp).try_init(),
+        LogFormat::Text => tracing_subscriber::registry().with(filter).with(fmt.with_ansi(false)).with(otlp).try_init(),
     };
     installed.ok().map(|()| Arc::new(handle) as Arc<dyn LogLevel>)
 }

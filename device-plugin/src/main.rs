@@ -12,7 +12,14 @@ use cmd::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_level = logging::init(cli.log_format, &cli.log_level);
+    let traces = match cli.otlp_endpoint.as_deref().map(nodeeni_device_plugin::traces::Endpoint::parse).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log_level = logging::init(cli.log_format, &cli.log_level, traces);
     match cli.command {
         Cmd::Run(args) => cmd::run(*args, log_level),
         Cmd::Drain { config, cluster_name, timeout, imds_endpoint, resume } => {

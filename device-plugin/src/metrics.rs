@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use nodeeni_conf::PoolConfig;
 use nodeeni_ipam::ec2::AwsEc2;
 use nodeeni_ipam::resilience::{BreakerState, LATENCY_BUCKETS, Resilient};
 use nodeeni_state::node::{Lifecycle, NodeState};
@@ -235,6 +236,9 @@ struct PoolCounts {
 #[derive(Debug, Default)]
 pub struct PoolSnapshot {
     counts: RwLock<Option<PoolCounts>>,
+    /// What the configuration in force declares on this node: pool → (resource, mode, ENIs). The
+    /// alerts compare it with the ready ENIs.
+    declared: RwLock<BTreeMap<String, (String, &'static str, u64)>>,
 }
 
 impl PoolSnapshot {
@@ -248,6 +252,23 @@ impl PoolSnapshot {
         }
         *self.counts.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counts);
     }
+
+    /// The pools `config` runs on this node (its labels select them) and the ENIs each declares; a
+    /// drained node declares none (`declare_none`).
+    pub fn declare(&self, config: &PoolConfig) {
+        let declared = config
+            .pools_for(&config.node.labels)
+            .map(|p| {
+                let resource = p.resource_name.as_ref().map(ToString::to_string).unwrap_or_default();
+                (p.name.clone(), (resource, p.mode.as_str(), u64::from(p.eni_count())))
+            })
+            .collect();
+        *self.declared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = declared;
+    }
+
+    pub fn declare_none(&self) {
+        self.declared.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
 }
 
 fn gauge(n: u64) -> ConstGauge {
@@ -256,6 +277,19 @@ fn gauge(n: u64) -> ConstGauge {
 
 impl Collector for PoolSnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let declared = self.declared.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if !declared.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "nodeeni_pool_enis_declared",
+                "ENIs each pool on this node declares in the configuration in force (its resource and mode as labels).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (pool, (resource, mode, n)) in &declared {
+                let labels = [("pool", pool.as_str()), ("resource", resource.as_str()), ("mode", *mode)];
+                gauge(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let Some(counts) = self.counts.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
             return Ok(());
         };
@@ -435,6 +469,12 @@ mod tests {
             ..NodeState::default()
         };
         snapshot.refresh(&state, 2);
+        let config = PoolConfig::from_text(
+            "clusterName: c\npools:\n  - {name: fast, mode: kernel, resourceName: nodeeni.io/fast, subnetIds: [subnet-12345678, subnet-87654321], enisPerSubnet: 2}\n  - {name: m, mode: host, subnetIds: [subnet-12345678], firstDeviceIndex: 5}\n  - {name: other, mode: kernel, resourceName: nodeeni.io/other, subnetIds: [subnet-12345678], firstDeviceIndex: 6, nodeSelector: {role: other}}\n",
+            &nodeeni_conf::load::LoadOptions::default(),
+        )
+        .expect("config");
+        snapshot.declare(&config);
         call(&ec2, "CreateNetworkInterface", Ok(())).await;
         call(&ec2, "CreateNetworkInterface", Ok(())).await;
         call(&ec2, "DeleteNetworkInterface", Err(ErrorClass::NotFound)).await;
@@ -452,6 +492,8 @@ mod tests {
             "nodeeni_pool_enis_held{pool=\"fast\"} 1\n",
             "nodeeni_pool_enis_held{pool=\"dp\"} 0\n",
             "nodeeni_attachment_records_quarantined 2\n",
+            "nodeeni_pool_enis_declared{pool=\"fast\",resource=\"nodeeni.io/fast\",mode=\"kernel\"} 4\n",
+            "nodeeni_pool_enis_declared{pool=\"m\",resource=\"\",mode=\"host\"} 1\n",
             "nodeeni_ec2_calls_total{operation=\"CreateNetworkInterface\",outcome=\"ok\"} 2\n",
             "nodeeni_ec2_calls_total{operation=\"DeleteNetworkInterface\",outcome=\"not_found\"} 1\n",
             "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"0.005\"} 2\n",
@@ -482,6 +524,100 @@ mod tests {
             .filter(|l| l.starts_with("nodeeni_ec2_call_duration_seconds_bucket{operation=\"Create"))
             .count();
         assert_eq!(buckets, LATENCY_BUCKETS.len() + 1, "the resilience layer's buckets, and +Inf\n{text}");
+        assert!(!text.contains("pool=\"other\""), "a pool that does not select the node is not declared\n{text}");
+    }
+
+    #[test]
+    fn a_drained_node_declares_nothing() {
+        let snapshot = PoolSnapshot::default();
+        let config = PoolConfig::from_text(
+            "clusterName: c\npools:\n  - {name: m, mode: host, subnetIds: [subnet-12345678]}\n",
+            &nodeeni_conf::load::LoadOptions::default(),
+        )
+        .expect("config");
+        let mut m = Metrics::new();
+        let snapshot = Arc::new(snapshot);
+        m.collect(snapshot.clone());
+        snapshot.declare(&config);
+        assert!(m.render().contains("nodeeni_pool_enis_declared{pool=\"m\""));
+        snapshot.declare_none();
+        assert!(!m.render().contains("nodeeni_pool_enis_declared"));
+    }
+
+    /// The metric names in a PromQL text (`nodeeni_…` only; others, such as kube-state-metrics',
+    /// are not ours to check).
+    fn nodeeni_names_in(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("nodeeni_") {
+            let before = rest[..at].chars().next_back();
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            // A name starts where no identifier character precedes it (not inside `x_nodeeni_y`).
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                names.insert(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// The dashboard and the alerting rules query only what the daemon exports: every `nodeeni_…`
+    /// name in their queries is a family the code registers (or a histogram's series of one).
+    #[tokio::test]
+    async fn the_dashboard_and_the_rules_query_only_exported_metrics() {
+        let (_, text) = everything().await;
+        let mut exported = BTreeSet::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').expect("# TYPE name type");
+            match kind {
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        exported.insert(format!("{name}{suffix}"));
+                    }
+                    true
+                }
+                _ => exported.insert(name.to_string()),
+            };
+        }
+        let monitoring = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/monitoring");
+        let dashboard: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{monitoring}/dashboard.json")).expect("dashboard.json"),
+        )
+        .expect("the dashboard is JSON");
+        let mut queries = Vec::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                queries.push(target["expr"].as_str().expect("a target's expr").to_string());
+            }
+        }
+        assert!(queries.len() >= 9, "a query per panel at least: {queries:?}");
+        let rules: serde_json::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(format!("{monitoring}/nodeeni.rules.yaml")).expect("rules"),
+        )
+        .expect("the rules are YAML");
+        for group in rules["groups"].as_array().expect("groups") {
+            for rule in group["rules"].as_array().expect("rules") {
+                queries.push(rule["expr"].as_str().expect("a rule's expr").to_string());
+            }
+        }
+        let mut used = BTreeSet::new();
+        for q in &queries {
+            let names = nodeeni_names_in(q);
+            assert!(!names.is_empty() || q.contains("kube_"), "{q}: queries no metric we know");
+            used.extend(names);
+        }
+        let unknown: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(unknown.is_empty(), "queried but not exported: {unknown:?}\nexported: {exported:?}");
+        assert!(used.len() >= 10, "the dashboard and rules cover the families: {used:?}");
+    }
+
+    #[test]
+    fn names_are_found_in_promql() {
+        let names = nodeeni_names_in(
+            "sum by (pool) (rate(nodeeni_ec2_calls_total{outcome!=\"ok\"}[5m])) / x_nodeeni_no + nodeeni_up",
+        );
+        assert_eq!(names, BTreeSet::from(["nodeeni_ec2_calls_total".to_string(), "nodeeni_up".to_string()]));
     }
 
     #[tokio::test]
@@ -575,7 +711,7 @@ mod tests {
     async fn the_exposition_is_the_readme_table() {
         let (_, text) = everything().await;
         let table = readme_table();
-        assert_eq!(table.len(), 16, "the table's rows: {table:?}");
+        assert_eq!(table.len(), 17, "the table's rows: {table:?}");
 
         let mut types = BTreeMap::new();
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

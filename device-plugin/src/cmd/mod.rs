@@ -29,6 +29,11 @@ pub struct Cli {
     /// NODEENI_LOG environment variable wins when set.
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
+    /// Send traces (a span per reconcile pass, slot, EC2 call and kubelet RPC) to this OTLP/HTTP
+    /// collector, JSON-encoded: `http://host:4318` (OTLP's `/v1/traces` is added) or a full URL.
+    /// Off when unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,
 }

@@ -102,6 +102,8 @@ impl DaemonObserver {
 
 impl PassObserver for DaemonObserver {
     fn pass_done(&mut self, config: &PoolConfig, result: &Result<Report, PoolError>, took: Duration) {
+        // Declared whatever the pass's outcome: a pool EC2 cannot fill is what the alerts are for.
+        self.shared.pool_snapshot.declare(config);
         match result {
             Ok(_) => {
                 self.shared.metrics.reconciled(true, None, took);
@@ -123,6 +125,7 @@ impl PassObserver for DaemonObserver {
 
     fn paused(&mut self, _marker: &Path) {
         self.shared.metrics.paused_turn();
+        self.shared.pool_snapshot.declare_none();
         // `drain` empties the node meanwhile: the gauges follow.
         self.read_state(None);
         // A drained node is as it should be: ready, with nothing to advertise.
