@@ -12,14 +12,17 @@ use cmd::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let traces = match cli.otlp_endpoint.as_deref().map(nodeeni_device_plugin::traces::Endpoint::parse).transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Traces are an aid, not a duty: an endpoint we cannot use (an https:// or gRPC one set for other
+    // programs in OTEL_EXPORTER_OTLP_ENDPOINT, say) turns them off, said loudly, and the ENIs go on.
+    let (traces, unusable) =
+        match cli.otlp_endpoint.as_deref().map(nodeeni_device_plugin::traces::Endpoint::parse).transpose() {
+            Ok(t) => (t, None),
+            Err(e) => (None, Some(e)),
+        };
     let log_level = logging::init(cli.log_format, &cli.log_level, traces);
+    if let Some(e) = unusable {
+        tracing::warn!(error = %e, "traces are off: the OTLP endpoint cannot be used");
+    }
     match cli.command {
         Cmd::Run(args) => cmd::run(*args, log_level),
         Cmd::Drain { config, cluster_name, timeout, imds_endpoint, resume } => {

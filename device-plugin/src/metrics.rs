@@ -65,6 +65,7 @@ pub struct Metrics {
     allocations: Family<ResourceLabel, Counter>,
     allocation_errors: Family<ResourceLabel, Counter>,
     registrations: Family<ResourceLabel, Counter>,
+    registered: Family<ResourceLabel, Gauge>,
     config_reloads: Family<ResultLabel, Counter>,
     devices: Family<DeviceLabels, Gauge>,
 }
@@ -123,6 +124,12 @@ impl Metrics {
             "Registrations with the kubelet, per resource (more than one: the kubelet restarted)",
             registrations.clone(),
         );
+        let registered = Family::<ResourceLabel, Gauge>::default();
+        registry.register(
+            "nodeeni_kubelet_registered",
+            "1 while the kubelet holds the resource's registration, 0 before it and after a kubelet restart until registered again",
+            registered.clone(),
+        );
         let config_reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "nodeeni_config_reloads",
@@ -153,6 +160,7 @@ impl Metrics {
             allocations,
             allocation_errors,
             registrations,
+            registered,
             config_reloads,
             devices,
         }
@@ -188,8 +196,13 @@ impl Metrics {
         self.allocation_errors.get_or_create(&ResourceLabel { resource: resource.to_string() }).inc();
     }
 
-    pub fn registered(&self, resource: &str) {
-        self.registrations.get_or_create(&ResourceLabel { resource: resource.to_string() }).inc();
+    /// The kubelet holds the resource's registration (`true`: one more registration) or lost it.
+    pub fn registration(&self, resource: &str, registered: bool) {
+        let label = ResourceLabel { resource: resource.to_string() };
+        if registered {
+            self.registrations.get_or_create(&label).inc();
+        }
+        self.registered.get_or_create(&label).set(i64::from(registered));
     }
 
     pub fn config_reload(&self, ok: bool) {
@@ -208,6 +221,8 @@ impl Metrics {
         for health in ["healthy", "unhealthy"] {
             self.devices.remove(&DeviceLabels { resource: resource.to_string(), health });
         }
+        // No longer advertised: nothing to be registered (an alert must not wait for it).
+        self.registered.remove(&ResourceLabel { resource: resource.to_string() });
     }
 
     /// The whole exposition (families and collectors), in the Prometheus text format 0.0.4.
@@ -456,7 +471,12 @@ mod tests {
         m.allocated("nodeeni.io/fast", 2);
         m.allocated("nodeeni.io/fast", 1);
         m.allocation_failed("nodeeni.io/fast");
-        m.registered("nodeeni.io/fast");
+        m.registration("nodeeni.io/fast", true);
+        // Registered, then lost (a kubelet restart) and not yet back.
+        m.registration("nodeeni.io/dpdk", true);
+        m.registration("nodeeni.io/dpdk", false);
+        m.registration("nodeeni.io/gone", true);
+        m.forget_resource("nodeeni.io/gone");
         m.config_reload(false);
         m.devices("nodeeni.io/fast", 2, 1);
         let state = NodeState {
@@ -512,6 +532,9 @@ mod tests {
             "nodeeni_allocations_total{resource=\"nodeeni.io/fast\"} 3\n",
             "nodeeni_allocation_errors_total{resource=\"nodeeni.io/fast\"} 1\n",
             "nodeeni_kubelet_registrations_total{resource=\"nodeeni.io/fast\"} 1\n",
+            "nodeeni_kubelet_registrations_total{resource=\"nodeeni.io/dpdk\"} 1\n",
+            "nodeeni_kubelet_registered{resource=\"nodeeni.io/fast\"} 1\n",
+            "nodeeni_kubelet_registered{resource=\"nodeeni.io/dpdk\"} 0\n",
             "nodeeni_config_reloads_total{result=\"invalid\"} 1\n",
             "nodeeni_config_reloads_total{result=\"ok\"} 0\n",
             "nodeeni_devices{resource=\"nodeeni.io/fast\",health=\"healthy\"} 2\n",
@@ -524,6 +547,10 @@ mod tests {
             .filter(|l| l.starts_with("nodeeni_ec2_call_duration_seconds_bucket{operation=\"Create"))
             .count();
         assert_eq!(buckets, LATENCY_BUCKETS.len() + 1, "the resilience layer's buckets, and +Inf\n{text}");
+        assert!(
+            !text.contains("nodeeni_kubelet_registered{resource=\"nodeeni.io/gone\"}"),
+            "a resource no longer advertised has nothing to be registered\n{text}"
+        );
         assert!(!text.contains("pool=\"other\""), "a pool that does not select the node is not declared\n{text}");
     }
 
@@ -711,7 +738,7 @@ mod tests {
     async fn the_exposition_is_the_readme_table() {
         let (_, text) = everything().await;
         let table = readme_table();
-        assert_eq!(table.len(), 17, "the table's rows: {table:?}");
+        assert_eq!(table.len(), 18, "the table's rows: {table:?}");
 
         let mut types = BTreeMap::new();
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

@@ -86,15 +86,16 @@ pub async fn serve_and_register(
     ep: Endpoint,
     stop: &CancellationToken,
 ) -> Result<(), RegisterError> {
-    serve_and_register_reporting(service, ep, stop, || {}).await
+    serve_and_register_reporting(service, ep, stop, |_| {}).await
 }
 
-/// [`serve_and_register`], calling `on_registered` after each successful registration.
+/// [`serve_and_register`], reporting whether the kubelet holds our registration: `true` after each
+/// successful registration, `false` whenever it is lost (the kubelet restarted) until the next.
 pub async fn serve_and_register_reporting(
     service: PluginService,
     ep: Endpoint,
     stop: &CancellationToken,
-    on_registered: impl Fn(),
+    report: impl Fn(bool),
 ) -> Result<(), RegisterError> {
     let mut events = watch_folder(&ep.dir)?;
     let path = ep.dir.join(&ep.socket);
@@ -113,7 +114,7 @@ pub async fn serve_and_register_reporting(
                 .add_service(api::device_plugin_server::DevicePluginServer::new(service.clone()))
                 .serve_with_incoming_shutdown(incoming, quit.clone().cancelled_owned()),
         );
-        let next = keep_registered(&ep, &mut events, stop, &on_registered).await;
+        let next = keep_registered(&ep, &mut events, stop, &report).await;
         quit.cancel();
         let _ = server.await;
         match next {
@@ -143,13 +144,10 @@ enum Next {
 }
 
 /// Registers `ep`, and again whenever the kubelet comes back, while the server on our socket runs.
-async fn keep_registered(
-    ep: &Endpoint,
-    events: &mut Events,
-    stop: &CancellationToken,
-    on_registered: &impl Fn(),
-) -> Next {
+async fn keep_registered(ep: &Endpoint, events: &mut Events, stop: &CancellationToken, report: &impl Fn(bool)) -> Next {
     loop {
+        // Not registered until the kubelet answers: at the start, and again after each restart seen.
+        report(false);
         // The kubelet may not be up yet (or is restarting): try again when its socket appears, or
         // a little later (a socket can exist before anything listens on it), backing off to
         // REGISTER_RETRY_MAX while it stays away, and saying so now and then rather than every time.
@@ -167,7 +165,7 @@ async fn keep_registered(
             }
             retry = (retry * 2).min(REGISTER_RETRY_MAX);
         }
-        on_registered();
+        report(true);
         // What happened until now (our own rebind's delete, the kubelet coming up) this registration
         // already answers; only what comes after it means another restart.
         while events.try_recv().is_ok() {}

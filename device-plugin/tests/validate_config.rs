@@ -29,6 +29,25 @@ fn a_valid_file_is_summarized() {
     assert!(!out.contains("aws:TagKeys"), "no pool tags, nothing to add to the IAM policy: {out}");
 }
 
+/// An OTLP endpoint set for other programs that the daemon cannot use (https, gRPC) turns traces off
+/// with a warning; the command itself runs.
+#[test]
+fn an_unusable_otlp_endpoint_in_the_environment_turns_traces_off_and_the_command_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("pools.yaml");
+    std::fs::write(&f, "clusterName: c\npools:\n  - {name: m, mode: host, subnetIds: [subnet-12345678]}\n")
+        .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeeni-device-plugin"))
+        .arg("validate-config")
+        .arg(&f)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4317")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("traces are off"), "said why: {err}");
+}
+
 #[test]
 fn pool_tags_are_named_as_keys_the_iam_policy_must_allow() {
     let (ok, out, err) = validate_text(

@@ -346,20 +346,30 @@ impl Resilient {
     }
 
     /// Runs `call` under the whole policy. `mutating` calls also go through the rate limiter. The call
-    /// runs in an `ec2` span naming the operation and the attempt under way.
-    #[tracing::instrument(name = "ec2", skip_all, fields(op = op, attempt = tracing::field::Empty))]
+    /// runs in an `ec2` span naming the operation, the attempt under way and, at the end, its outcome
+    /// (ok, not_found, fatal, breaker_open, exhausted); each retry and a breaker refusal are events.
+    #[tracing::instrument(
+        name = "ec2",
+        skip_all,
+        fields(op = op, attempt = tracing::field::Empty, outcome = tracing::field::Empty)
+    )]
     pub async fn call<T, E, F, Fut>(&self, op: &'static str, mutating: bool, mut call: F) -> Result<T, CallError<E>>
     where
         E: Classify + std::error::Error + 'static,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
+        let outcome = |o: &'static str| {
+            tracing::Span::current().record("outcome", o);
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             tracing::Span::current().record("attempt", attempt);
             let Some(admission) = self.breaker.admit() else {
                 self.stats.add(op, "breaker_open");
+                outcome("breaker_open");
+                tracing::info!(op, attempt, "refused by the open EC2 circuit breaker");
                 return Err(CallError::BreakerOpen { op });
             };
             let permit = if mutating { Some(self.limiter.acquire().await) } else { None };
@@ -372,6 +382,7 @@ impl Resilient {
                 Ok(v) => {
                     admission.success();
                     self.stats.add(op, "ok");
+                    outcome("ok");
                     return Ok(v);
                 }
                 Err(e) => e,
@@ -380,17 +391,21 @@ impl Resilient {
                 ErrorClass::NotFound => {
                     admission.success();
                     self.stats.add(op, "not_found");
+                    outcome("not_found");
                     return Err(CallError::NotFound { op, error });
                 }
                 ErrorClass::Fatal => {
                     admission.success();
                     self.stats.add(op, "fatal");
+                    outcome("fatal");
                     return Err(CallError::Fatal { op, error });
                 }
                 class @ (ErrorClass::Throttled | ErrorClass::Transient) => {
                     admission.failure();
                     self.stats.add(op, if class == ErrorClass::Throttled { "throttled" } else { "transient" });
                     if attempt >= self.retry.max_attempts {
+                        outcome("exhausted");
+                        tracing::warn!(op, attempt, %error, "EC2 call failed; no attempts left");
                         return Err(CallError::Exhausted { op, attempts: attempt, last: error });
                     }
                     let pause = self.backoff(attempt);
@@ -438,6 +453,76 @@ mod tests {
     ) -> impl std::future::Future<Output = Result<u32, Fake>> {
         let n = calls.fetch_add(1, Ordering::SeqCst);
         async move { if n < failures { Err(Fake(class)) } else { Ok(n) } }
+    }
+
+    /// What a tracing subscriber sees of `ec2` spans: each recorded `outcome` and each event's message.
+    #[derive(Clone, Default)]
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    struct Text<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Text<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            use std::fmt::Write;
+            let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            use std::fmt::Write;
+            let _ = write!(self.0, "{}={} ", field.name(), value);
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut text = String::new();
+            values.record(&mut Text(&mut text));
+            if text.starts_with("outcome=") {
+                self.0.lock().expect("lock").push(text.trim().to_string());
+            }
+        }
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let mut text = String::new();
+            event.record(&mut Text(&mut text));
+            let message = text.split("message=").nth(1).and_then(|m| m.split(" op=").next()).unwrap_or_default();
+            self.0.lock().expect("lock").push(format!("event {}", message.trim()));
+        }
+    }
+
+    /// The `ec2` span says how each call ended, and its retries and a breaker refusal are events in it.
+    #[tokio::test(start_paused = true)]
+    async fn the_ec2_span_records_retries_breaker_refusals_and_the_outcome() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let seen = Seen::default();
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+        let r = layer(2, 2);
+        let calls = AtomicU32::new(0);
+        r.call("CreateNetworkInterface", false, || flaky(&calls, 1, ErrorClass::Throttled)).await.expect("ok");
+        let calls = AtomicU32::new(0);
+        let e = r.call("AttachNetworkInterface", false, || flaky(&calls, 9, ErrorClass::Transient)).await;
+        assert!(matches!(e, Err(CallError::Exhausted { .. })), "{e:?}");
+        let calls = AtomicU32::new(0);
+        let e = r.call("DeleteNetworkInterface", false, || flaky(&calls, 0, ErrorClass::Transient)).await;
+        assert!(matches!(e, Err(CallError::BreakerOpen { .. })), "two failures opened it: {e:?}");
+        let seen = seen.0.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            [
+                "event EC2 call failed; retrying",
+                "outcome=ok",
+                "event EC2 call failed; retrying",
+                // The second failure opens the breaker: that decision is an event of the call too.
+                "event EC2 circuit breaker open failures=2",
+                "outcome=exhausted",
+                "event EC2 call failed; no attempts left",
+                "outcome=breaker_open",
+                "event refused by the open EC2 circuit breaker",
+            ],
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, Default)]
 struct Registry {
     seen: Arc<Mutex<Vec<api::RegisterRequest>>>,
+    /// Answer Register with UNAVAILABLE (a kubelet that is up but not taking plugins yet).
+    refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -22,6 +24,9 @@ impl api::registration_server::Registration for Registry {
         req: tonic::Request<api::RegisterRequest>,
     ) -> Result<tonic::Response<api::Empty>, tonic::Status> {
         let req = req.into_inner();
+        if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("the stand-in refuses registrations"));
+        }
         if req.version != api::VERSION {
             return Err(tonic::Status::invalid_argument(format!("unsupported version {}", req.version)));
         }
@@ -58,6 +63,11 @@ impl Kubelet {
                 }),
         );
         self.stop = Some(stop);
+    }
+
+    /// From now on refuse (or, with `false`, accept again) every registration.
+    pub fn refuse_registrations(&self, refusing: bool) {
+        self.registry.refusing.store(refusing, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every registration so far.

@@ -8,6 +8,7 @@
 //! - [`ec2world`]: moto worlds (VPC, subnets, security group, the node's instance);
 //! - [`fake_ec2`]: an in-memory EC2 behind the pool's trait, with injectable faults, latency and
 //!   eventual consistency, for pool tests in virtual time;
+//! - [`http`]: reading one HTTP request, a one-shot GET (for the stand-ins);
 //! - [`hotplug`]: the kernel's side of an EC2 attach/detach: veth + PCI device appear/disappear;
 //! - [`apiserver`]: a Kubernetes API-server stand-in (Nodes, NodeENIs, NodeENIStates, Events) on the
 //!   real wire protocol, able to drop watches, compact its history and go away;
@@ -25,6 +26,7 @@ pub mod ec2world;
 pub mod fake_ec2;
 pub mod fault_proxy;
 pub mod hotplug;
+pub mod http;
 pub mod imds;
 pub mod kubelet;
 pub mod moto;

@@ -6,8 +6,6 @@
 //! creates it removes on drop, also when a test fails.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,14 +270,7 @@ impl NodeBox {
 
     /// GET `path` from the daemon's HTTP endpoint: (status, body).
     pub fn http_get(&self, path: &str) -> Result<(u16, String), String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-        let status = raw.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or(format!("no status line: {raw}"))?;
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        crate::http::get(self.metrics_port, path, Duration::from_secs(5))
     }
 
     /// Waits until the daemon has finished `n` more reconcile passes (ok or not) than now: the

@@ -2,49 +2,21 @@
 //! does, and keeps every span it was sent (flattened out of resourceSpans / scopeSpans, each with
 //! its resource's `service.name`). Answers 200 `{}`; anything else 404.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::http::read_request;
+
 #[derive(Debug)]
 pub struct OtlpReceiver {
     pub endpoint: String,
     spans: Arc<Mutex<Vec<Value>>>,
     stop: Arc<AtomicBool>,
-}
-
-/// Reads one request: (request line, body).
-fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    let head_end = loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some((head.lines().next().unwrap_or("").to_string(), buf[head_end..head_end + length].to_vec()))
 }
 
 fn spans_of(request: &Value) -> Vec<Value> {
@@ -85,9 +57,9 @@ impl OtlpReceiver {
                     };
                     let _ = s.set_nonblocking(false);
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    let Some((line, body)) = read_request(&mut s) else { continue };
-                    let ok = line.starts_with("POST /v1/traces ");
-                    let parsed = serde_json::from_slice::<Value>(&body).ok().filter(|_| ok);
+                    let Some(request) = read_request(&mut s) else { continue };
+                    let ok = request.request_line().starts_with("POST /v1/traces ");
+                    let parsed = serde_json::from_slice::<Value>(&request.body).ok().filter(|_| ok);
                     let reply = match &parsed {
                         Some(request) => {
                             spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(spans_of(request));

@@ -2,13 +2,14 @@
 //! daemon every second and evaluating rule files every second, with its storage in a temp folder.
 //! Killed on drop. Queried over its HTTP API.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::http;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
@@ -80,14 +81,7 @@ impl Prometheus {
 
     /// GET `path` (HTTP/1.0: the answer is the body up to the close, never chunked).
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-        let status = raw.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or(format!("no status line: {raw}"))?;
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        http::get(self.port, path, Duration::from_secs(10))
     }
 
     fn api(&self, path: &str) -> Value {
@@ -111,6 +105,30 @@ impl Prometheus {
     /// The alerts pending or firing now.
     pub fn alerts(&self) -> Vec<Value> {
         self.api("/api/v1/alerts")["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The start of the last evaluation of every rule group, as Prometheus reports it.
+    fn evaluations(&self) -> Vec<String> {
+        let groups = self.api("/api/v1/rules")["groups"].as_array().cloned().unwrap_or_default();
+        groups.iter().map(|g| g["lastEvaluation"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Waits until every rule group has been evaluated anew since this call (twice: the first new
+    /// one may have started just before), so what the rules say next judged the series seen now.
+    pub async fn wait_for_evaluations(&self) {
+        for _ in 0..2 {
+            let before = self.evaluations();
+            crate::poll::eventually(
+                "every rule group evaluated again",
+                Duration::from_secs(30),
+                async || {
+                    let now = self.evaluations();
+                    (now.len() == before.len() && now.iter().zip(&before).all(|(a, b)| a != b)).then_some(())
+                },
+                || self.log(),
+            )
+            .await;
+        }
     }
 
     /// The rules loaded, with their health (a rule that fails to evaluate says so).

@@ -2,6 +2,8 @@
 //! its identity and labels from its Node, its ENIs declared as NodeENI objects, its NodeENIState read
 //! back from the stand-in.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nodeeni_state::node::{Lifecycle, NodeState};
@@ -49,6 +51,39 @@ async fn cluster_box(label: &str) -> Option<(NodeBox, ApiServer)> {
 }
 
 /// Waits until this node's NodeENIState satisfies `check`.
+/// A daemon started in cluster mode with `nodeenis` (name, device index) applied in subnet A, each
+/// with its ENI ready, reported Ready, and saved in the converged view: the ready ENIs by NodeENI
+/// name and the saved view's path.
+async fn converged_box(
+    label: &str,
+    nodeenis: &[(&str, u32)],
+) -> Option<(NodeBox, ApiServer, BTreeMap<String, Vec<String>>, PathBuf)> {
+    let (mut nb, api) = cluster_box(label).await?;
+    nb.start_daemon();
+    let a = nb.world.subnet_a.clone();
+    for (name, index) in nodeenis {
+        api.apply(Kind::NodeENI, kernel_nodeeni(&nb, name, &a, *index));
+    }
+    let state = nb
+        .wait_for_state("every NodeENI's ENI ready", WARM, |s| nodeenis.iter().all(|(n, _)| ready_in(s, n).len() == 1))
+        .await;
+    let enis = nodeenis.iter().map(|(n, _)| (n.to_string(), ready_in(&state, n))).collect();
+    wait_for_node_state(&nb, &api, "Ready", |o| status_is(o, "Ready", "True")).await;
+    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
+    eventually(
+        "the converged view saved",
+        Duration::from_secs(20),
+        async || {
+            std::fs::read_to_string(&saved)
+                .ok()
+                .filter(|t| nodeenis.iter().all(|(n, _)| t.contains(&format!("\"{n}\""))))
+        },
+        || nb.daemon_log(),
+    )
+    .await;
+    Some((nb, api, enis, saved))
+}
+
 async fn wait_for_node_state(nb: &NodeBox, api: &ApiServer, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let context = || {
         format!(
@@ -191,20 +226,8 @@ async fn cluster_2_the_api_down_across_a_restart_removes_nothing() {
     if !require_root("cluster_2_the_api_down_across_a_restart_removes_nothing") {
         return;
     }
-    let Some((mut nb, api)) = cluster_box("cl-down").await else { return };
-    nb.start_daemon();
-    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &nb.world.subnet_a.clone(), 1));
-    let state = nb.wait_for_state("the ENI ready", WARM, |s| ready_in(s, "fast").len() == 1).await;
-    let eni = ready_in(&state, "fast").remove(0);
-    wait_for_node_state(&nb, &api, "Ready", |o| status_is(o, "Ready", "True")).await;
-    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
-    eventually(
-        "the converged view saved",
-        Duration::from_secs(20),
-        async || std::fs::read_to_string(&saved).ok().filter(|t| t.contains("\"fast\"")),
-        || nb.daemon_log(),
-    )
-    .await;
+    let Some((mut nb, api, mut enis, _)) = converged_box("cl-down", &[("fast", 1)]).await else { return };
+    let eni = enis.remove("fast").expect("fast").remove(0);
 
     // The API goes away; the daemon restarts without it; the NodeENI is deleted meanwhile.
     api.go_away();
@@ -257,23 +280,11 @@ async fn cluster_3_a_colliding_edit_is_refused_and_stays_refused_across_a_restar
     if !require_root("cluster_3_a_colliding_edit_is_refused_and_stays_refused_across_a_restart") {
         return;
     }
-    let Some((mut nb, api)) = cluster_box("cl-clash").await else { return };
-    nb.start_daemon();
+    let Some((mut nb, api, mut enis, _)) = converged_box("cl-clash", &[("fast", 1), ("spare", 2)]).await else {
+        return;
+    };
+    let spare = enis.remove("spare").expect("spare");
     let a = nb.world.subnet_a.clone();
-    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &a, 1));
-    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "spare", &a, 2));
-    let state = nb
-        .wait_for_state("both ready", WARM, |s| ready_in(s, "fast").len() == 1 && ready_in(s, "spare").len() == 1)
-        .await;
-    let spare = ready_in(&state, "spare");
-    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
-    eventually(
-        "the converged view saved",
-        Duration::from_secs(20),
-        async || std::fs::read_to_string(&saved).ok().filter(|t| t.contains("\"spare\"")),
-        || nb.daemon_log(),
-    )
-    .await;
 
     // spare edited onto fast's device index: refused, generation 1 stays in force.
     api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "spare", &a, 1));
@@ -343,19 +354,8 @@ async fn cluster_5_a_404_without_a_saved_view_drains_nothing_the_node_holds() {
     if !require_root("cluster_5_a_404_without_a_saved_view_drains_nothing_the_node_holds") {
         return;
     }
-    let Some((mut nb, api)) = cluster_box("cl-404").await else { return };
-    nb.start_daemon();
-    api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "fast", &nb.world.subnet_a.clone(), 1));
-    let state = nb.wait_for_state("the ENI ready", WARM, |s| ready_in(s, "fast").len() == 1).await;
-    let eni = ready_in(&state, "fast");
-    let saved = nb.state_dir().join(nodeeni_cluster::saved::FILE_NAME);
-    eventually(
-        "the converged view saved",
-        Duration::from_secs(20),
-        async || std::fs::read_to_string(&saved).ok().filter(|t| t.contains("\"fast\"")),
-        || nb.daemon_log(),
-    )
-    .await;
+    let Some((mut nb, api, mut enis, saved)) = converged_box("cl-404", &[("fast", 1)]).await else { return };
+    let eni = enis.remove("fast").expect("fast");
 
     // Restart with the saved view and the node state gone and the NodeENI resource answering 404.
     nb.daemon.as_mut().expect("daemon").terminate();

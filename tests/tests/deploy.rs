@@ -1,4 +1,4 @@
-//! What an operator applies (deploy/, the Dockerfile), checked offline: every manifest against the
+//! What an operator applies (deploy/), checked offline: every manifest against the
 //! Kubernetes schemas (kubernetes-validate, strict) and yamllint; the ConfigMap's pools through
 //! `validate-config`; the NetworkAttachmentDefinitions' CNI configs through the plugin's own parser;
 //! the IAM policy against the EC2 operations the pool's code calls.
@@ -507,20 +507,6 @@ fn the_daemonset_matches_the_daemon_it_runs() {
     // The init container installs the CNI binary with our atomic installer.
     let init: Vec<String> = serde_json::from_value(spec["initContainers"][0]["command"].clone()).expect("init");
     assert_eq!(init.get(1).map(String::as_str), Some("install-cni"));
-}
-
-#[test]
-fn the_dockerfile_builds_both_binaries_into_a_small_runtime_stage() {
-    let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
-    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
-    assert!(stages[1].contains("distroless"), "a small runtime image: {}", stages[1]);
-    let runtime = text.split(stages[1]).nth(1).expect("runtime stage");
-    for bin in ["nodeeni", "nodeeni-device-plugin"] {
-        assert!(runtime.contains(&format!("/out/{bin} /usr/local/bin/{bin}")), "{bin} is in the runtime image");
-    }
-    assert!(text.contains("cargo build --release --locked -p nodeeni-cni -p nodeeni-device-plugin"));
-    assert!(runtime.contains("USER 65532"), "non-root by default");
 }
 
 /// Validates each YAML document of `files` against the NodeENI CRD's openAPIV3Schema with the venv's

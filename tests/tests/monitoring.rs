@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use nodeeni_proto::deviceplugin::v1beta1 as api;
 use nodeeni_state::node::{Lifecycle, NodeState};
 use nodeeni_tests::fault_proxy::{Fault, FaultProxy};
 use nodeeni_tests::nodebox::{KERNEL_RESOURCE, NodeBox};
@@ -18,6 +19,8 @@ use nodeeni_tests::root::require_root;
 use serde_json::Value;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
+/// Where every alert's runbook_url points: a section of the README on the project's home.
+const RUNBOOKS: &str = "https://github.com/nodeeni/nodeeni/blob/main/README.md#";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -112,7 +115,7 @@ fn every_alert_has_a_severity_a_summary_and_a_runbook_section_in_the_readme() {
         );
         assert!(alert["annotations"]["summary"].as_str().is_some_and(|s| !s.is_empty()), "{name}: a summary");
         let url = alert["annotations"]["runbook_url"].as_str().expect("runbook_url");
-        let section = url.strip_prefix("README.md#").unwrap_or_else(|| panic!("{name}: {url} is a README section"));
+        let section = url.strip_prefix(RUNBOOKS).unwrap_or_else(|| panic!("{name}: {url} is a README section"));
         assert_eq!(section, name.to_lowercase(), "{name}: its section is named after it");
         assert!(anchors.iter().any(|a| a == section), "{name}: README has a heading #{section}");
     }
@@ -189,6 +192,29 @@ fn active(prometheus: &Prometheus, name: &str) -> Vec<Value> {
     prometheus.alerts().into_iter().filter(|a| a["labels"]["alertname"] == name).collect()
 }
 
+/// Alerts named `name` firing now (their `for` has passed).
+fn firing(prometheus: &Prometheus, name: &str) -> Vec<Value> {
+    active(prometheus, name).into_iter().filter(|a| a["state"] == "firing").collect()
+}
+
+/// The shipped rules with every `for` cut to 5 s, so an alert is seen firing within a test; the
+/// expressions, labels and annotations are the file's.
+fn rules_with_short_for(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(rules_file()).expect("rules");
+    let cut: String = text
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("for: ") {
+            Some(_) => format!("{}for: 5s", &l[..l.len() - l.trim_start().len()]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(cut.contains("for: 5s") && !cut.contains("for: 10m"), "the rules' for durations cut");
+    let path = dir.join("nodeeni.rules.short-for.yaml");
+    std::fs::write(&path, cut + "\n").expect("write rules");
+    path
+}
+
 fn pool(nb: &NodeBox, enis: u32) -> String {
     format!(
         "  - {{name: fast, mode: kernel, resourceName: {KERNEL_RESOURCE}, subnetIds: [{a}], securityGroupIds: [{sg}], enisPerSubnet: {enis}, firstDeviceIndex: 1}}\n",
@@ -197,11 +223,11 @@ fn pool(nb: &NodeBox, enis: u32) -> String {
     )
 }
 
-/// A real Prometheus scrapes the daemon and evaluates the shipped rules: with EC2 answering 500s the
-/// breaker alert becomes active for the node; a pool declared larger while EC2 is broken makes the
-/// pool alert active for it; EC2 back, the pool fills and its alert goes. Every dashboard query
-/// parses and evaluates against the real series. (Alerts are awaited as active, pending or firing:
-/// their `for` durations are minutes, which the promtool unit tests cover.)
+/// A real Prometheus scrapes the daemon and evaluates the shipped rules (their `for` cut to 5 s; the
+/// promtool unit tests cover the real durations): with EC2 gone (every connection closed unanswered,
+/// as when moto stops) the breaker alert fires for the node; a pool declared larger while EC2 is gone
+/// makes the pool alert fire for it; EC2 back, the pool fills and both alerts end. Every dashboard
+/// query parses and evaluates against the real series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alerts() {
     if !require_root("a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alerts") {
@@ -209,18 +235,22 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
     }
     let Some(mut nb) = NodeBox::start("mon-prom").await else { return };
     let broken = Arc::new(AtomicBool::new(false));
-    let proxy = {
-        let broken = broken.clone();
-        FaultProxy::start(&nb.moto.endpoint, move |_| {
-            if broken.load(Ordering::SeqCst) { Fault::ServerError } else { Fault::Forward }
-        })
-    };
+    let proxy =
+        {
+            let broken = broken.clone();
+            FaultProxy::start(&nb.moto.endpoint, move |_| {
+                if broken.load(Ordering::SeqCst) { Fault::Reset } else { Fault::Forward }
+            })
+        };
     nb.ec2_endpoint = proxy.endpoint.clone();
     nb.write_config(&pool(&nb, 1));
     nb.start_daemon();
     nb.wait_for_state("the ENI ready", Duration::from_secs(120), |s| ready_in(s, "fast") == 1).await;
     let target = format!("127.0.0.1:{}", nb.metrics_port);
-    let Some(prometheus) = Prometheus::start("monitoring", &target, &[rules_file()]) else { return };
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let Some(prometheus) = Prometheus::start("monitoring", &target, &[rules_with_short_for(rules_dir.path())]) else {
+        return;
+    };
     let context = || {
         format!(
             "alerts: {:?}\n--- prometheus ---\n{}\n--- daemon ---\n{}",
@@ -247,17 +277,24 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
         let result = prometheus.query(&expr).expect("query");
         assert!(!result.is_empty(), "dashboard panel {title:?} shows the node's series: {expr}");
     }
+    // The rules judged the node's series: on a healthy node none is even pending (an expression that
+    // holds makes its alert pending at the first evaluation that sees it).
+    prometheus.wait_for_evaluations().await;
     let rules = prometheus.rules();
     assert_eq!(rules.len(), alerts_in_rules().len(), "every rule loaded: {rules:?}");
+    let own =
+        ["NodeENIEc2CircuitOpen", "NodeENIPoolBelowDeclared", "NodeENIReconcileFailing", "NodeENIKubeletNotRegistered"];
+    for name in own {
+        assert!(active(&prometheus, name).is_empty(), "a healthy node raises no {name}: {:?}", prometheus.alerts());
+    }
     assert!(rules.iter().all(|r| r["health"] != "err"), "no rule fails to evaluate: {rules:?}");
-    assert!(active(&prometheus, "NodeENIEc2CircuitOpen").is_empty(), "a healthy node raises no breaker alert");
 
-    // EC2 broken: the breaker opens and its alert becomes active for this node.
+    // EC2 gone: the breaker opens and its alert fires for this node.
     broken.store(true, Ordering::SeqCst);
     let alert = eventually(
-        "NodeENIEc2CircuitOpen active",
+        "NodeENIEc2CircuitOpen firing",
         Duration::from_secs(120),
-        async || active(&prometheus, "NodeENIEc2CircuitOpen").into_iter().next(),
+        async || firing(&prometheus, "NodeENIEc2CircuitOpen").into_iter().next(),
         context,
     )
     .await;
@@ -267,9 +304,9 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
     assert!(active(&prometheus, "NodeENIPoolBelowDeclared").is_empty(), "the pool was full");
     nb.write_config(&pool(&nb, 2));
     let alert = eventually(
-        "NodeENIPoolBelowDeclared active",
+        "NodeENIPoolBelowDeclared firing",
         Duration::from_secs(120),
-        async || active(&prometheus, "NodeENIPoolBelowDeclared").into_iter().next(),
+        async || firing(&prometheus, "NodeENIPoolBelowDeclared").into_iter().next(),
         context,
     )
     .await;
@@ -378,4 +415,31 @@ async fn traces_of_a_pass_reach_an_otlp_receiver_as_one_tree() {
     .await;
     assert_eq!(registration["kind"], 3, "Register is a call to the kubelet");
     assert_eq!(attribute(&registration, "resource"), Some(KERNEL_RESOURCE));
+
+    // The kubelet hands the ENI to a container: the Allocate span, a call served, names it.
+    let eni =
+        nb.state().enis.iter().find(|e| e.pool == "fast").and_then(|e| e.eni_id.as_ref().map(ToString::to_string));
+    let eni = eni.expect("the ENI's id");
+    let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
+    let mut client = nb.kubelet.client(&reg.endpoint).await;
+    let request = api::AllocateRequest {
+        container_requests: vec![api::ContainerAllocateRequest { devices_ids: vec![eni.clone()] }],
+    };
+    client.allocate(request).await.expect("allocate");
+    let allocate = eventually(
+        "the Allocate span naming the ENI",
+        Duration::from_secs(30),
+        async || {
+            receiver.spans().into_iter().find(|s| {
+                s["name"] == "rpc"
+                    && attribute(s, "method") == Some("Allocate")
+                    && s["events"].to_string().contains(&eni)
+            })
+        },
+        || format!("{:?}", receiver.spans().iter().filter(|s| s["name"] == "rpc").collect::<Vec<_>>()),
+    )
+    .await;
+    assert_eq!(allocate["kind"], 2, "Allocate is a call the kubelet makes to us");
+    assert_eq!(attribute(&allocate, "resource"), Some(KERNEL_RESOURCE));
+    assert_eq!(attribute(create, "outcome"), Some("ok"), "the create's outcome: {create}");
 }

@@ -169,11 +169,15 @@ async fn serve_resource(
         let (stop, shared, resource) = (stop.clone(), shared.clone(), resource.clone());
         tokio::spawn(async move {
             loop {
-                let registered = || {
-                    shared.metrics.registered(resource.as_str());
-                    shared.probes.resource(resource.as_str(), true);
+                let report = |registered: bool| {
+                    // A stopped resource was forgotten: its last words must not bring it back.
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    shared.metrics.registration(resource.as_str(), registered);
+                    shared.probes.resource(resource.as_str(), registered);
                 };
-                match serve_and_register_reporting(service.clone(), ep.clone(), &stop, registered).await {
+                match serve_and_register_reporting(service.clone(), ep.clone(), &stop, report).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::error!(%resource, error = %e, "cannot serve the resource; trying again in 5 s");
