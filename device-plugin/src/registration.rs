@@ -115,6 +115,11 @@ pub async fn serve_and_register_reporting(
                 .serve_with_incoming_shutdown(incoming, quit.clone().cancelled_owned()),
         );
         let next = keep_registered(&ep, &mut events, stop, &report).await;
+        // Whatever ends serving on this socket but a stop (a restart to serve anew, a failure) leaves
+        // the kubelet without our registration until the next one.
+        if !matches!(next, Next::Stop) {
+            report(false);
+        }
         quit.cancel();
         let _ = server.await;
         match next {

@@ -243,12 +243,20 @@ pub fn export_request(spans: &[SpanData], service: &str) -> Value {
 
 /// POSTs one batch; the collector's status, or why it could not be asked.
 fn send(endpoint: &Endpoint, body: &[u8]) -> Result<u16, String> {
-    // A collector that does not answer the connect (a black hole) must not hold a batch for minutes.
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&endpoint.authority)
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", endpoint.authority))?;
-    let mut s = TcpStream::connect_timeout(&addr, SEND_TIMEOUT).map_err(|e| e.to_string())?;
+    // A collector that does not answer the connect (a black hole) must not hold a batch for minutes;
+    // each address the name resolves to is tried in turn (localhost: ::1, then 127.0.0.1).
+    let mut last = format!("{} resolves to no address", endpoint.authority);
+    let mut connected = None;
+    for addr in std::net::ToSocketAddrs::to_socket_addrs(&endpoint.authority).map_err(|e| e.to_string())? {
+        match TcpStream::connect_timeout(&addr, SEND_TIMEOUT) {
+            Ok(s) => {
+                connected = Some(s);
+                break;
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    let mut s = connected.ok_or(last)?;
     s.set_read_timeout(Some(SEND_TIMEOUT)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(SEND_TIMEOUT)).map_err(|e| e.to_string())?;
     let mut head = String::new();

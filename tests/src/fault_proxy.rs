@@ -1,6 +1,7 @@
 //! An HTTP proxy between the AWS SDK and moto that injects faults: EC2 throttling errors, 500s, delays
-//! and connection resets, chosen per request by a schedule. Faults are injected before forwarding, so
-//! a faulted request never reaches moto. One request per connection (`Connection: close`).
+//! and connection resets, chosen per request (by its number, and its EC2 action if asked) by a
+//! schedule. Faults are injected before forwarding, so a faulted request never reaches moto. One
+//! request per connection (`Connection: close`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,7 +25,15 @@ pub enum Fault {
     Reset,
 }
 
-type Schedule = dyn Fn(u64) -> Fault + Send + Sync;
+/// What to do with request number n, whose EC2 action (`Action=` of the form body) is given.
+type Schedule = dyn Fn(u64, &str) -> Fault + Send + Sync;
+
+/// The EC2 action of a Query API request (`Action=CreateNetworkInterface&…`), "" when none.
+fn action_of(request: &[u8]) -> String {
+    let text = String::from_utf8_lossy(request);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("").to_string()
+}
 
 #[derive(Debug)]
 pub struct FaultProxy {
@@ -55,9 +64,9 @@ fn read_request(client: &mut TcpStream) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
+fn serve(mut client: TcpStream, upstream: &str, n: u64, schedule: &Schedule) {
     let Some(request) = read_request(&mut client) else { return };
-    match fault {
+    match schedule(n, &action_of(&request)) {
         Fault::Throttle => {
             let _ = client.write_all(&ec2_error("503 Service Unavailable", "RequestLimitExceeded"));
             return;
@@ -83,6 +92,11 @@ impl FaultProxy {
     /// Proxies to `upstream` (`127.0.0.1:port`, or moto's `http://127.0.0.1:port`), asking `schedule`
     /// what to do with request number n.
     pub fn start(upstream: &str, schedule: impl Fn(u64) -> Fault + Send + Sync + 'static) -> Self {
+        Self::start_by_action(upstream, move |n, _| schedule(n))
+    }
+
+    /// As [`Self::start`], the schedule also told each request's EC2 action (to fail only some calls).
+    pub fn start_by_action(upstream: &str, schedule: impl Fn(u64, &str) -> Fault + Send + Sync + 'static) -> Self {
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
@@ -99,9 +113,8 @@ impl FaultProxy {
                         Ok((client, _)) => {
                             let _ = client.set_nonblocking(false);
                             let n = requests.fetch_add(1, Ordering::SeqCst);
-                            let fault = schedule(n);
-                            let upstream = upstream.clone();
-                            std::thread::spawn(move || serve(client, &upstream, fault));
+                            let (upstream, schedule) = (upstream.clone(), schedule.clone());
+                            std::thread::spawn(move || serve(client, &upstream, n, schedule.as_ref()));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(2)),
                     }

@@ -256,6 +256,7 @@ fn every_toggle_renders_manifests_that_pass_kubernetes_validate_yamllint_and_val
             .output()
             .expect("yamllint");
         assert!(out.status.success(), "{name}: {}", output_text(&out));
+        daemonset_runs_what_it_is_given(&name, &docs, dir.path(), i);
         // The pools the ConfigMap carries, and the NodeENIs, are what the daemon accepts.
         let pools = docs
             .iter()
@@ -281,6 +282,60 @@ fn every_toggle_renders_manifests_that_pass_kubernetes_validate_yamllint_and_val
     for kind in NO_SCHEMA.iter().copied().chain(["PriorityClass", "Service", "Namespace"]) {
         assert!(rendered_kinds.contains(kind), "a toggle renders a {kind}: {rendered_kinds:?}");
     }
+}
+
+/// What every rendering's DaemonSet must hold whatever the values: the daemon accepts its command
+/// line (clap checks it before anything runs: `--help` proves it), the probes reach the metrics
+/// listener it is given, the state folder its ConfigMap names is mounted at that path and passed to
+/// install-cni, the kubelet's folder and /host/sys are mounted, only NET_ADMIN is added, and cluster
+/// mode (NODE_NAME, the token, the roles) is there exactly when it is on.
+fn daemonset_runs_what_it_is_given(name: &str, docs: &[Value], dir: &Path, i: usize) {
+    let ds = docs.iter().find(|o| o["kind"] == "DaemonSet").unwrap_or_else(|| panic!("{name}: a DaemonSet"));
+    let spec = &ds["spec"]["template"]["spec"];
+    let main = &spec["containers"][0];
+    let command: Vec<String> = serde_json::from_value(main["command"].clone()).expect("command");
+    let mut args = command[1..].to_vec();
+    args.push("--help".into());
+    let out = Command::new(nodeeni_tests::bins::path("nodeeni-device-plugin")).args(&args).output().expect("run");
+    assert!(out.status.success(), "{name}: the daemon refuses {args:?}: {}", output_text(&out));
+    let addr = &command[command.iter().position(|a| a == "--metrics-addr").expect("--metrics-addr") + 1];
+    let port = addr.rsplit_once(':').expect("host:port").1;
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(main[probe]["httpGet"]["port"].to_string(), port, "{name}: {probe} on the metrics port");
+    }
+    let pools = docs.iter().find(|o| o["kind"] == "ConfigMap").expect("ConfigMap");
+    let file = dir.join(format!("{i}-ds-pools.yaml"));
+    std::fs::write(&file, pools["data"]["pools.yaml"].as_str().expect("pools.yaml")).expect("write");
+    let config = nodeeni_conf::PoolConfig::from_text(
+        &std::fs::read_to_string(&file).expect("read"),
+        &nodeeni_conf::load::LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let state_dir = config.state_dir.display().to_string();
+    let mounts: Vec<&str> =
+        main["volumeMounts"].as_array().expect("mounts").iter().filter_map(|m| m["mountPath"].as_str()).collect();
+    for path in [state_dir.as_str(), "/var/lib/kubelet/device-plugins", "/host/sys"] {
+        assert!(mounts.contains(&path), "{name}: {path} is mounted: {mounts:?}");
+    }
+    let unique: BTreeSet<&&str> = mounts.iter().collect();
+    assert_eq!(unique.len(), mounts.len(), "{name}: no mount path twice: {mounts:?}");
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    let state = volumes.iter().find(|v| v["name"] == "state").expect("state volume");
+    assert_eq!(state["hostPath"]["path"], state_dir.as_str(), "{name}: the host's state folder");
+    let init: Vec<String> = serde_json::from_value(spec["initContainers"][0]["command"].clone()).expect("init");
+    let passed = init.windows(2).find(|w| w[0] == "--state-dir").map(|w| w[1].clone());
+    let expected = (state_dir != "/var/lib/nodeeni").then(|| state_dir.clone());
+    assert_eq!(passed, expected, "{name}: install-cni is told a state folder other than the default");
+    assert_eq!(main["securityContext"]["capabilities"]["add"], serde_json::json!(["NET_ADMIN"]), "{name}");
+    assert_eq!(main["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+    assert!(main["securityContext"]["privileged"].is_null(), "{name}: not privileged");
+    let cluster = main["env"].as_array().into_iter().flatten().any(|e| e["name"] == "NODE_NAME");
+    let roles = docs.iter().any(|o| {
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ValidatingAdmissionPolicy"]
+            .contains(&o["kind"].as_str().unwrap_or(""))
+    });
+    assert_eq!(roles, cluster, "{name}: the API roles exist exactly in cluster mode");
+    assert_eq!(spec["automountServiceAccountToken"] != false, cluster, "{name}: the token only in cluster mode");
 }
 
 #[test]

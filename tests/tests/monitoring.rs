@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use nodeeni_proto::deviceplugin::v1beta1 as api;
@@ -223,25 +223,34 @@ fn pool(nb: &NodeBox, enis: u32) -> String {
     )
 }
 
+/// EC2 as the proxy lets the daemon see it.
+const EC2_UP: u8 = 0;
+/// Every AttachNetworkInterface closed unanswered; the rest answered.
+const EC2_NO_ATTACH: u8 = 1;
+/// Every connection closed unanswered, as when moto stops.
+const EC2_GONE: u8 = 2;
+
 /// A real Prometheus scrapes the daemon and evaluates the shipped rules (their `for` cut to 5 s; the
-/// promtool unit tests cover the real durations): with EC2 gone (every connection closed unanswered,
-/// as when moto stops) the breaker alert fires for the node; a pool declared larger while EC2 is gone
-/// makes the pool alert fire for it; EC2 back, the pool fills and both alerts end. Every dashboard
-/// query parses and evaluates against the real series.
+/// promtool unit tests cover the real durations). The pool shrunk below its declaration (its ENI
+/// detached behind the daemon's back while EC2 refuses attaches): the pool alert fires for it. EC2
+/// gone (every connection closed unanswered, as when moto stops): the breaker alert fires for the
+/// node. EC2 back: the ENI is attached again and both alerts end. Every dashboard query parses and
+/// evaluates against the real series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alerts() {
     if !require_root("a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alerts") {
         return;
     }
     let Some(mut nb) = NodeBox::start("mon-prom").await else { return };
-    let broken = Arc::new(AtomicBool::new(false));
-    let proxy =
-        {
-            let broken = broken.clone();
-            FaultProxy::start(&nb.moto.endpoint, move |_| {
-                if broken.load(Ordering::SeqCst) { Fault::Reset } else { Fault::Forward }
-            })
-        };
+    let ec2 = Arc::new(AtomicU8::new(EC2_UP));
+    let proxy = {
+        let ec2 = ec2.clone();
+        FaultProxy::start_by_action(&nb.moto.endpoint, move |_, action| match ec2.load(Ordering::SeqCst) {
+            EC2_GONE => Fault::Reset,
+            EC2_NO_ATTACH if action == "AttachNetworkInterface" => Fault::Reset,
+            _ => Fault::Forward,
+        })
+    };
     nb.ec2_endpoint = proxy.endpoint.clone();
     nb.write_config(&pool(&nb, 1));
     nb.start_daemon();
@@ -289,20 +298,15 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
     }
     assert!(rules.iter().all(|r| r["health"] != "err"), "no rule fails to evaluate: {rules:?}");
 
-    // EC2 gone: the breaker opens and its alert fires for this node.
-    broken.store(true, Ordering::SeqCst);
-    let alert = eventually(
-        "NodeENIEc2CircuitOpen firing",
-        Duration::from_secs(120),
-        async || firing(&prometheus, "NodeENIEc2CircuitOpen").into_iter().next(),
-        context,
-    )
-    .await;
-    assert_eq!(alert["labels"]["instance"], target.as_str());
-
-    // Two ENIs declared while EC2 cannot make the second: the pool alert, for this pool.
-    assert!(active(&prometheus, "NodeENIPoolBelowDeclared").is_empty(), "the pool was full");
-    nb.write_config(&pool(&nb, 2));
+    // The pool shrunk: its ENI detached in EC2 behind the daemon's back, and EC2 refusing the
+    // re-attach. The pool alert fires, for this pool on this node.
+    let eni =
+        nb.state().enis.iter().find(|e| e.pool == "fast").and_then(|e| e.eni_id.as_ref().map(ToString::to_string));
+    let eni = eni.expect("the ENI's id");
+    let described = nb.raw.describe_network_interfaces().network_interface_ids(&eni).send().await.expect("describe");
+    let attachment = described.network_interfaces()[0].attachment().and_then(|a| a.attachment_id()).expect("attached");
+    ec2.store(EC2_NO_ATTACH, Ordering::SeqCst);
+    nb.raw.detach_network_interface().attachment_id(attachment).force(true).send().await.expect("detach");
     let alert = eventually(
         "NodeENIPoolBelowDeclared firing",
         Duration::from_secs(120),
@@ -315,9 +319,20 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
         (Some("fast"), Some(target.as_str()))
     );
 
-    // EC2 back: the pool fills and both alerts end.
-    broken.store(false, Ordering::SeqCst);
-    nb.wait_for_state("the second ENI ready", Duration::from_secs(180), |s| ready_in(s, "fast") == 2).await;
+    // EC2 gone: the breaker opens and its alert fires for this node.
+    ec2.store(EC2_GONE, Ordering::SeqCst);
+    let alert = eventually(
+        "NodeENIEc2CircuitOpen firing",
+        Duration::from_secs(120),
+        async || firing(&prometheus, "NodeENIEc2CircuitOpen").into_iter().next(),
+        context,
+    )
+    .await;
+    assert_eq!(alert["labels"]["instance"], target.as_str());
+
+    // EC2 back: the ENI attached again, and both alerts end.
+    ec2.store(EC2_UP, Ordering::SeqCst);
+    nb.wait_for_state("the ENI ready again", Duration::from_secs(180), |s| ready_in(s, "fast") == 1).await;
     eventually(
         "both alerts inactive",
         Duration::from_secs(120),

@@ -51,11 +51,16 @@ pub struct Resources {
     shared: Arc<Shared>,
     stop: CancellationToken,
     running: BTreeMap<ResourceName, ResourceTask>,
+    /// Guards what the tasks report of their registration (the probes, the gauge) against this
+    /// supervisor stopping and forgetting a resource: a task decides whether it may still report,
+    /// and reports, under it; the supervisor cancels and forgets under it. A late report of a task
+    /// that was stopped can then neither bring a forgotten resource back nor overwrite its successor.
+    registration: Arc<std::sync::Mutex<()>>,
 }
 
 impl Resources {
     pub fn new(settings: Settings, shared: Arc<Shared>, stop: CancellationToken) -> Self {
-        Self { settings, shared, stop, running: BTreeMap::new() }
+        Self { settings, shared, stop, running: BTreeMap::new(), registration: Arc::default() }
     }
 
     /// Brings the running tasks in line with what `config` advertises for a node with `labels`.
@@ -67,6 +72,7 @@ impl Resources {
             .filter(|(r, t)| want.get(*r).is_none_or(|(mode, pools)| *mode != t.mode || *pools != t.pools))
             .map(|(r, _)| r.clone())
             .collect();
+        let _registration = self.registration.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for resource in stale {
             if let Some(task) = self.running.remove(&resource) {
                 tracing::info!(%resource, "resource no longer advertised as it was; stopping it");
@@ -89,6 +95,7 @@ impl Resources {
                 self.settings.clone(),
                 self.shared.clone(),
                 stop.clone(),
+                self.registration.clone(),
             ));
             self.running.insert(resource, ResourceTask { mode, pools, stop, handle });
         }
@@ -111,6 +118,7 @@ async fn serve_resource(
     settings: Settings,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    registration: Arc<std::sync::Mutex<()>>,
 ) {
     let source = HealthSource {
         store: shared.store.clone(),
@@ -170,7 +178,9 @@ async fn serve_resource(
         tokio::spawn(async move {
             loop {
                 let report = |registered: bool| {
-                    // A stopped resource was forgotten: its last words must not bring it back.
+                    // A stopped resource was forgotten: its last words must not bring it back. Decided
+                    // under the lock the supervisor stops it under (see Resources::registration).
+                    let _guard = registration.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if stop.is_cancelled() {
                         return;
                     }
