@@ -12,13 +12,19 @@ use cmd::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Traces are an aid, not a duty: an endpoint we cannot use (an https:// or gRPC one set for other
-    // programs in OTEL_EXPORTER_OTLP_ENDPOINT, say) turns them off, said loudly, and the ENIs go on.
+    // Traces are an aid, not a duty: an endpoint we cannot use that came from the environment (an
+    // https:// or gRPC one set for other programs in OTEL_EXPORTER_OTLP_ENDPOINT, say) turns them
+    // off, said loudly, and the ENIs go on. One given as our own flag is a mistake to fix: refused.
     let (traces, unusable) =
         match cli.otlp_endpoint.as_deref().map(nodeeni_device_plugin::traces::Endpoint::parse).transpose() {
             Ok(t) => (t, None),
             Err(e) => (None, Some(e)),
         };
+    let flagged = std::env::args().any(|a| a == "--otlp-endpoint" || a.starts_with("--otlp-endpoint="));
+    if let (Some(e), true) = (&unusable, flagged) {
+        eprintln!("error: --otlp-endpoint: {e}");
+        return ExitCode::from(2);
+    }
     let log_level = logging::init(cli.log_format, &cli.log_level, traces);
     if let Some(e) = unusable {
         tracing::warn!(error = %e, "traces are off: the OTLP endpoint cannot be used");

@@ -46,6 +46,15 @@ fn an_unusable_otlp_endpoint_in_the_environment_turns_traces_off_and_the_command
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("traces are off"), "said why: {err}");
+    // The same endpoint given as the daemon's own flag is refused: the operator asked for it.
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeeni-device-plugin"))
+        .args(["--otlp-endpoint", "https://collector.example:4317", "validate-config"])
+        .arg(&f)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--otlp-endpoint") && err.contains("http"), "{err}");
 }
 
 #[test]

@@ -368,7 +368,8 @@ fn bad_values_are_refused_by_the_schema() {
 /// Values that would give the pod more of the host than the plain manifests do, or break it, are
 /// refused: host paths of the root, a top-level folder or with `..`; a state folder over one the pod
 /// mounts; AppArmor or seccomp annotations; both monitors at once; an https OTLP endpoint the daemon
-/// cannot use. A security group name with a comma stays one name.
+/// cannot use; pools that select nodes without cluster mode or node labels. A security group name
+/// with a comma stays one name.
 #[test]
 fn values_that_widen_the_pods_hold_on_the_host_are_refused_and_odd_strings_stay_whole() {
     let Some(helm) = k8s_tool("helm") else { return };
@@ -391,6 +392,8 @@ fn values_that_widen_the_pods_hold_on_the_host_are_refused_and_odd_strings_stay_
         "values don't meet the specifications of the schema",
     );
     refused(&["--set", "otlpEndpoint=https://collector:4318"], "'/otlpEndpoint'");
+    // Without cluster mode, the shipped pools' nodeSelector could meet no label: said, not rendered.
+    refused(&["--set", "clusterMode.enabled=false"], "without cluster mode only config.node.labels can meet it");
     refused(
         &[
             "--set",
