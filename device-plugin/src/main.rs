@@ -9,22 +9,30 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cmd::{Cli, Cmd};
+use nodeeni_device_plugin::traces::Endpoint;
+
+/// The OpenTelemetry SDKs' variable for the OTLP endpoint, read when `--otlp-endpoint` is not given.
+const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Traces are an aid, not a duty: an endpoint we cannot use that came from the environment (an
-    // https:// or gRPC one set for other programs in OTEL_EXPORTER_OTLP_ENDPOINT, say) turns them
-    // off, said loudly, and the ENIs go on. One given as our own flag is a mistake to fix: refused.
-    let (traces, unusable) =
-        match cli.otlp_endpoint.as_deref().map(nodeeni_device_plugin::traces::Endpoint::parse).transpose() {
-            Ok(t) => (t, None),
-            Err(e) => (None, Some(e)),
-        };
-    let flagged = std::env::args().any(|a| a == "--otlp-endpoint" || a.starts_with("--otlp-endpoint="));
-    if let (Some(e), true) = (&unusable, flagged) {
-        eprintln!("error: --otlp-endpoint: {e}");
-        return ExitCode::from(2);
-    }
+    // Our own flag names an endpoint the operator asked for: one we cannot use is a mistake to fix,
+    // refused. The environment's is set for other programs too (an https:// or gRPC collector, say):
+    // one we cannot use turns traces off, said loudly, and the ENIs go on.
+    let (traces, unusable) = match cli.otlp_endpoint.as_deref() {
+        Some(flag) => match Endpoint::parse(flag) {
+            Ok(e) => (Some(e), None),
+            Err(e) => {
+                eprintln!("error: --otlp-endpoint: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => match std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|v| !v.is_empty()).map(|v| Endpoint::parse(&v)) {
+            Some(Ok(e)) => (Some(e), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        },
+    };
     let log_level = logging::init(cli.log_format, &cli.log_level, traces);
     if let Some(e) = unusable {
         tracing::warn!(error = %e, "traces are off: the OTLP endpoint cannot be used");

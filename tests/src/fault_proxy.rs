@@ -28,10 +28,9 @@ pub enum Fault {
 /// What to do with request number n, whose EC2 action (`Action=` of the form body) is given.
 type Schedule = dyn Fn(u64, &str) -> Fault + Send + Sync;
 
-/// The EC2 action of a Query API request (`Action=CreateNetworkInterface&…`), "" when none.
-fn action_of(request: &[u8]) -> String {
-    let text = String::from_utf8_lossy(request);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+/// The EC2 action of a Query API request's form body (`Action=CreateNetworkInterface&…`), "" when none.
+fn action_of(body: &[u8]) -> String {
+    let body = String::from_utf8_lossy(body);
     body.split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("").to_string()
 }
 
@@ -53,20 +52,19 @@ fn ec2_error(status: &str, code: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads one HTTP request and re-encodes it for upstream with `Connection: close`.
-fn read_request(client: &mut TcpStream) -> Option<Vec<u8>> {
-    let request = http::read_request(client)?;
+/// One request re-encoded for upstream with `Connection: close`.
+fn for_upstream(request: &http::Request) -> Vec<u8> {
     let mut lines: Vec<&str> =
         request.head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
     lines.push("Connection: close");
     let mut out = (lines.join("\r\n") + "\r\n\r\n").into_bytes();
     out.extend_from_slice(&request.body);
-    Some(out)
+    out
 }
 
 fn serve(mut client: TcpStream, upstream: &str, n: u64, schedule: &Schedule) {
-    let Some(request) = read_request(&mut client) else { return };
-    match schedule(n, &action_of(&request)) {
+    let Some(request) = http::read_request(&mut client) else { return };
+    match schedule(n, &action_of(&request.body)) {
         Fault::Throttle => {
             let _ = client.write_all(&ec2_error("503 Service Unavailable", "RequestLimitExceeded"));
             return;
@@ -80,7 +78,7 @@ fn serve(mut client: TcpStream, upstream: &str, n: u64, schedule: &Schedule) {
         Fault::Forward => {}
     }
     let Ok(mut up) = TcpStream::connect(upstream) else { return };
-    if up.write_all(&request).is_err() {
+    if up.write_all(&for_upstream(&request)).is_err() {
         return;
     }
     let mut response = Vec::new();

@@ -16,7 +16,8 @@
 //! - [`allocation`]: what the kubelet and runtime add around a CNI call (the device-manager
 //!   checkpoint, the pod's UID in CNI_ARGS, the CNI's node file);
 //! - [`process`]: the daemon as a child process; [`bins`]: the workspace's binaries, the libcni driver;
-//! - [`nodebox`]: all of it assembled into one node.
+//! - [`nodebox`]: all of it assembled into one node;
+//! - [`tools`]: the repository, and where what scripts/install-deps installs is found.
 
 pub mod allocation;
 pub mod apiserver;
@@ -38,4 +39,5 @@ pub mod process;
 pub mod prometheus;
 pub mod root;
 pub mod sysfs;
+pub mod tools;
 pub mod vpc;

@@ -2,7 +2,6 @@
 //! keeps. Killed on drop.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,9 +11,7 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-fn venv() -> PathBuf {
-    std::env::var_os("NODEENI_VENV").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/nodeeni/venv"))
-}
+use crate::tools::venv;
 
 impl Moto {
     /// Starts moto; None (skipped, said on stderr) when the venv is missing and CI is not set.

@@ -7,11 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nodeeni_tests::tools::{repo, venv_tool};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// What `kubectl apply -f deploy/` reads: the folder's own .yaml, .yml and .json files (not its
 /// subfolders), in name order.
@@ -54,18 +51,6 @@ fn documents_of(files: Vec<PathBuf>) -> Vec<(PathBuf, Value)> {
 /// Every YAML document of every manifest.
 fn documents() -> Vec<(PathBuf, Value)> {
     documents_of(manifests())
-}
-
-/// A tool from the venv scripts/install-deps keeps; None (skipped, said) without it unless CI is set.
-fn venv_tool(name: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("NODEENI_VENV").map(PathBuf::from).unwrap_or_else(|| "/var/cache/nodeeni/venv".into());
-    let tool = venv.join("bin").join(name);
-    if tool.is_file() {
-        return Some(tool);
-    }
-    assert!(std::env::var_os("CI").is_none(), "{} is missing; scripts/install-deps installs it", tool.display());
-    eprintln!("SKIPPED: no {} (run scripts/install-deps)", tool.display());
-    None
 }
 
 #[test]
@@ -458,56 +443,9 @@ fn the_iam_policy_keeps_creates_in_the_vpc_attaches_on_cluster_nodes_and_tags_to
     }
 }
 
-#[test]
-fn the_daemonset_matches_the_daemon_it_runs() {
-    let docs = documents();
-    let (_, ds) = docs.iter().find(|(_, d)| d["kind"] == "DaemonSet").expect("DaemonSet");
-    let spec = &ds["spec"]["template"]["spec"];
-    let main = &spec["containers"][0];
-    let command: Vec<String> = serde_json::from_value(main["command"].clone()).expect("command");
-    // The daemon accepts its command line (clap checks flags before anything runs: --help proves it).
-    let mut args: Vec<String> = command[1..].to_vec();
-    args.push("--help".into());
-    let out = Command::new(nodeeni_tests::bins::path("nodeeni-device-plugin")).args(&args).output().expect("run");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    // Probes hit the metrics address the daemon is given.
-    let addr = &command[command.iter().position(|a| a == "--metrics-addr").expect("--metrics-addr") + 1];
-    for probe in ["livenessProbe", "readinessProbe"] {
-        let get = &main[probe]["httpGet"];
-        assert_eq!(format!("{}:{}", get["host"].as_str().expect("host"), get["port"]), *addr, "{probe}");
-    }
-    assert_eq!(main["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(main["readinessProbe"]["httpGet"]["path"], "/readyz");
-    // The state folder the pools use is the host's, mounted.
-    let config = nodeeni_conf::PoolConfig::from_text(&pools_yaml(), &Default::default()).expect("pools");
-    let mounts: Vec<String> = main["volumeMounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .filter_map(|m| m["mountPath"].as_str().map(str::to_string))
-        .collect();
-    for path in [config.state_dir.display().to_string(), "/var/lib/kubelet/device-plugins".into(), "/host/sys".into()] {
-        assert!(mounts.contains(&path), "{path} is mounted: {mounts:?}");
-    }
-    // Only NET_ADMIN is added; everything else dropped.
-    assert_eq!(main["securityContext"]["capabilities"]["add"], serde_json::json!(["NET_ADMIN"]));
-    assert_eq!(main["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    assert!(spec["containers"][0]["securityContext"]["privileged"].is_null(), "not privileged");
-    // Cluster mode: the node's name from the downward API, and the service account's token mounted
-    // for the account the ClusterRole is bound to.
-    let env = main["env"].as_array().expect("env");
-    let node_name = env.iter().find(|e| e["name"] == "NODE_NAME").expect("NODE_NAME");
-    assert_eq!(node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
-    assert_ne!(spec["automountServiceAccountToken"], false, "the token is mounted");
-    let (_, sa) = docs.iter().find(|(_, d)| d["kind"] == "ServiceAccount").expect("ServiceAccount");
-    assert_ne!(sa["automountServiceAccountToken"], false, "the token is mounted");
-    let (_, binding) = docs.iter().find(|(_, d)| d["kind"] == "ClusterRoleBinding").expect("ClusterRoleBinding");
-    assert_eq!(binding["subjects"][0]["name"], spec["serviceAccountName"]);
-    assert_eq!(binding["subjects"][0]["namespace"], ds["metadata"]["namespace"]);
-    // The init container installs the CNI binary with our atomic installer.
-    let init: Vec<String> = serde_json::from_value(spec["initContainers"][0]["command"].clone()).expect("init");
-    assert_eq!(init.get(1).map(String::as_str), Some("install-cni"));
-}
+// The DaemonSet's semantics (the command line the daemon accepts, probes, mounts, capabilities,
+// cluster mode) are checked on every rendering of the chart, this folder's included, by
+// tests/tests/chart.rs (`daemonset_runs_what_it_is_given`).
 
 /// Validates each YAML document of `files` against the NodeENI CRD's openAPIV3Schema with the venv's
 /// JSON Schema validator; prints, per file, `ok` or the paths of the fields it refuses.

@@ -3,43 +3,17 @@
 //! here) and the binaries run from a chroot of it as the image's non-root user. The release build
 //! is `scripts/image` without `--binaries`; this checks the same script, layout, labels and libraries.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use nodeeni_tests::root::require_root;
+use nodeeni_tests::tools::{installed, output_text, repo};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    assert!(out.status.success(), "{cmd:?}: {}", output_text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// podman and buildah from scripts/install-deps; None (skipped, said) without them unless CI is set.
-fn engines() -> bool {
-    let missing: Vec<&str> =
-        ["/usr/bin/podman", "/usr/bin/buildah"].into_iter().filter(|p| !Path::new(p).is_file()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{missing:?} missing; scripts/install-deps installs them");
-    eprintln!("SKIPPED: {missing:?} missing (run scripts/install-deps)");
-    false
-}
-
-fn workspace_version() -> String {
-    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
-    let package = cargo.split_once("[workspace.package]").expect("[workspace.package]").1;
-    let line = package.lines().find(|l| l.starts_with("version = ")).expect("version");
-    line.trim_start_matches("version = ").trim_matches('"').to_string()
 }
 
 /// The image's tag, removed from the local storage when the test ends.
@@ -62,7 +36,10 @@ fn pools_of_the_shipped_configmap() -> String {
 
 #[test]
 fn the_image_holds_working_binaries_their_libraries_and_nothing_else() {
-    if !require_root("the_image_holds_working_binaries_their_libraries_and_nothing_else") || !engines() {
+    if !require_root("the_image_holds_working_binaries_their_libraries_and_nothing_else")
+        || installed("/usr/bin/podman").is_none()
+        || installed("/usr/bin/buildah").is_none()
+    {
         return;
     }
     // This build's binaries, stripped as the release profile strips them (`strip = true`).
@@ -94,7 +71,7 @@ fn the_image_holds_working_binaries_their_libraries_and_nothing_else() {
         serde_json::from_str(&run(Command::new("podman").args(["image", "inspect", &tag.0]))).expect("inspect json");
     let config = &inspect[0]["Config"];
     let labels = &inspect[0]["Labels"];
-    assert_eq!(labels["org.opencontainers.image.version"], workspace_version().as_str());
+    assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
     let head = run(Command::new("git").arg("-C").arg(repo()).args(["rev-parse", "HEAD"]));
     let revision = labels["org.opencontainers.image.revision"].as_str().expect("revision");
     assert!(revision.starts_with(head.trim()), "revision {revision} is HEAD {}", head.trim());

@@ -16,15 +16,12 @@ use nodeeni_tests::nodebox::{KERNEL_RESOURCE, NodeBox};
 use nodeeni_tests::poll::eventually;
 use nodeeni_tests::prometheus::Prometheus;
 use nodeeni_tests::root::require_root;
+use nodeeni_tests::tools::{installed, repo, venv_tool};
 use serde_json::Value;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 /// Where every alert's runbook_url points: a section of the README on the project's home.
 const RUNBOOKS: &str = "https://github.com/nodeeni/nodeeni/blob/main/README.md#";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn rules_file() -> PathBuf {
     repo().join("deploy/monitoring/nodeeni.rules.yaml")
@@ -44,19 +41,15 @@ fn alerts_in_rules() -> Vec<Value> {
         .collect()
 }
 
-/// promtool from Debian's prometheus package; None (skipped, said) without it unless CI is set.
-fn promtool() -> Option<&'static str> {
-    if Path::new(PROMTOOL).is_file() {
-        return Some(PROMTOOL);
-    }
-    assert!(std::env::var_os("CI").is_none(), "{PROMTOOL} is missing; scripts/install-deps installs it");
-    eprintln!("SKIPPED: no {PROMTOOL} (run scripts/install-deps)");
-    None
+/// promtool from Debian's prometheus package.
+fn promtool() -> Option<PathBuf> {
+    installed(PROMTOOL)
 }
 
 #[test]
 fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let Some(promtool) = promtool() else { return };
+    let promtool = promtool.as_path();
     let out = Command::new(promtool).args(["check", "rules"]).arg(rules_file()).output().expect("promtool");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
@@ -123,9 +116,7 @@ fn every_alert_has_a_severity_a_summary_and_a_runbook_section_in_the_readme() {
 
 #[test]
 fn monitoring_yaml_is_yamllint_clean_and_the_dashboard_is_well_formed() {
-    let venv = std::env::var_os("NODEENI_VENV").map(PathBuf::from).unwrap_or_else(|| "/var/cache/nodeeni/venv".into());
-    let yamllint = venv.join("bin/yamllint");
-    if yamllint.is_file() {
+    if let Some(yamllint) = venv_tool("yamllint") {
         let out = Command::new(yamllint)
             .args(["--strict", "-c"])
             .arg(repo().join(".yamllint"))
@@ -134,9 +125,6 @@ fn monitoring_yaml_is_yamllint_clean_and_the_dashboard_is_well_formed() {
             .output()
             .expect("yamllint");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    } else {
-        assert!(std::env::var_os("CI").is_none(), "{} is missing", yamllint.display());
-        eprintln!("SKIPPED yamllint: not installed");
     }
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("deploy/monitoring/dashboard.json")).expect("dashboard"),
@@ -195,6 +183,19 @@ fn active(prometheus: &Prometheus, name: &str) -> Vec<Value> {
 /// Alerts named `name` firing now (their `for` has passed).
 fn firing(prometheus: &Prometheus, name: &str) -> Vec<Value> {
     active(prometheus, name).into_iter().filter(|a| a["state"] == "firing").collect()
+}
+
+/// Waits until an alert named `name` fires; that alert.
+async fn wait_firing(prometheus: &Prometheus, name: &str, context: impl Fn() -> String) -> Value {
+    let what = format!("{name} firing");
+    eventually(&what, Duration::from_secs(120), async || firing(prometheus, name).into_iter().next(), context).await
+}
+
+/// The id of pool `pool`'s (first) ENI in the node state.
+fn eni_of(nb: &NodeBox, pool: &str) -> String {
+    let state = nb.state();
+    let eni = state.enis.iter().find(|e| e.pool == pool).and_then(|e| e.eni_id.as_ref());
+    eni.map(ToString::to_string).unwrap_or_else(|| panic!("an ENI of {pool} with its id: {state:?}"))
 }
 
 /// The shipped rules with every `for` cut to 5 s, so an alert is seen firing within a test; the
@@ -282,9 +283,14 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
     }
     let with_data =
         ["ENIs per pool and state", "Declared vs ready per pool", "Held vs free per resource", "Circuit breaker state"];
-    for (title, expr) in dashboard_queries().into_iter().filter(|(t, _)| with_data.contains(&t.as_str())) {
-        let result = prometheus.query(&expr).expect("query");
-        assert!(!result.is_empty(), "dashboard panel {title:?} shows the node's series: {expr}");
+    let queries = dashboard_queries();
+    for title in with_data {
+        let panel = queries.iter().filter(|(t, _)| t == title).collect::<Vec<_>>();
+        assert!(!panel.is_empty(), "the dashboard has the panel {title:?}");
+        for (_, expr) in panel {
+            let result = prometheus.query(expr).expect("query");
+            assert!(!result.is_empty(), "dashboard panel {title:?} shows the node's series: {expr}");
+        }
     }
     // The rules judged the node's series: on a healthy node none is even pending (an expression that
     // holds makes its alert pending at the first evaluation that sees it).
@@ -300,20 +306,12 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
 
     // The pool shrunk: its ENI detached in EC2 behind the daemon's back, and EC2 refusing the
     // re-attach. The pool alert fires, for this pool on this node.
-    let eni =
-        nb.state().enis.iter().find(|e| e.pool == "fast").and_then(|e| e.eni_id.as_ref().map(ToString::to_string));
-    let eni = eni.expect("the ENI's id");
+    let eni = eni_of(&nb, "fast");
     let described = nb.raw.describe_network_interfaces().network_interface_ids(&eni).send().await.expect("describe");
     let attachment = described.network_interfaces()[0].attachment().and_then(|a| a.attachment_id()).expect("attached");
     ec2.store(EC2_NO_ATTACH, Ordering::SeqCst);
     nb.raw.detach_network_interface().attachment_id(attachment).force(true).send().await.expect("detach");
-    let alert = eventually(
-        "NodeENIPoolBelowDeclared firing",
-        Duration::from_secs(120),
-        async || firing(&prometheus, "NodeENIPoolBelowDeclared").into_iter().next(),
-        context,
-    )
-    .await;
+    let alert = wait_firing(&prometheus, "NodeENIPoolBelowDeclared", context).await;
     assert_eq!(
         (alert["labels"]["pool"].as_str(), alert["labels"]["instance"].as_str()),
         (Some("fast"), Some(target.as_str()))
@@ -321,13 +319,7 @@ async fn a_real_prometheus_scraping_the_daemon_raises_the_breaker_and_pool_alert
 
     // EC2 gone: the breaker opens and its alert fires for this node.
     ec2.store(EC2_GONE, Ordering::SeqCst);
-    let alert = eventually(
-        "NodeENIEc2CircuitOpen firing",
-        Duration::from_secs(120),
-        async || firing(&prometheus, "NodeENIEc2CircuitOpen").into_iter().next(),
-        context,
-    )
-    .await;
+    let alert = wait_firing(&prometheus, "NodeENIEc2CircuitOpen", context).await;
     assert_eq!(alert["labels"]["instance"], target.as_str());
 
     // EC2 back: the ENI attached again, and both alerts end.
@@ -432,9 +424,7 @@ async fn traces_of_a_pass_reach_an_otlp_receiver_as_one_tree() {
     assert_eq!(attribute(&registration, "resource"), Some(KERNEL_RESOURCE));
 
     // The kubelet hands the ENI to a container: the Allocate span, a call served, names it.
-    let eni =
-        nb.state().enis.iter().find(|e| e.pool == "fast").and_then(|e| e.eni_id.as_ref().map(ToString::to_string));
-    let eni = eni.expect("the ENI's id");
+    let eni = eni_of(&nb, "fast");
     let reg = nb.kubelet.wait_registered(KERNEL_RESOURCE, 1, Duration::from_secs(30)).await;
     let mut client = nb.kubelet.client(&reg.endpoint).await;
     let request = api::AllocateRequest {

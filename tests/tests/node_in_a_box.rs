@@ -282,40 +282,20 @@ async fn daemon_reregisters_reloads_and_stops_without_touching_enis() {
     nb.kubelet.restart().await;
     nb.kubelet.wait_registered(KERNEL_RESOURCE, 2, Duration::from_secs(30)).await;
     assert!(nb.plugin_dir().join(&reg.endpoint).exists(), "our socket is back");
-    let registered = |nb: &NodeBox| {
-        nb.metrics().get(&format!("nodeeni_kubelet_registered{{resource=\"{KERNEL_RESOURCE}\"}}")).copied()
-    };
-    eventually(
-        "the registration reported",
-        Duration::from_secs(10),
-        async || (registered(&nb) == Some(1.0)).then_some(()),
-        || nb.daemon_log(),
-    )
-    .await;
+    let registered = format!("nodeeni_kubelet_registered{{resource=\"{KERNEL_RESOURCE}\"}}");
+    nb.wait_for_metric(&registered, Duration::from_secs(10), |n| n == Some(1.0)).await;
     // A restarted kubelet that refuses the new registration: the daemon says it is not registered
     // (gauge 0, /readyz 503) while the registrations counter stays where it was; once it accepts,
     // the daemon's retries register again.
     nb.kubelet.refuse_registrations(true);
     nb.kubelet.restart().await;
-    eventually(
-        "the lost registration reported",
-        Duration::from_secs(10),
-        async || (registered(&nb) == Some(0.0)).then_some(()),
-        || nb.daemon_log(),
-    )
-    .await;
+    nb.wait_for_metric(&registered, Duration::from_secs(10), |n| n == Some(0.0)).await;
     let (status, why) = nb.http_get("/readyz").expect("readyz");
     assert_eq!(status, 503, "not ready while unregistered: {why}");
     assert!(why.contains(&format!("{KERNEL_RESOURCE} is not registered")), "{why}");
     nb.kubelet.refuse_registrations(false);
     nb.kubelet.wait_registered(KERNEL_RESOURCE, 3, Duration::from_secs(30)).await;
-    eventually(
-        "registered again",
-        Duration::from_secs(10),
-        async || (registered(&nb) == Some(1.0)).then_some(()),
-        || nb.daemon_log(),
-    )
-    .await;
+    nb.wait_for_metric(&registered, Duration::from_secs(10), |n| n == Some(1.0)).await;
 
     // Health: the ENI's netdev goes down → Unhealthy in the stream; up again → Healthy (how soon is
     // measured by bench-daemon against the 1 s target).

@@ -1,4 +1,4 @@
-{{/* The labels every object carries; the selector uses the first two only (a DaemonSet's selector cannot change). */}}
+{{/* The labels every object carries; the selector uses the name only (a DaemonSet's selector cannot change). */}}
 {{- define "nodeeni.selectorLabels" -}}
 app.kubernetes.io/name: nodeeni
 {{- end }}

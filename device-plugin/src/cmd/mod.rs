@@ -31,8 +31,9 @@ pub struct Cli {
     pub log_level: String,
     /// Send traces (a span per reconcile pass, slot, EC2 call and kubelet RPC) to this OTLP/HTTP
     /// collector, JSON-encoded: `http://host:4318` (OTLP's `/v1/traces` is added) or a full URL.
-    /// Off when unset.
-    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    /// Without it, OTEL_EXPORTER_OTLP_ENDPOINT is used when set (one that cannot be used only turns
+    /// traces off); off when neither is.
+    #[arg(long, global = true)]
     pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,

@@ -90,14 +90,12 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         if self.config.keep_undeclared {
             // Records of pools the configuration does not name (adopted ones included) stay: they
             // may be a NodeENI's that cannot be listed now.
-            let mut kept: Vec<String> = state
+            let kept: std::collections::BTreeSet<String> = state
                 .enis
                 .iter()
                 .map(|r| r.pool.clone())
                 .filter(|p| self.config.pool(p).is_none() && !refused_pools.contains(p))
                 .collect();
-            kept.sort_unstable();
-            kept.dedup();
             if !kept.is_empty() {
                 tracing::info!(pools = ?kept, "keeping the ENIs of pools not declared here until the NodeENIs are listed");
             }
