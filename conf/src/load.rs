@@ -105,6 +105,7 @@ fn from_documents(docs: &[Value], opts: &LoadOptions) -> Result<PoolConfig, Prob
                 ec2: Ec2Settings::default(),
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 reconcile_interval_secs: 60,
+                idle_interval_max_secs: crate::pool::DEFAULT_IDLE_INTERVAL_MAX_SECS,
                 leak_grace_secs: 300,
                 pools: Vec::new(),
                 keep_undeclared: false,

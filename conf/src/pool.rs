@@ -257,18 +257,23 @@ impl Default for CircuitBreakerSettings {
     }
 }
 
-/// Token bucket and concurrency bound for mutating EC2 calls.
+/// The client's pace for EC2. Mutations: a token bucket per EC2 request bucket (creates, deletes,
+/// attribute changes, attach and detach each have their own account-wide bucket), and a bound on
+/// mutations in flight. Describes: one bucket. Each rate is a ceiling: the client cuts it when EC2
+/// throttles and grows it back slowly (see the README's "What a cluster costs the account").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitSettings {
     pub mutating_per_second: u32,
     pub burst: u32,
     pub max_concurrent: u32,
+    pub describe_per_second: u32,
+    pub describe_burst: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { mutating_per_second: 5, burst: 10, max_concurrent: 4 }
+        Self { mutating_per_second: 5, burst: 10, max_concurrent: 4, describe_per_second: 10, describe_burst: 20 }
     }
 }
 
@@ -283,6 +288,10 @@ pub struct Ec2Settings {
     pub rate_limit: RateLimitSettings,
 }
 
+/// The default ceiling of the idle back-off: with it 5000 idle nodes list their ENIs about 8 times a
+/// second, under half of the 20 describes a second an account's bucket refills.
+pub const DEFAULT_IDLE_INTERVAL_MAX_SECS: u64 = 600;
+
 /// The whole node configuration, validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -293,6 +302,9 @@ pub struct PoolConfig {
     pub ec2: Ec2Settings,
     pub state_dir: PathBuf,
     pub reconcile_interval_secs: u64,
+    /// While passes find nothing to do, the wait between them doubles from
+    /// `reconcile_interval_secs` up to this, so an idle cluster's listings do not grow with its size.
+    pub idle_interval_max_secs: u64,
     pub leak_grace_secs: u64,
     pub pools: Vec<Pool>,
     /// Leave alone the ENIs of pools this configuration does not name, instead of removing them.
@@ -332,6 +344,12 @@ pub(crate) fn read_pool_config(doc: &Value, path: &str, problems: &mut Problems)
     let ec2 = f.raw("ec2").and_then(|v| read_ec2(v, &f.path_of("ec2"), problems)).unwrap_or_default();
     let state_dir = f.get::<PathBuf>("stateDir", problems).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let reconcile_interval_secs = f.int_in("reconcileIntervalSeconds", 1..=86_400, problems).unwrap_or(60) as u64;
+    let idle_interval_max_secs = f
+        .int_in("idleIntervalMaxSeconds", 1..=86_400, problems)
+        .map_or(DEFAULT_IDLE_INTERVAL_MAX_SECS.max(reconcile_interval_secs), |n| n as u64);
+    if idle_interval_max_secs < reconcile_interval_secs {
+        problems.push(f.path_of("idleIntervalMaxSeconds"), "must not be below reconcileIntervalSeconds");
+    }
     let leak_grace_secs = f.int_in("leakGraceSeconds", 0..=604_800, problems).unwrap_or(300) as u64;
     let mut pools = Vec::new();
     match f.raw("pools") {
@@ -352,6 +370,7 @@ pub(crate) fn read_pool_config(doc: &Value, path: &str, problems: &mut Problems)
         ec2,
         state_dir,
         reconcile_interval_secs,
+        idle_interval_max_secs,
         leak_grace_secs,
         pools,
         keep_undeclared: false,
@@ -416,6 +435,9 @@ fn read_ec2(v: &Value, path: &str, problems: &mut Problems) -> Option<Ec2Setting
             l.int_in("mutatingPerSecond", 1..=1000, problems).map_or(rl.mutating_per_second, |n| n as u32);
         rl.burst = l.int_in("burst", 1..=1000, problems).map_or(rl.burst, |n| n as u32);
         rl.max_concurrent = l.int_in("maxConcurrent", 1..=256, problems).map_or(rl.max_concurrent, |n| n as u32);
+        rl.describe_per_second =
+            l.int_in("describePerSecond", 1..=1000, problems).map_or(rl.describe_per_second, |n| n as u32);
+        rl.describe_burst = l.int_in("describeBurst", 1..=1000, problems).map_or(rl.describe_burst, |n| n as u32);
         l.finish(problems);
     }
     f.finish(problems);

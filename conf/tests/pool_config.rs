@@ -36,6 +36,7 @@ kind: PoolConfig
 clusterName: prod-eu
 stateDir: /tmp/nodeeni-state
 reconcileIntervalSeconds: 30
+idleIntervalMaxSeconds: 900
 leakGraceSeconds: 600
 node:
   instanceId: i-0123456789abcdef0
@@ -47,7 +48,7 @@ ec2:
   region: eu-west-1
   retry: {maxAttempts: 7, baseDelayMs: 50, maxDelayMs: 2000}
   circuitBreaker: {failureThreshold: 3, successThreshold: 1, openTimeoutMs: 5000, halfOpenMaxRequests: 2}
-  rateLimit: {mutatingPerSecond: 10, burst: 20, maxConcurrent: 8}
+  rateLimit: {mutatingPerSecond: 10, burst: 20, maxConcurrent: 8, describePerSecond: 4, describeBurst: 6}
 pools:
   - name: fast
     mode: kernel
@@ -89,6 +90,8 @@ fn a_full_pool_config_reads_every_key() {
     assert_eq!(c.ec2.retry.max_attempts, 7);
     assert_eq!(c.ec2.circuit_breaker.half_open_max_requests, 2);
     assert_eq!(c.ec2.rate_limit.max_concurrent, 8);
+    assert_eq!((c.ec2.rate_limit.describe_per_second, c.ec2.rate_limit.describe_burst), (4, 6));
+    assert_eq!(c.idle_interval_max_secs, 900);
 
     let fast = c.pool("fast").expect("fast");
     assert_eq!(fast.mode, Mode::Kernel);
@@ -234,11 +237,15 @@ fn wrong_types_and_settings_are_reported() {
 apiVersion: nodeeni.io/v2
 clusterName: ""
 node: {instanceId: vm-1, labels: [a]}
-ec2: {endpointUrl: "ftp://x", retry: {baseDelayMs: 500, maxDelayMs: 100}}
+reconcileIntervalSeconds: 120
+idleIntervalMaxSeconds: 60
+ec2: {endpointUrl: "ftp://x", retry: {baseDelayMs: 500, maxDelayMs: 100}, rateLimit: {describePerSecond: 0}}
 pools:
   - {name: a, mode: host, subnetIds: subnet-12345678, mtu: "1500", deleteOnTermination: "yes", tags: {"aws:x": y}}
 "#;
     let p = problems(text);
+    assert_problem(&p, "idleIntervalMaxSeconds", "reconcileIntervalSeconds");
+    assert_problem(&p, "ec2.rateLimit.describePerSecond", "1");
     assert_problem(&p, "apiVersion", "expected nodeeni.io/v1alpha1");
     assert_problem(&p, "clusterName", "1-256 characters");
     assert_problem(&p, "node.instanceId", "instance ID");
@@ -448,4 +455,13 @@ pools:
 "#;
     let p = problems(text);
     assert_problem(&p, "pools[1].resourceName", "would name their device-info files alike");
+}
+
+#[test]
+fn the_idle_back_off_ceiling_defaults_to_ten_minutes_or_the_interval() {
+    let base = "clusterName: c\npools: []\n";
+    assert_eq!(PoolConfig::from_text(base, &LoadOptions::default()).expect("valid").idle_interval_max_secs, 600);
+    let slow = format!("{base}reconcileIntervalSeconds: 1800\n");
+    let c = PoolConfig::from_text(&slow, &LoadOptions::default()).expect("valid");
+    assert_eq!(c.idle_interval_max_secs, 1800, "never below the interval");
 }

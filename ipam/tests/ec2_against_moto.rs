@@ -70,6 +70,23 @@ async fn the_client_does_every_pool_operation_against_moto() {
     );
     let tagged = ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("by tag");
     assert_eq!(tagged.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![eni.id.clone()]);
+    // Leak collection's listing: EC2 (moto, with tests/moto-server.py's `status` filter) leaves out
+    // the attached ENI and keeps a detached one of the same cluster.
+    let spare = ec2
+        .create_eni(&CreateEni {
+            subnet_id: w.subnet_a.clone(),
+            security_groups: vec![w.sg.clone()],
+            description: None,
+            secondary_ip_count: 0,
+            tags: tagset.clone(),
+            client_token: "token-spare".into(),
+        })
+        .await
+        .expect("create");
+    let available = ec2.available_enis_tagged(tags::CLUSTER, "test").await.expect("available by tag");
+    assert_eq!(available.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![spare.id.clone()]);
+    assert!(ec2.available_enis_tagged(tags::CLUSTER, "another-cluster").await.expect("by tag").is_empty());
+    ec2.delete_eni(&spare.id).await.expect("delete the spare");
     let other = ec2.enis_tagged(tags::CLUSTER, Some("another-cluster")).await.expect("by tag");
     assert!(other.is_empty());
 
@@ -84,7 +101,7 @@ async fn the_client_does_every_pool_operation_against_moto() {
     ec2.delete_eni(&eni.id).await.expect("deleting a deleted ENI is done, not an error");
 
     let stats = ec2.resilience.stats.snapshot();
-    assert_eq!(stats.get(&("CreateNetworkInterface", "ok")), Some(&1));
+    assert_eq!(stats.get(&("CreateNetworkInterface", "ok")), Some(&2), "the ENI and the spare");
     assert_eq!(stats.get(&("DeleteNetworkInterface", "not_found")), Some(&1));
 
     // A client error fails fast with EC2's code.

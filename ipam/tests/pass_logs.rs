@@ -105,7 +105,7 @@ async fn each_log_line_of_a_pass_says_which_slot_eni_and_ec2_call_it_is_about() 
         assert!(spans.ends_with(&format!("{pass}:{slot} eni={eni}}}")), "{spans}");
     }
     // The retry's warning is in its EC2 call's span, inside the slot of the ENI it is about.
-    let (spans, _) = logs.line_with(&["EC2 call failed; retrying"]);
+    let (spans, _) = logs.line_with(&["EC2 call throttled; retrying"]);
     assert!(spans.ends_with(r#"}:ec2{op="AttachNetworkInterface" attempt=1}"#), "{spans}");
     assert!(spans.contains(&format!("{pass}:slot{{pool=fast device_index=")) && spans.contains(" eni=eni-"), "{spans}");
 

@@ -11,7 +11,7 @@ use nodeeni_conf::{InstanceId, Pool, PoolConfig, SubnetId};
 use nodeeni_ipam::ec2::{Eni, tags};
 use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
 use nodeeni_ipam::identity::NodeIdentity;
-use nodeeni_ipam::reconcile::{DRAIN_MARKER, LoopSettings, PassObserver, PoolError, Reconciler, Report};
+use nodeeni_ipam::reconcile::{DRAIN_MARKER, JITTER, LoopSettings, PassObserver, PoolError, Reconciler, Report};
 use nodeeni_ipam::store::{Allocation, EniRecord, Lifecycle, NodeState, StoreError};
 use nodeeni_tests::fake_ec2::{FakeEc2, Fault};
 use tokio::sync::watch;
@@ -288,6 +288,8 @@ async fn a_record_drained_by_someone_else_during_a_pass_stays_drained() {
     let w = region();
     let r = w.reconciler(w.config(&w.pool("fast", 1, 1)));
     r.reconcile().await.expect("warm");
+    // The next pass looks its pools up again (as after a lookup's time to live), slowly.
+    r.lookups.forget();
     let lookups = w.ec2.calls("DescribeSubnets");
     w.ec2.set_latency("DescribeSecurityGroups", SECOND);
     // `drain` (another process) starts removing the ENI while the pass resolves its pools.
@@ -465,7 +467,7 @@ async fn the_loop_passes_on_its_interval_on_demand_on_new_config_and_pauses_when
         let eni = w.node_enis().remove(0).id;
         w.ec2.edit(&eni, |e| e.description = Some("edited by hand".into()));
         wait_passes(2).await;
-        assert!(started.elapsed() >= 60 * SECOND, "the second pass waited for the interval");
+        assert!(started.elapsed() >= (60 * SECOND).mul_f64(1.0 - JITTER), "the second pass waited for the interval");
         assert_eq!(w.ec2.enis()[0].description.as_deref(), Some("fast pool"));
         // On demand: at once.
         let before = tokio::time::Instant::now();
@@ -525,4 +527,118 @@ async fn a_label_change_in_the_configuration_warms_and_drains_selected_pools_at_
     let rec = state.eni(&held).expect("the held ENI's record");
     assert_eq!((rec.lifecycle, rec.allocation.is_some()), (Lifecycle::Draining, true));
     assert!(w.node_enis().iter().any(|e| e.id == held), "the pod keeps its ENI until it lets go");
+}
+
+/// When each pass ended and whether it changed anything.
+struct Timeline {
+    passes: watch::Sender<Vec<(tokio::time::Instant, bool)>>,
+}
+
+impl PassObserver for Timeline {
+    fn pass_done(&mut self, _config: &PoolConfig, result: &Result<Report, PoolError>, _took: Duration) {
+        let changed = result.as_ref().map_or(true, |r| r.changed_anything());
+        self.passes.send_modify(|p| p.push((tokio::time::Instant::now(), changed)));
+    }
+}
+
+/// While nothing changes the wait between passes doubles up to `idleIntervalMaxSeconds` (each
+/// jittered), an idle pass asks EC2 one thing — the listing of the node's ENIs — and a pass that
+/// repairs drift brings the interval back.
+#[tokio::test(start_paused = true)]
+async fn an_idle_pool_backs_off_to_its_ceiling_and_lists_only_its_enis() {
+    let w = region();
+    let text = w.config(&w.pool("fast", 2, 1));
+    let config = PoolConfig { idle_interval_max_secs: 600, ..text };
+    let mut r = w.reconciler(config.clone());
+    let (_config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (passes, mut seen) = watch::channel(Vec::new());
+    let mut observer = Timeline { passes };
+    let (now, stop) = (tokio::sync::Notify::new(), tokio_util::sync::CancellationToken::new());
+    let lookups = ["DescribeSubnets", "DescribeSecurityGroups", "DescribeInstanceTypes", "DescribeInstances"];
+    let driver = async {
+        seen.wait_for(|p| p.len() >= 2).await.expect("loop alive");
+        let before: Vec<u64> = lookups.iter().map(|op| w.ec2.calls(op)).collect();
+        let listings = w.ec2.calls("DescribeNetworkInterfaces");
+        // Passes 2..=8 are idle: the waits after them double from 60 s to the 600 s ceiling.
+        seen.wait_for(|p| p.len() >= 8).await.expect("loop alive");
+        let after: Vec<u64> = lookups.iter().map(|op| w.ec2.calls(op)).collect();
+        assert_eq!(before, after, "idle passes look nothing up again ({lookups:?})");
+        assert_eq!(w.ec2.calls("DescribeNetworkInterfaces") - listings, 6, "one listing per idle pass");
+        // Drift: the next pass (at most the ceiling later) repairs it, and the wait is short again.
+        let eni = w.node_enis().remove(0).id;
+        w.ec2.edit(&eni, |e| e.description = Some("edited by hand".into()));
+        seen.wait_for(|p| p.len() >= 10).await.expect("loop alive");
+        stop.cancel();
+    };
+    // Leak checks list too: none in this test's span of time.
+    let settings = LoopSettings { leak_check_every: Duration::from_secs(86_400) };
+    tokio::join!(r.run(config_rx, &now, &stop, settings, &mut observer), driver);
+    let timeline = seen.borrow().clone();
+    let gaps: Vec<f64> = timeline.windows(2).map(|p| (p[1].0 - p[0].0).as_secs_f64()).collect();
+    let changed: Vec<bool> = timeline.iter().map(|(_, c)| *c).collect();
+    assert_eq!(changed[..9], [true, false, false, false, false, false, false, false, true], "{changed:?}");
+    // After the warm-up pass (it changed things) the interval; then a doubling per idle pass.
+    let expected = [60.0, 120.0, 240.0, 480.0, 600.0, 600.0, 600.0];
+    for (i, (gap, want)) in gaps.iter().zip(expected).enumerate() {
+        assert!((gap - want).abs() <= want * JITTER + 1.0, "wait {i}: {gap:.1} s, expected {want} s ±10%: {gaps:?}");
+    }
+    assert!((gaps[8] - 60.0).abs() <= 60.0 * JITTER + 1.0, "after the repair the interval is back: {gaps:?}");
+}
+
+/// The instance's device indexes are kept between passes but described again before any attach:
+/// an index another tool took since is refused, not attached into.
+#[tokio::test(start_paused = true)]
+async fn the_instance_is_described_again_before_an_attach() {
+    let w = region();
+    let mut r = w.reconciler(w.config(&w.pool("fast", 1, 1)));
+    r.reconcile().await.expect("warm");
+    r.reconcile().await.expect("idle");
+    let described = w.ec2.calls("DescribeInstances");
+    r.reconcile().await.expect("idle");
+    assert_eq!(w.ec2.calls("DescribeInstances"), described, "an idle pass plans from the kept instance");
+    // Another tool attaches at index 2; the pool then grows to index 2.
+    let theirs = w.ec2.create_outside(&w.subnet_a, Default::default());
+    w.ec2.attach_outside(&theirs, &w.instance, 2);
+    r.config = w.config(&w.pool("fast", 2, 1));
+    let report = r.reconcile().await.expect("pass");
+    assert_eq!(w.ec2.calls("DescribeInstances"), described + 1, "described again for the attach");
+    assert_eq!(w.ec2.calls("AttachNetworkInterface"), 1, "no attach into the taken index");
+    assert!(report.refused.iter().any(|m| m.contains("device index 2 is taken")), "{report:?}");
+}
+
+/// A pass that fails the same way every time (here a create EC2 refuses as a bad parameter, as it
+/// would at the account's ENI quota) backs off like an idle one, and a pass that works again brings
+/// the interval back.
+#[tokio::test(start_paused = true)]
+async fn a_pass_failing_the_same_way_backs_off() {
+    let w = region();
+    let config = PoolConfig { idle_interval_max_secs: 600, ..w.config(&w.pool("fast", 1, 1)) };
+    let refused = nodeeni_ipam::ec2::Ec2Error {
+        code: Some("NetworkInterfaceLimitExceeded".into()),
+        message: "quota".into(),
+        status: Some(400),
+        no_response: false,
+    };
+    w.ec2.fail("CreateNetworkInterface", 0, 5, Fault::Error(refused));
+    let mut r = w.reconciler(config.clone());
+    let (_config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (passes, mut seen) = watch::channel(Vec::new());
+    let mut observer = Timeline { passes };
+    let (now, stop) = (tokio::sync::Notify::new(), tokio_util::sync::CancellationToken::new());
+    let settings = LoopSettings { leak_check_every: Duration::from_secs(86_400) };
+    let driver = async {
+        // Five failing passes, then the sixth creates the ENI, then one idle pass.
+        seen.wait_for(|p| p.len() >= 7).await.expect("loop alive");
+        stop.cancel();
+    };
+    tokio::join!(r.run(config_rx, &now, &stop, settings, &mut observer), driver);
+    let timeline = seen.borrow().clone();
+    let gaps: Vec<f64> = timeline.windows(2).map(|p| (p[1].0 - p[0].0).as_secs_f64()).collect();
+    // After the first failure the interval; each repeat of it doubles the wait; the pass that
+    // worked (it changed things) brings the interval back.
+    let expected = [60.0, 120.0, 240.0, 480.0, 600.0, 60.0];
+    for (i, (gap, want)) in gaps.iter().zip(expected).enumerate() {
+        assert!((gap - want).abs() <= want * JITTER + 1.0, "wait {i}: {gap:.1} s, expected {want} s: {gaps:?}");
+    }
+    assert_eq!(w.node_enis().len(), 1, "the sixth pass created it");
 }

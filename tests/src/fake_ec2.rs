@@ -7,20 +7,25 @@
 //!   acted (a reset), or a crash of the caller after EC2 acted (the call never returns; the test drops
 //!   the pass, as a killed process would stop);
 //! - latency per operation, a detach that takes time or never finishes;
-//! - eventual consistency: a new ENI is missing from tag listings for a while.
+//! - eventual consistency: a new ENI is missing from tag listings for a while;
+//! - the account's request buckets ([`AccountLimits`], as AWS publishes them): a call finding its
+//!   bucket empty is throttled (RequestLimitExceeded), whichever node's client made it.
+//!
+//! Several nodes share one account: [`FakeEc2::client`] gives another node its own client (its own
+//! resilience layer, as each node's daemon has) on the same world.
 //!
 //! Every call goes through the real [`Resilient`] layer, as the real client's do, so retries, the
 //! breaker and the call counts behave as in production. moto stays for what only a real
 //! implementation proves: the SDK's wire format, filters and error codes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nodeeni_conf::pool::Ec2Settings;
 use nodeeni_conf::{EniId, InstanceId, MacAddr, SecurityGroupId, SubnetId};
-use nodeeni_ipam::ec2::{Attachment, CreateEni, Ec2, Ec2Error, Ec2Result, Eni, Instance, InstanceLimits, Subnet};
+use nodeeni_ipam::ec2::{Attachment, CreateEni, Ec2, Ec2Error, Ec2Result, Eni, Instance, InstanceLimits, Subnet, tags};
 use nodeeni_ipam::resilience::Resilient;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -41,7 +46,10 @@ pub enum Fault {
 
 impl Fault {
     pub fn throttled() -> Self {
-        Fault::Error(error("RequestLimitExceeded", "Request limit exceeded.", 503))
+        Fault::Error(Self::throttled_error())
+    }
+    fn throttled_error() -> Ec2Error {
+        error("RequestLimitExceeded", "Request limit exceeded.", 503)
     }
     pub fn server_error() -> Self {
         Fault::Error(error("InternalError", "An internal error has occurred", 500))
@@ -62,9 +70,68 @@ struct Rule {
 struct FakeEni {
     eni: Eni,
     created: Instant,
-    client_token: Option<String>,
     /// When a detach in progress completes (None: never, a stuck detach).
     detaching_until: Option<Option<Instant>>,
+}
+
+/// One of the account's token buckets.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    pub capacity: f64,
+    pub refill_per_second: f64,
+}
+
+/// The account's request buckets per Region, by EC2 action.
+#[derive(Debug, Clone)]
+pub struct AccountLimits {
+    /// (bucket name, its limits, the actions charged to it).
+    pub buckets: Vec<(&'static str, Bucket, &'static [&'static str])>,
+}
+
+impl AccountLimits {
+    /// "Request throttling for the Amazon EC2 API": the resource-intensive actions have buckets of
+    /// their own; attach and detach fall under the other mutating actions; describes share one
+    /// (every listing nodeeni makes is filtered, so none falls under the smaller unfiltered bucket).
+    pub fn published() -> Self {
+        let b = |capacity: f64, refill_per_second: f64| Bucket { capacity, refill_per_second };
+        Self {
+            buckets: vec![
+                ("CreateNetworkInterface", b(100.0, 5.0), &["CreateNetworkInterface"]),
+                ("DeleteNetworkInterface", b(100.0, 5.0), &["DeleteNetworkInterface"]),
+                ("ModifyNetworkInterfaceAttribute", b(100.0, 5.0), &["ModifyNetworkInterfaceAttribute"]),
+                (
+                    "AssignPrivateIpAddresses",
+                    b(100.0, 5.0),
+                    &["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
+                ),
+                ("CreateTags", b(100.0, 10.0), &["CreateTags"]),
+                ("mutating", b(50.0, 5.0), &["AttachNetworkInterface", "DetachNetworkInterface"]),
+                (
+                    "describe",
+                    b(100.0, 20.0),
+                    &[
+                        "DescribeNetworkInterfaces",
+                        "DescribeInstances",
+                        "DescribeInstanceTypes",
+                        "DescribeSubnets",
+                        "DescribeSecurityGroups",
+                    ],
+                ),
+            ],
+        }
+    }
+
+    /// The bucket `op` is charged to.
+    pub fn bucket_of(&self, op: &str) -> Option<(&'static str, Bucket)> {
+        self.buckets.iter().find(|(_, _, ops)| ops.contains(&op)).map(|(n, b, _)| (*n, *b))
+    }
+}
+
+#[derive(Debug)]
+struct BucketState {
+    limits: Bucket,
+    tokens: f64,
+    at: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -86,18 +153,34 @@ struct World {
     /// Every call that reached EC2, in order.
     log: Vec<&'static str>,
     rules: Vec<Rule>,
-    latency: BTreeMap<&'static str, Duration>,
+    /// Each call of an op takes between the two, uniformly.
+    latency: BTreeMap<&'static str, (Duration, Duration)>,
     listing_lag: Duration,
     detach_takes: Option<Duration>,
+    /// Detaches not yet settled: only then is there anything to settle.
+    detaching: usize,
+    /// ENIs by the value of their node tag, at create (the listing a pass makes, without a scan).
+    by_node: HashMap<String, BTreeSet<EniId>>,
+    limits: Option<AccountLimits>,
+    buckets: BTreeMap<&'static str, BucketState>,
+    /// Calls answered RequestLimitExceeded because their bucket was empty, per op.
+    throttled: BTreeMap<&'static str, u64>,
+    /// Listings return at most this many ENIs per call, as EC2's pages do.
+    page_size: usize,
+    by_token: HashMap<String, EniId>,
 }
 
-/// The in-memory EC2. Share it with `Arc`: the pool and the test see the same world.
+/// The in-memory EC2 and one node's client of it. Share it with `Arc`: the pool and the test see
+/// the same world; [`FakeEc2::client`] is another node's client of that world.
 #[derive(Debug)]
 pub struct FakeEc2 {
     pub resilience: Resilient,
-    world: Mutex<World>,
-    crashes: watch::Sender<u64>,
+    world: Arc<Mutex<World>>,
+    crashes: Arc<watch::Sender<u64>>,
 }
+
+/// EC2's page size for DescribeNetworkInterfaces (MaxResults at most 1000).
+pub const PAGE_SIZE: usize = 1000;
 
 fn error(code: &str, message: &str, status: u16) -> Ec2Error {
     Ec2Error { code: Some(code.into()), message: message.into(), status: Some(status), no_response: false }
@@ -110,15 +193,48 @@ fn client_error(code: &str, message: impl Into<String>) -> Ec2Error {
 impl FakeEc2 {
     /// An empty region; the resilience layer as `settings` declare it.
     pub fn new(settings: &Ec2Settings) -> Self {
-        let mut world = World { detach_takes: Some(Duration::ZERO), ..World::default() };
+        let mut world = World { detach_takes: Some(Duration::ZERO), page_size: PAGE_SIZE, ..World::default() };
         world.types.insert("c5.large".into(), InstanceLimits { max_enis: 3, network_cards: 1, ipv4_per_eni: 10 });
         world.types.insert("c5.xlarge".into(), InstanceLimits { max_enis: 4, network_cards: 1, ipv4_per_eni: 15 });
         world.types.insert("c5.18xlarge".into(), InstanceLimits { max_enis: 15, network_cards: 1, ipv4_per_eni: 50 });
         Self {
             resilience: Resilient::new(settings.retry.clone(), settings.circuit_breaker.clone(), &settings.rate_limit),
-            world: Mutex::new(world),
-            crashes: watch::channel(0).0,
+            world: Arc::new(Mutex::new(world)),
+            crashes: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// Another node's client of the same account: the same world, its own resilience layer.
+    pub fn client(&self, settings: &Ec2Settings) -> Self {
+        Self {
+            resilience: Resilient::new(settings.retry.clone(), settings.circuit_breaker.clone(), &settings.rate_limit),
+            world: self.world.clone(),
+            crashes: self.crashes.clone(),
+        }
+    }
+
+    /// From now on every call takes a token from its bucket of `limits` (full at first), or is
+    /// throttled.
+    pub fn set_account_limits(&self, limits: AccountLimits) {
+        let mut w = self.world();
+        let now = Instant::now();
+        w.buckets = limits
+            .buckets
+            .iter()
+            .map(|(name, b, _)| (*name, BucketState { limits: *b, tokens: b.capacity, at: now }))
+            .collect();
+        w.limits = Some(limits);
+    }
+
+    /// Calls of `op` the account's buckets throttled.
+    pub fn throttled(&self, op: &str) -> u64 {
+        self.world().throttled.iter().filter(|(o, _)| **o == op).map(|(_, n)| n).sum()
+    }
+
+    /// Every call that reached EC2 and every throttled one, per op.
+    pub fn call_counts(&self) -> (BTreeMap<&'static str, u64>, BTreeMap<&'static str, u64>) {
+        let w = self.world();
+        (w.calls.clone(), w.throttled.clone())
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -150,6 +266,11 @@ impl FakeEc2 {
         id
     }
 
+    /// Adds an instance type with its limits.
+    pub fn add_instance_type(&self, name: &str, limits: InstanceLimits) {
+        self.world().types.insert(name.into(), limits);
+    }
+
     pub fn add_instance(&self, instance_type: &str, az: &str) -> InstanceId {
         let mut w = self.world();
         let id: InstanceId = Self::id(&mut w, "i").parse().expect("instance id");
@@ -173,7 +294,12 @@ impl FakeEc2 {
 
     /// Every call of `op` takes `latency` (in tokio's clock).
     pub fn set_latency(&self, op: &'static str, latency: Duration) {
-        self.world().latency.insert(op, latency);
+        self.world().latency.insert(op, (latency, latency));
+    }
+
+    /// Each call of `op` takes between `low` and `high`, uniformly at random.
+    pub fn set_latency_range(&self, op: &'static str, low: Duration, high: Duration) {
+        self.world().latency.insert(op, (low, high.max(low)));
     }
 
     /// New ENIs are missing from tag listings for `lag` after their create.
@@ -217,8 +343,14 @@ impl FakeEc2 {
 
     /// Changes an ENI behind nodeeni's back.
     pub fn edit(&self, id: &EniId, f: impl FnOnce(&mut Eni)) {
-        if let Some(e) = self.world().enis.get_mut(id) {
+        let mut w = self.world();
+        if let Some(e) = w.enis.get_mut(id) {
             f(&mut e.eni);
+            let node = e.eni.tags.get(tags::NODE).cloned();
+            unindex(&mut w, id);
+            if let Some(node) = node {
+                w.by_node.entry(node).or_default().insert(id.clone());
+            }
         }
     }
 
@@ -244,7 +376,8 @@ impl FakeEc2 {
 
     /// Deletes an ENI as someone else would (detached first, forcibly).
     pub fn delete_outside(&self, eni: &EniId) {
-        self.world().enis.remove(eni);
+        let mut w = self.world();
+        remove(&mut w, eni);
     }
 
     /// One attempt of `op`: latency, then a fault or the change `f` makes to the world.
@@ -253,7 +386,8 @@ impl FakeEc2 {
         op: &'static str,
         f: &(impl Fn(&mut World, Instant) -> Result<T, Ec2Error> + Sync),
     ) -> Result<T, Ec2Error> {
-        let latency = self.world().latency.get(op).copied().unwrap_or_default();
+        let (low, high) = self.world().latency.get(op).copied().unwrap_or_default();
+        let latency = if high > low { low + (high - low).mul_f64(fastrand::f64()) } else { low };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -261,6 +395,10 @@ impl FakeEc2 {
             let mut w = self.world();
             *w.calls.entry(op).or_default() += 1;
             w.log.push(op);
+            if !take_token(&mut w, op, Instant::now()) {
+                *w.throttled.entry(op).or_default() += 1;
+                return Err(Fault::throttled_error());
+            }
             let fault = w.rules.iter_mut().find(|r| r.op == op && (r.skip > 0 || r.times > 0)).and_then(|r| {
                 if r.skip > 0 {
                     r.skip -= 1;
@@ -302,10 +440,73 @@ impl FakeEc2 {
     ) -> Ec2Result<T> {
         self.resilience.call(op, mutating, || self.attempt(op, &f)).await
     }
+
+    /// A DescribeNetworkInterfaces listing of the ENIs `matches` takes, one call per page; `node`:
+    /// the node tag's value the filter names (found through the index, not a scan).
+    async fn list(&self, matches: impl Fn(&Eni) -> bool + Sync, node: Option<&str>) -> Ec2Result<Vec<Eni>> {
+        let mut out = Vec::new();
+        let mut after: Option<EniId> = None;
+        loop {
+            let page = self
+                .call("DescribeNetworkInterfaces", false, |w, now| {
+                    let lag = w.listing_lag;
+                    let visible = |e: &&FakeEni| now.duration_since(e.created) >= lag && matches(&e.eni);
+                    let from = |id: &EniId| after.as_ref().is_none_or(|a| id > a);
+                    let page: Vec<Eni> = match node {
+                        Some(n) => w
+                            .by_node
+                            .get(n)
+                            .into_iter()
+                            .flatten()
+                            .filter(|id| from(id))
+                            .filter_map(|id| w.enis.get(id))
+                            .filter(visible)
+                            .take(w.page_size)
+                            .map(|e| e.eni.clone())
+                            .collect(),
+                        None => w
+                            .enis
+                            .values()
+                            .filter(|e| from(&e.eni.id))
+                            .filter(visible)
+                            .take(w.page_size)
+                            .map(|e| e.eni.clone())
+                            .collect(),
+                    };
+                    Ok(page)
+                })
+                .await?;
+            let full = page.len() >= self.world().page_size;
+            after = page.last().map(|e| e.id.clone());
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// A token from `op`'s bucket, if the account has buckets; false: the bucket is empty.
+fn take_token(w: &mut World, op: &str, now: Instant) -> bool {
+    let Some((name, _)) = w.limits.as_ref().and_then(|l| l.bucket_of(op)) else { return true };
+    let Some(b) = w.buckets.get_mut(name) else { return true };
+    let refill = now.saturating_duration_since(b.at).as_secs_f64() * b.limits.refill_per_second;
+    b.tokens = (b.tokens + refill).min(b.limits.capacity);
+    b.at = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 /// Detaches whose time has come complete.
 fn settle(w: &mut World, now: Instant) {
+    if w.detaching == 0 {
+        return;
+    }
+    let mut settled = 0;
     for e in w.enis.values_mut() {
         if let Some(Some(until)) = e.detaching_until
             && now >= until
@@ -313,6 +514,28 @@ fn settle(w: &mut World, now: Instant) {
             e.eni.attachment = None;
             e.eni.status = "available".into();
             e.detaching_until = None;
+            settled += 1;
+        }
+    }
+    w.detaching -= settled.min(w.detaching);
+}
+
+fn unindex(w: &mut World, id: &EniId) {
+    for ids in w.by_node.values_mut() {
+        ids.remove(id);
+    }
+}
+
+fn remove(w: &mut World, id: &EniId) {
+    w.by_token.retain(|_, eni| eni != id);
+    if let Some(e) = w.enis.remove(id) {
+        if matches!(e.detaching_until, Some(Some(_))) {
+            w.detaching = w.detaching.saturating_sub(1);
+        }
+        if let Some(node) = e.eni.tags.get(tags::NODE)
+            && let Some(ids) = w.by_node.get_mut(node)
+        {
+            ids.remove(id);
         }
     }
 }
@@ -328,7 +551,7 @@ fn create(w: &mut World, r: &CreateEni, now: Instant) -> Result<Eni, Ec2Error> {
         ));
     }
     if !r.client_token.is_empty()
-        && let Some(e) = w.enis.values().find(|e| e.client_token.as_deref() == Some(r.client_token.as_str()))
+        && let Some(e) = w.by_token.get(&r.client_token).and_then(|id| w.enis.get(id))
     {
         return Ok(e.eni.clone());
     }
@@ -363,7 +586,13 @@ fn create(w: &mut World, r: &CreateEni, now: Instant) -> Result<Eni, Ec2Error> {
         tags: r.tags.clone(),
     };
     let token = (!r.client_token.is_empty()).then(|| r.client_token.clone());
-    w.enis.insert(id, FakeEni { eni: eni.clone(), created: now, client_token: token, detaching_until: None });
+    if let Some(node) = r.tags.get(tags::NODE) {
+        w.by_node.entry(node.clone()).or_default().insert(id.clone());
+    }
+    if let Some(t) = &token {
+        w.by_token.insert(t.clone(), id.clone());
+    }
+    w.enis.insert(id, FakeEni { eni: eni.clone(), created: now, detaching_until: None });
     Ok(eni)
 }
 
@@ -536,6 +765,9 @@ impl Ec2 for FakeEc2 {
                     a.status = "detaching".into();
                 }
                 e.detaching_until = Some(takes.map(|d| now + d));
+                if takes.is_some() {
+                    w.detaching += 1;
+                }
             }
             settle(w, now);
             Ok(())
@@ -550,7 +782,7 @@ impl Ec2 for FakeEc2 {
                 Err(client_error("InvalidNetworkInterface.InUse", format!("Interface: {eni} in use.")))
             }
             Some(_) => {
-                w.enis.remove(eni);
+                remove(w, eni);
                 Ok(())
             }
         })
@@ -558,15 +790,18 @@ impl Ec2 for FakeEc2 {
     }
 
     async fn enis_tagged(&self, tag: &str, value: Option<&str>) -> Ec2Result<Vec<Eni>> {
-        self.call("DescribeNetworkInterfaces", false, |w, now| {
-            let lag = w.listing_lag;
-            Ok(w.enis
-                .values()
-                .filter(|e| now.duration_since(e.created) >= lag)
-                .filter(|e| e.eni.tags.get(tag).is_some_and(|v| value.is_none_or(|want| v == want)))
-                .map(|e| e.eni.clone())
-                .collect())
-        })
+        self.list(
+            |e| e.tags.get(tag).is_some_and(|v| value.is_none_or(|want| v == want)),
+            (tag == tags::NODE).then_some(value).flatten(),
+        )
+        .await
+    }
+
+    async fn available_enis_tagged(&self, tag: &str, value: &str) -> Ec2Result<Vec<Eni>> {
+        self.list(
+            |e| e.status == "available" && e.tags.get(tag).is_some_and(|v| v == value),
+            (tag == tags::NODE).then_some(value),
+        )
         .await
     }
 

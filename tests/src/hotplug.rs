@@ -111,6 +111,19 @@ async fn tick(
         attached.insert(id.to_string(), (mac.to_string(), index, subnet.to_string()));
     }
     let mut plugged = plugged.lock().expect("lock");
+    // Unplugged first, as the kernel does: a detach completes before another ENI can take its
+    // device index, so a new ENI at an index seen in the same tick finds its PCI slot free.
+    let gone: Vec<String> = plugged.keys().filter(|id| !attached.contains_key(*id)).cloned().collect();
+    for id in gone {
+        if let Some(p) = plugged.remove(&id) {
+            // Wherever the netdev is now in the node (renamed or not), it goes; one in a pod's
+            // namespace the test's pod teardown removes.
+            if let Some(name) = link_with_mac(node, &p.mac) {
+                let _ = ip(&["-n", node, "link", "del", &name]);
+            }
+            sysfs.remove_device(&p.pci);
+        }
+    }
     for (id, (mac, index, subnet)) in &attached {
         if plugged.contains_key(id) {
             continue;
@@ -124,17 +137,6 @@ async fn tick(
         sysfs.add_device(&pci, Some("ena"), &ifname, 10 + *index as u32, 0);
         vpc.plug_into(node, &ifname, mac, cidr);
         plugged.insert(id.clone(), Plugged { eni: id.clone(), mac: mac.clone(), device_index: *index, pci });
-    }
-    let gone: Vec<String> = plugged.keys().filter(|id| !attached.contains_key(*id)).cloned().collect();
-    for id in gone {
-        if let Some(p) = plugged.remove(&id) {
-            // Wherever the netdev is now in the node (renamed or not), it goes; one in a pod's
-            // namespace the test's pod teardown removes.
-            if let Some(name) = link_with_mac(node, &p.mac) {
-                let _ = ip(&["-n", node, "link", "del", &name]);
-            }
-            sysfs.remove_device(&p.pci);
-        }
     }
 }
 

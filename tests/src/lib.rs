@@ -38,6 +38,7 @@ pub mod poll;
 pub mod process;
 pub mod prometheus;
 pub mod root;
+pub mod scale;
 pub mod sysfs;
 pub mod tools;
 pub mod vpc;

@@ -16,7 +16,10 @@ use crate::tools::venv;
 impl Moto {
     /// Starts moto; None (skipped, said on stderr) when the venv is missing and CI is not set.
     pub fn start(test: &str) -> Option<Self> {
+        // moto's own server, started through tests/moto-server.py (it adds the `status` filter).
         let server = venv().join("bin/moto_server");
+        let python = venv().join("bin/python3");
+        let wrapper = crate::tools::repo().join("tests/moto-server.py");
         if !server.is_file() {
             if std::env::var_os("CI").is_some() {
                 panic!("{test}: {} is missing; scripts/install-deps installs it", server.display());
@@ -25,9 +28,10 @@ impl Moto {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut command = Command::new(&server);
+        let mut command = Command::new(&python);
         crate::process::die_with_parent(&mut command);
         let child = command
+            .arg(&wrapper)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -47,7 +47,9 @@ pub struct NodeBox {
     pub instance_type: String,
     /// More flags for the daemon's `run`.
     pub extra_daemon_args: Vec<String>,
-    /// The config's reconcileIntervalSeconds (2: tests want passes often).
+    /// The config's reconcileIntervalSeconds (2: tests want passes often), and its
+    /// idleIntervalMaxSeconds (no idle back-off: a scenario's drift is repaired at the next interval;
+    /// the back-off has its own test in ipam's pool_behaviour).
     pub reconcile_interval_secs: u32,
     /// The daemon's --health-interval-ms (200).
     pub health_interval_ms: u32,
@@ -168,7 +170,7 @@ impl NodeBox {
         let pools = if pools.trim() == "[]" { " []\n".to_string() } else { format!("\n{pools}") };
         format!(
             "apiVersion: nodeeni.io/v1alpha1\nkind: PoolConfig\nclusterName: {CLUSTER}\nstateDir: {state}\n\
-             reconcileIntervalSeconds: {interval}\nleakGraceSeconds: 3600\n{node}\
+             reconcileIntervalSeconds: {interval}\nidleIntervalMaxSeconds: {interval}\nleakGraceSeconds: 3600\n{node}\
              ec2: {{endpointUrl: \"{ec2}\", region: us-east-1, retry: {{maxAttempts: 8, baseDelayMs: 50, maxDelayMs: 400}}}}\n\
              pools:{pools}",
             state = self.state_dir().display(),

@@ -116,7 +116,7 @@ order of README "Pool configuration" (toYaml alone would sort them). */}}
 apiVersion: nodeeni.io/v1alpha1
 kind: PoolConfig
 {{- with $c }}
-{{ include "nodeeni.orderedYaml" (list . (list "clusterName" "stateDir" "reconcileIntervalSeconds" "leakGraceSeconds" "node" "ec2")) }}
+{{ include "nodeeni.orderedYaml" (list . (list "clusterName" "stateDir" "reconcileIntervalSeconds" "idleIntervalMaxSeconds" "leakGraceSeconds" "node" "ec2")) }}
 {{- end }}
 {{- if .Values.config.pools }}
 pools:

@@ -132,12 +132,15 @@ pub async fn run(
     let mut metrics = Metrics::new();
     metrics.collect(pool_snapshot.clone());
     metrics.collect(Ec2Collector(ec2.clone()));
+    let answers = ec2.clone();
+    let probes = Probes::new(Duration::from_secs(file_config.idle_interval_max_secs))
+        .with_progress(Box::new(move || answers.resilience.last_answer()));
     let shared = Arc::new(Shared {
         metrics: Arc::new(metrics),
         pool_snapshot,
         ec2,
         store: NodeStore::new(&file_config.state_dir),
-        probes: Arc::new(Probes::new(Duration::from_secs(file_config.reconcile_interval_secs))),
+        probes: Arc::new(probes),
     });
 
     let http = match settings.metrics_addr {
@@ -171,7 +174,7 @@ pub async fn run(
                         return Ok(());
                     }
                     _ = remind.tick() => {
-                        shared.probes.beat(Duration::from_secs(file_config.reconcile_interval_secs));
+                        shared.probes.beat(Duration::from_secs(file_config.idle_interval_max_secs));
                         tracing::warn!(waiting_for = missing, "the pool waits for the Kubernetes API before it runs (no saved view on this node)");
                     }
                     () = c.changed() => {}

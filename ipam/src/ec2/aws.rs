@@ -94,6 +94,38 @@ impl AwsEc2 {
         let resilience = Resilient::new(settings.retry.clone(), settings.circuit_breaker.clone(), &settings.rate_limit);
         Self { client, resilience, page_size: MAX_PAGE }
     }
+
+    /// Every ENI the filters match, page by page. An ENI on two pages (the listing moved under the
+    /// pages) is one ENI.
+    async fn enis_filtered(&self, filters: &[Filter]) -> Ec2Result<Vec<Eni>> {
+        let mut out: Vec<Eni> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let (mut token, mut followed): (Option<String>, Vec<String>) = (None, Vec::new());
+        loop {
+            let resp = self
+                .resilience
+                .call("DescribeNetworkInterfaces", false, || {
+                    let req = self
+                        .client
+                        .describe_network_interfaces()
+                        .set_filters(Some(filters.to_vec()))
+                        .max_results(self.page_size)
+                        .set_next_token(token.clone());
+                    async move { req.send().await.map_err(Ec2Error::from) }
+                })
+                .await?;
+            // An ENI on two pages (the listing moved under the pages) is one ENI.
+            for eni in resp.network_interfaces().iter().filter_map(to_eni) {
+                if seen.insert(eni.id.clone()) {
+                    out.push(eni);
+                }
+            }
+            token = next_page(resp.next_token(), &mut followed);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 fn ip(s: Option<&str>) -> Option<IpAddr> {
@@ -409,32 +441,15 @@ impl Ec2 for AwsEc2 {
             Some(v) => Filter::builder().name(format!("tag:{tag}")).values(v).build(),
             None => Filter::builder().name("tag-key").values(tag).build(),
         };
-        let mut out: Vec<Eni> = Vec::new();
-        let (mut token, mut followed): (Option<String>, Vec<String>) = (None, Vec::new());
-        loop {
-            let resp = self
-                .resilience
-                .call("DescribeNetworkInterfaces", false, || {
-                    let req = self
-                        .client
-                        .describe_network_interfaces()
-                        .filters(filter.clone())
-                        .max_results(self.page_size)
-                        .set_next_token(token.clone());
-                    async move { req.send().await.map_err(Ec2Error::from) }
-                })
-                .await?;
-            // An ENI on two pages (the listing moved under the pages) is one ENI.
-            for eni in resp.network_interfaces().iter().filter_map(to_eni) {
-                if !out.iter().any(|e| e.id == eni.id) {
-                    out.push(eni);
-                }
-            }
-            token = next_page(resp.next_token(), &mut followed);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        self.enis_filtered(&[filter]).await
+    }
+
+    async fn available_enis_tagged(&self, tag: &str, value: &str) -> Ec2Result<Vec<Eni>> {
+        self.enis_filtered(&[
+            Filter::builder().name(format!("tag:{tag}")).values(value).build(),
+            Filter::builder().name("status").values("available").build(),
+        ])
+        .await
     }
 
     async fn describe_eni(&self, id: &EniId) -> Ec2Result<Option<Eni>> {

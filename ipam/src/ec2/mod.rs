@@ -168,6 +168,9 @@ pub trait Ec2: Send + Sync {
     fn delete_eni(&self, eni: &EniId) -> impl Future<Output = Ec2Result<()>> + Send;
     /// ENIs carrying `tag = value` (all of them when `value` is None).
     fn enis_tagged(&self, tag: &str, value: Option<&str>) -> impl Future<Output = Ec2Result<Vec<Eni>>> + Send;
+    /// ENIs carrying `tag = value` that are `available` (attached to nothing), filtered by EC2: a
+    /// cluster's leak candidates are few where its ENIs are many.
+    fn available_enis_tagged(&self, tag: &str, value: &str) -> impl Future<Output = Ec2Result<Vec<Eni>>> + Send;
     fn describe_eni(&self, id: &EniId) -> impl Future<Output = Ec2Result<Option<Eni>>> + Send;
 }
 
@@ -230,6 +233,9 @@ impl<T: Ec2> Ec2 for std::sync::Arc<T> {
     }
     fn enis_tagged(&self, tag: &str, value: Option<&str>) -> impl Future<Output = Ec2Result<Vec<Eni>>> + Send {
         (**self).enis_tagged(tag, value)
+    }
+    fn available_enis_tagged(&self, tag: &str, value: &str) -> impl Future<Output = Ec2Result<Vec<Eni>>> + Send {
+        (**self).available_enis_tagged(tag, value)
     }
     fn describe_eni(&self, id: &EniId) -> impl Future<Output = Ec2Result<Option<Eni>>> + Send {
         (**self).describe_eni(id)

@@ -125,6 +125,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
     async fn converge_slot(&self, work: SlotWork, listed: &[Eni], report: &mut Report) -> Result<(), PoolError> {
         let SlotWork { slot, existing, steps, .. } = work;
         let pool = self.pool_of(&slot)?;
+        // A slot with nothing to do whose record already says what EC2 says is left alone: no
+        // locked read of the whole node state per ENI, per pass (that made an idle pass quadratic).
+        let unchanged = steps.is_empty().then(|| existing.clone()).flatten();
         // The lifecycle as this pass last saw or wrote it: a different one under the lock at the end
         // means someone else (`drain`) moved the record meanwhile.
         let mut seen = existing.as_ref().map(|r| r.lifecycle);
@@ -211,6 +214,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         }
         let (Some(mut rec), Some(eni)) = (rec, eni) else { return Ok(()) };
         fill_from(&mut rec, &eni, Some(&slot.subnet));
+        if unchanged.as_ref() == Some(&rec) {
+            return Ok(());
+        }
         let id = eni.id.clone();
         // Merged under the lock with the record as it is now: who holds it is the CNI's and stays; a
         // record that someone else moved to draining or removal since this pass saw it (`drain`,
@@ -405,6 +411,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             return Ok(());
         }
         let start = tokio::time::Instant::now();
+        // Polls back off (250 ms doubling to 4 s): a listing lags new ENIs by seconds, and each
+        // poll is a describe from the account's shared bucket.
+        let mut poll = Duration::from_millis(250);
         loop {
             let mine = self.mine().await?;
             let pending: Vec<&EniId> = attached
@@ -423,7 +432,8 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 }
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_secs(4));
         }
     }
 }

@@ -87,7 +87,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             .iter()
             .filter_map(|s| if let SubnetRef::Name(n) = s { Some(n.clone()) } else { None })
             .collect();
-        let found = match self.ec2.describe_subnets(&ids, &names).await {
+        let found = match self.lookups.subnets(&self.ec2, &ids, &names).await {
             Ok(f) => f,
             Err(CallError::NotFound { error, .. }) => return Err(refuse(format!("unknown subnet: {error}"))),
             Err(e) => return Err(e.into()),
@@ -121,7 +121,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             .collect();
         if !names.is_empty() {
             let vpc = subnets.first().map(|s| s.vpc_id.clone()).unwrap_or_default();
-            let by_name = self.ec2.security_group_ids(&vpc, &names).await?;
+            let by_name = self.lookups.security_groups(&self.ec2, &vpc, &names).await?;
             for n in &names {
                 match by_name.iter().find(|(name, _)| name == n) {
                     Some((_, id)) => groups.push(id.clone()),

@@ -14,7 +14,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         let grace = self.config.leak_grace_secs;
         let now = now_unix();
         let mut deleted = Vec::new();
-        for eni in self.ec2.enis_tagged(tags::CLUSTER, Some(&self.config.cluster_name)).await? {
+        // One describe per owner, however many of its ENIs are left.
+        let mut owners_alive = std::collections::BTreeMap::new();
+        for eni in self.ec2.available_enis_tagged(tags::CLUSTER, &self.config.cluster_name).await? {
             if eni.status != "available" {
                 continue;
             }
@@ -23,9 +25,20 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 continue;
             }
             let Some(owner) = eni.tags.get(tags::NODE).and_then(|i| i.parse::<InstanceId>().ok()) else { continue };
-            let alive = match self.ec2.describe_instance(&owner).await? {
-                Some(i) => !matches!(i.state.as_deref(), Some("terminated") | Some("shutting-down")),
-                None => false,
+            if owner == self.node.instance_id {
+                // This node's own (a create not yet attached): its pool's to adopt, and alive.
+                continue;
+            }
+            let alive = match owners_alive.get(&owner) {
+                Some(alive) => *alive,
+                None => {
+                    let alive = match self.ec2.describe_instance(&owner).await? {
+                        Some(i) => !matches!(i.state.as_deref(), Some("terminated") | Some("shutting-down")),
+                        None => false,
+                    };
+                    owners_alive.insert(owner.clone(), alive);
+                    alive
+                }
             };
             if alive {
                 continue;

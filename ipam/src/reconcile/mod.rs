@@ -19,6 +19,7 @@ pub mod desired;
 mod drain;
 mod error;
 mod leaks;
+pub mod lookups;
 pub mod plan;
 mod report;
 mod run;
@@ -32,11 +33,12 @@ pub use converge::client_token;
 pub use drain::{DRAIN_MARKER, POOL_LOCK};
 pub use error::PoolError;
 pub use report::{DrainReport, Report};
-pub use run::{LoopSettings, PassObserver};
+pub use run::{JITTER, LoopSettings, PassObserver, next_wait};
 
-use crate::ec2::{Ec2, Eni, Subnet, tags};
+use crate::ec2::{Ec2, Eni, Instance, Subnet, tags};
 use crate::host::HostPrep;
 use crate::identity::NodeIdentity;
+use crate::resilience::CallError;
 
 /// Marks a create so a restart can find what it made.
 pub const INTENT_TAG: &str = "nodeeni.io/intent";
@@ -54,6 +56,8 @@ pub struct Reconciler<E: Ec2, H: HostPrep> {
     pub detach_timeout: Duration,
     /// How long to wait for EC2 to confirm an attachment.
     pub attach_timeout: Duration,
+    /// EC2's answers kept between passes.
+    pub lookups: lookups::Lookups,
 }
 
 impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
@@ -67,6 +71,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             store,
             detach_timeout: Duration::from_secs(60),
             attach_timeout: Duration::from_secs(60),
+            lookups: lookups::Lookups::default(),
         }
     }
 
@@ -74,17 +79,44 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
     /// pass logs is inside its `pass` span, which names the instance.
     #[tracing::instrument(name = "pass", skip_all, fields(instance = %self.node.instance_id))]
     pub async fn reconcile(&self) -> Result<Report, PoolError> {
-        let mut report = Report::default();
-        let instance = self
-            .ec2
-            .describe_instance(&self.node.instance_id)
+        let result = self.reconcile_once().await;
+        // An error EC2 will repeat (a subnet or group gone, a bad parameter): the next pass looks
+        // everything up again. Not for a busy or unreachable EC2, which changes nothing
+        // and where looking up again would only add to the crowd.
+        let repeats = |e: &PoolError| matches!(e, PoolError::Ec2(CallError::NotFound { .. } | CallError::Fatal { .. }));
+        if result.as_ref().is_err_and(repeats) {
+            self.lookups.forget();
+        } else if result.as_ref().is_ok_and(|r| !(r.attached.is_empty() && r.deleted.is_empty())) {
+            self.lookups.forget_instance();
+        }
+        result
+    }
+
+    async fn describe_instance(&self) -> Result<Instance, PoolError> {
+        self.lookups
+            .describe_instance(&self.ec2, &self.node.instance_id)
             .await?
-            .ok_or_else(|| PoolError::NoInstance(self.node.instance_id.clone()))?;
-        let limits = self.ec2.instance_limits(&self.node.instance_type).await?;
+            .ok_or_else(|| PoolError::NoInstance(self.node.instance_id.clone()))
+    }
+
+    async fn reconcile_once(&self) -> Result<Report, PoolError> {
+        let mut report = Report::default();
+        let kept = self.lookups.instance();
+        let mut described = kept.is_none();
+        let mut instance = match kept {
+            Some(i) => i,
+            None => self.describe_instance().await?,
+        };
+        let limits = self.lookups.limits(&self.ec2, &self.node.instance_type).await?;
         let mut listed = self.mine().await?;
         let (found, state) = self.adopt(&listed, &mut report).await?;
         listed.extend(found);
         let desired = self.desired().await?;
+        if !desired.refused.is_empty() {
+            // A pool refused for its subnets or groups (unknown, another AZ) is resolved afresh next
+            // pass: someone may be fixing them. A refusal from the plan is not about these.
+            self.lookups.forget();
+        }
         report.refused.extend(desired.refused.iter().map(|(pool, msg)| format!("{pool}: {msg}")));
         let mut refused_pools = desired.refused_pools();
         if self.config.keep_undeclared {
@@ -101,14 +133,24 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             }
             refused_pools.extend(kept);
         }
-        let plan = plan::plan(&plan::PlanInput {
-            slots: &desired.slots,
-            refused_pools: &refused_pools,
-            records: &state.enis,
-            listed: &listed,
-            instance: &instance,
-            limits,
-        });
+        let plan = loop {
+            let plan = plan::plan(&plan::PlanInput {
+                slots: &desired.slots,
+                refused_pools: &refused_pools,
+                records: &state.enis,
+                listed: &listed,
+                instance: &instance,
+                limits,
+            });
+            // An attach (or a refusal for want of a place) is decided from the device indexes
+            // taken: those are described now, not kept.
+            let attaches = plan.slots.iter().any(|w| w.steps.iter().any(|s| matches!(s, plan::Step::Attach { .. })));
+            if described || (!attaches && plan.refused.is_empty()) {
+                break plan;
+            }
+            instance = self.describe_instance().await?;
+            described = true;
+        };
         tracing::debug!(?plan, "planned");
         report.refused.extend(plan.refused.iter().cloned());
         self.execute(plan, &listed, &mut report).await?;

@@ -1,6 +1,8 @@
 //! The pool loop — the one the daemon runs and the tests test: a pass every
 //! `reconcileIntervalSeconds`, at once when asked or when the configuration changes, nothing while the
-//! drain marker is present, leak collection now and then, until stopped. What each turn did goes to a
+//! drain marker is present, leak collection now and then, until stopped. While passes find nothing
+//! to do the wait doubles up to `idleIntervalMaxSeconds`; every wait is jittered by ±10%, so nodes
+//! that booted together do not keep listing together. What each turn did goes to a
 //! [`PassObserver`] (the daemon's metrics, probes and SR-IOV config; a test's counters).
 
 use std::path::Path;
@@ -46,6 +48,28 @@ impl Default for LoopSettings {
     }
 }
 
+/// Every wait is this share longer or shorter, at random.
+pub const JITTER: f64 = 0.1;
+
+/// The wait after `idle_passes` passes in a row that found nothing to do: the interval, doubled for
+/// each, at most `max`, jittered by ±[`JITTER`].
+pub fn next_wait(interval: Duration, max: Duration, idle_passes: u32) -> Duration {
+    let max = max.max(interval);
+    let doubled = interval.saturating_mul(1u32 << idle_passes.min(20)).min(max);
+    // Jittered, never beyond the ceiling the configuration names.
+    doubled.mul_f64(1.0 + JITTER * (2.0 * fastrand::f64() - 1.0)).min(max)
+}
+
+/// Whether a pass changed nothing and found nothing new: the pool as declared, refused for the same
+/// reasons as the pass before, or failed with the same error.
+fn idle(result: &Result<Report, PoolError>, before: &Result<Vec<String>, String>) -> bool {
+    match (result, before) {
+        (Ok(r), Ok(refused)) => !r.changed_anything() && &r.refused == refused && r.draining.is_empty(),
+        (Err(e), Err(was)) => e.to_string() == *was,
+        _ => false,
+    }
+}
+
 impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
     /// Runs passes until `stop` is cancelled (checked between passes: a pass in flight is the
     /// caller's to bound). Each pass takes the newest configuration from `configs`.
@@ -57,7 +81,14 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         settings: LoopSettings,
         observer: &mut impl PassObserver,
     ) {
-        let mut last_leak_check: Option<Instant> = None;
+        // The first leak check at a random point of the first interval, so a cluster's nodes booting
+        // or restarting together (a rollout) do not all list its ENIs at once.
+        let mut next_leak_check = Instant::now() + settings.leak_check_every.mul_f64(fastrand::f64());
+        let mut idle_passes = 0u32;
+        // A refusal or an error that repeats pass after pass (a pool the instance cannot hold, the
+        // account's ENI quota reached) is idle too: it backs off like one, instead of asking EC2 again
+        // every interval.
+        let mut last_outcome: Result<Vec<String>, String> = Ok(Vec::new());
         let mut told_drained = false;
         let mut configs_open = true;
         loop {
@@ -77,7 +108,8 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                     tracing::error!(error = %e, "cannot take the pool lock; no pass this turn");
                     observer.pass_done(&config, &Err(e), Duration::ZERO);
                     observer.turned(&config);
-                    if self.wait_for_next_turn(&config, &mut configs, &mut configs_open, now, stop).await {
+                    idle_passes = 0;
+                    if self.wait_for_next_turn(&config, 0, &mut configs, &mut configs_open, now, stop).await {
                         return;
                     }
                     continue;
@@ -91,6 +123,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                     told_drained = true;
                 }
                 observer.paused(&marker);
+                idle_passes = 0;
             } else {
                 told_drained = false;
                 let started = Instant::now();
@@ -107,8 +140,15 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                     }
                 }
                 observer.pass_done(&config, &result, took);
-                if last_leak_check.is_none_or(|t| t.elapsed() >= settings.leak_check_every) {
-                    last_leak_check = Some(Instant::now());
+                let outcome = match &result {
+                    Ok(r) => Ok(r.refused.clone()),
+                    Err(e) => Err(e.to_string()),
+                };
+                idle_passes = if idle(&result, &last_outcome) { idle_passes.saturating_add(1) } else { 0 };
+                last_outcome = outcome;
+                if Instant::now() >= next_leak_check {
+                    next_leak_check = Instant::now()
+                        + settings.leak_check_every.mul_f64(1.0 + JITTER * (2.0 * fastrand::f64() - 1.0));
                     let leaks = self.collect_leaks().await;
                     if let Err(e) = &leaks {
                         tracing::warn!(error = %e, "leak collection failed; trying again later");
@@ -118,22 +158,31 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             }
             drop(pool_lock);
             observer.turned(&config);
-            if self.wait_for_next_turn(&config, &mut configs, &mut configs_open, now, stop).await {
+            if self.wait_for_next_turn(&config, idle_passes, &mut configs, &mut configs_open, now, stop).await {
                 return;
             }
         }
     }
 
-    /// Waits for the interval, a request, or a new configuration; true when `stop` came instead.
+    /// Waits for the interval (backed off after `idle_passes` idle passes), a request, or a new
+    /// configuration; true when `stop` came instead.
     async fn wait_for_next_turn(
         &self,
         config: &PoolConfig,
+        idle_passes: u32,
         configs: &mut watch::Receiver<Arc<PoolConfig>>,
         configs_open: &mut bool,
         now: &Notify,
         stop: &CancellationToken,
     ) -> bool {
-        let interval = Duration::from_secs(config.reconcile_interval_secs);
+        let interval = next_wait(
+            Duration::from_secs(config.reconcile_interval_secs),
+            Duration::from_secs(config.idle_interval_max_secs),
+            idle_passes,
+        );
+        if idle_passes > 0 {
+            tracing::debug!(?interval, idle_passes, "nothing to do: the next pass waits longer");
+        }
         tokio::select! {
             biased;
             _ = stop.cancelled() => return true,
