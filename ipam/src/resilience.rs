@@ -258,17 +258,6 @@ impl RequestBucket {
             _ => RequestBucket::Describe,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestBucket::Create => "create",
-            RequestBucket::Delete => "delete",
-            RequestBucket::Modify => "modify",
-            RequestBucket::PrivateIps => "private_ips",
-            RequestBucket::Mutating => "mutating",
-            RequestBucket::Describe => "describe",
-        }
-    }
 }
 
 /// A throttle after a success halves the rate: one throttle among successes is a busy moment (other
@@ -405,7 +394,7 @@ pub struct RateLimiter {
 #[derive(Debug)]
 pub struct Permit<'a> {
     /// When the token was taken.
-    pub taken: Instant,
+    taken: Instant,
     // Dropped after the slot: the place is given back last, when the slot is free again.
     _slot: SemaphorePermit<'a>,
     _place: Place<'a>,

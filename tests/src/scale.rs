@@ -138,19 +138,6 @@ impl ClusterRun {
     pub fn throttled(&self) -> u64 {
         self.by_op.iter().map(|(_, _, t)| t).sum()
     }
-    /// Calls taken (not throttled) per bucket of `limits`.
-    pub fn work(&self, limits: &AccountLimits) -> Vec<(&'static str, u64)> {
-        let mut work: Vec<(&'static str, u64)> = Vec::new();
-        for (op, n, t) in &self.by_op {
-            if let Some((bucket, _)) = limits.bucket_of(op) {
-                match work.iter_mut().find(|(b, _)| *b == bucket) {
-                    Some((_, w)) => *w += n - t,
-                    None => work.push((bucket, n - t)),
-                }
-            }
-        }
-        work
-    }
 }
 
 /// Runs `spec` on the current runtime (meant for a paused clock) until every node converged, then
@@ -201,7 +188,7 @@ pub async fn run(spec: &Cluster) -> ClusterRun {
     let by_op = calls.iter().map(|(op, n)| (*op, *n, throttled.get(op).copied().unwrap_or(0))).collect();
     let mut steady_describes_per_second = 0.0;
     if let Some((settle, window)) = spec.steady {
-        let limits = AccountLimits::published();
+        let limits = spec.limits.clone().unwrap_or_else(AccountLimits::published);
         tokio::time::sleep(settle).await;
         let describes = |c: &std::collections::BTreeMap<&'static str, u64>| -> u64 {
             c.iter().filter(|(op, _)| limits.bucket_of(op).is_some_and(|(b, _)| b == "describe")).map(|(_, n)| n).sum()

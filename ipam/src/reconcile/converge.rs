@@ -127,6 +127,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         let pool = self.pool_of(&slot)?;
         // A slot with nothing to do whose record already says what EC2 says is left alone: no
         // locked read of the whole node state per ENI, per pass (that made an idle pass quadratic).
+        // Skipping decides nothing about the record: the merge it saves would only write the
+        // snapshot's own values back (allocation and a removal's lifecycle are kept under the lock
+        // either way), so whatever someone changed since stays as they left it.
         let unchanged = steps.is_empty().then(|| existing.clone()).flatten();
         // The lifecycle as this pass last saw or wrote it: a different one under the lock at the end
         // means someone else (`drain`) moved the record meanwhile.

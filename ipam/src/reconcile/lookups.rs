@@ -24,10 +24,30 @@ pub const LOOKUP_TTL: Duration = Duration::from_secs(6 * 3600);
 type SubnetQuery = (Vec<SubnetId>, Vec<String>);
 type GroupQuery = (String, Vec<String>);
 
+/// Answers by query, each trusted for `LOOKUP_TTL`.
+#[derive(Debug)]
+struct Expiring<K, V>(HashMap<K, (Instant, V)>);
+
+impl<K, V> Default for Expiring<K, V> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Expiring<K, V> {
+    fn fresh(&self, query: &K) -> Option<V> {
+        self.0.get(query).filter(|(at, _)| at.elapsed() < LOOKUP_TTL).map(|(_, v)| v.clone())
+    }
+
+    fn keep(&mut self, query: K, answer: V) {
+        self.0.insert(query, (Instant::now(), answer));
+    }
+}
+
 #[derive(Debug, Default)]
 struct Kept {
-    subnets: HashMap<SubnetQuery, (Instant, Vec<Subnet>)>,
-    groups: HashMap<GroupQuery, (Instant, Vec<(String, SecurityGroupId)>)>,
+    subnets: Expiring<SubnetQuery, Vec<Subnet>>,
+    groups: Expiring<GroupQuery, Vec<(String, SecurityGroupId)>>,
     limits: HashMap<String, InstanceLimits>,
     instance: Option<Instance>,
 }
@@ -38,25 +58,28 @@ pub struct Lookups {
     kept: Mutex<Kept>,
 }
 
-fn fresh(at: Instant) -> bool {
-    at.elapsed() < LOOKUP_TTL
-}
-
 impl Lookups {
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn subnets(&self, ec2: &impl Ec2, ids: &[SubnetId], names: &[String]) -> Ec2Result<Vec<Subnet>> {
-        let query = (ids.to_vec(), names.to_vec());
-        if let Some((at, subnets)) = self.kept().subnets.get(&query)
-            && fresh(*at)
-        {
-            return Ok(subnets.clone());
+    /// The kept answer to `query` in the map `pick` chooses, or `ask`'s (then kept).
+    async fn kept_or<K: std::hash::Hash + Eq, V: Clone>(
+        &self,
+        pick: impl Fn(&mut Kept) -> &mut Expiring<K, V>,
+        query: K,
+        ask: impl std::future::Future<Output = Ec2Result<V>>,
+    ) -> Ec2Result<V> {
+        if let Some(answer) = pick(&mut self.kept()).fresh(&query) {
+            return Ok(answer);
         }
-        let found = ec2.describe_subnets(ids, names).await?;
-        self.kept().subnets.insert(query, (Instant::now(), found.clone()));
-        Ok(found)
+        let answer = ask.await?;
+        pick(&mut self.kept()).keep(query, answer.clone());
+        Ok(answer)
+    }
+
+    pub async fn subnets(&self, ec2: &impl Ec2, ids: &[SubnetId], names: &[String]) -> Ec2Result<Vec<Subnet>> {
+        self.kept_or(|k| &mut k.subnets, (ids.to_vec(), names.to_vec()), ec2.describe_subnets(ids, names)).await
     }
 
     pub async fn security_groups(
@@ -65,15 +88,7 @@ impl Lookups {
         vpc: &str,
         names: &[String],
     ) -> Ec2Result<Vec<(String, SecurityGroupId)>> {
-        let query = (vpc.to_string(), names.to_vec());
-        if let Some((at, groups)) = self.kept().groups.get(&query)
-            && fresh(*at)
-        {
-            return Ok(groups.clone());
-        }
-        let found = ec2.security_group_ids(vpc, names).await?;
-        self.kept().groups.insert(query, (Instant::now(), found.clone()));
-        Ok(found)
+        self.kept_or(|k| &mut k.groups, (vpc.to_string(), names.to_vec()), ec2.security_group_ids(vpc, names)).await
     }
 
     /// An instance type's limits never change.
@@ -106,8 +121,8 @@ impl Lookups {
     /// Forgets everything but the instance type's limits.
     pub fn forget(&self) {
         let mut kept = self.kept();
-        kept.subnets.clear();
-        kept.groups.clear();
+        kept.subnets = Expiring::default();
+        kept.groups = Expiring::default();
         kept.instance = None;
     }
 }
