@@ -110,6 +110,9 @@ pub struct NodeENISpec {
     /// Delete the ENI when the instance terminates; default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_on_termination: Option<bool>,
+    /// EC2's source/destination check on the ENI (off for routing pods); unset: EC2's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dest_check: Option<bool>,
     /// The ENI's description in EC2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -201,6 +204,9 @@ pub struct EniStatus {
     pub driver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_ip: Option<String>,
+    /// EC2's source/destination check on the ENI, as last listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dest_check: Option<bool>,
     /// The container ID of the pod holding it (what the CNI's ADD recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,

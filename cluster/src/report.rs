@@ -61,6 +61,7 @@ pub fn status_of(
             pci_address: e.pci.map(|p| p.to_string()),
             driver: e.driver.as_ref().map(|d| d.to_string()),
             primary_ip: e.primary_ip.map(|ip| ip.to_string()),
+            source_dest_check: e.source_dest_check,
             held_by: e.allocation.as_ref().map(|a| a.container_id.to_string()),
         })
         .collect();

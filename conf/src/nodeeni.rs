@@ -86,6 +86,7 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
     security_groups.extend(s.string_list("securityGroupNames", problems).into_iter().map(SecurityGroupRef::Name));
     let device_index = s.int_in("deviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
     let delete_on_termination = s.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
+    let source_dest_check = s.get::<bool>("sourceDestCheck", problems);
     let description = s.string("description", problems);
     let mtu = s.int_in("mtu", MTU_RANGE, problems).map(|n| n as u32);
     let enable_dpdk = s.get::<bool>("enableDPDK", problems).unwrap_or(false);
@@ -119,6 +120,7 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
         tags: BTreeMap::new(),
         secondary_ip_count: 0,
         delete_on_termination,
+        source_dest_check,
         dpdk_driver,
         pci_address,
         host_ifname_prefix: DEFAULT_HOST_IFNAME_PREFIX.to_string(),

@@ -149,6 +149,9 @@ pub struct Pool {
     pub tags: BTreeMap<String, String>,
     pub secondary_ip_count: u32,
     pub delete_on_termination: bool,
+    /// EC2's source/destination check on the pool's ENIs: None leaves EC2's default (on) alone;
+    /// Some is applied after the create and repaired as drift (routing pods want it off).
+    pub source_dest_check: Option<bool>,
     pub dpdk_driver: DpdkDriver,
     /// Pin: the PCI address to bind (single-ENI dpdk pools).
     pub pci_address: Option<PciAddress>,
@@ -502,6 +505,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
     }
     let secondary_ip_count = f.int_in("secondaryIpCount", 0..=49, problems).unwrap_or(0) as u32;
     let delete_on_termination = f.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
+    let source_dest_check = f.get::<bool>("sourceDestCheck", problems);
     let dpdk_driver = f.parsed::<DpdkDriver>("dpdkDriver", problems);
     let pci_address = f.parsed::<PciAddress>("pciAddress", problems);
     let host_ifname_prefix = f.string("hostIfnamePrefix", problems);
@@ -521,6 +525,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
         tags,
         secondary_ip_count,
         delete_on_termination,
+        source_dest_check,
         dpdk_driver: dpdk_driver.unwrap_or_default(),
         pci_address,
         host_ifname_prefix: host_ifname_prefix.unwrap_or_else(|| DEFAULT_HOST_IFNAME_PREFIX.to_string()),
@@ -584,6 +589,21 @@ pub(crate) fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
                     format!(
                         "resource {ra} is also served by {} as {} ({}); one resource needs one mode and driver",
                         a.origin, a.mode, a.dpdk_driver
+                    ),
+                );
+            }
+            // A pod asking for the resource may get an ENI of either pool: a routing pod would be
+            // handed one whose check still drops its forwarded packets.
+            if let (Some(ra), Some(rb)) = (&a.resource_name, &b.resource_name)
+                && ra == rb
+                && a.source_dest_check != b.source_dest_check
+            {
+                problems.push(
+                    child(&b.origin, "sourceDestCheck"),
+                    format!(
+                        "resource {ra} is also served by {} with sourceDestCheck {}; one resource needs one setting",
+                        a.origin,
+                        a.source_dest_check.map_or("unset".to_string(), |c| c.to_string())
                     ),
                 );
             }

@@ -63,6 +63,7 @@ pools:
     tags: {team: core}
     secondaryIpCount: 3
     deleteOnTermination: false
+    sourceDestCheck: false
     nodeSelector: {role: upf}
   - name: dpdk
     mode: dpdk
@@ -101,12 +102,14 @@ fn a_full_pool_config_reads_every_key() {
     assert!(matches!(&fast.security_groups[1], SecurityGroupRef::Name(n) if n == "fast-pods"));
     assert_eq!((fast.mtu, fast.secondary_ip_count, fast.delete_on_termination), (Some(9001), 3, false));
     assert_eq!(fast.tags.get("team").map(String::as_str), Some("core"));
+    assert_eq!(fast.source_dest_check, Some(false));
 
     let dpdk = c.pool("dpdk").expect("dpdk");
     assert_eq!(dpdk.dpdk_driver, DpdkDriver::IgbUio);
     assert_eq!(dpdk.pci_address.map(|p| p.to_string()).as_deref(), Some("0000:00:07.0"));
     assert!(matches!(&dpdk.subnets[0], SubnetRef::Name(n) if n == "user-plane-a"));
     assert!(dpdk.delete_on_termination, "deleteOnTermination defaults to true");
+    assert_eq!(dpdk.source_dest_check, None, "unset: EC2's own, not enforced");
 
     let masters = c.pool("masters").expect("masters");
     assert_eq!(masters.host_ifname(6), "net6");
@@ -179,8 +182,11 @@ pools:
   - {name: long, mode: host, hostIfnamePrefix: averyverylongname, subnetIds: [subnet-12345678], firstDeviceIndex: 20}
   - {name: top, mode: host, subnetIds: [subnet-12345678], enisPerSubnet: 4, firstDeviceIndex: 126}
   - {name: nosubnet, mode: host, firstDeviceIndex: 30}
+  - {name: route-a, mode: kernel, resourceName: nodeeni.io/r, subnetIds: [subnet-12345678], firstDeviceIndex: 40, sourceDestCheck: false}
+  - {name: route-b, mode: kernel, resourceName: nodeeni.io/r, subnetIds: [subnet-12345678], firstDeviceIndex: 41}
 "#;
     let p = problems(text);
+    assert_problem(&p, "pools[10].sourceDestCheck", "one resource needs one setting");
     assert_problem(&p, "pools[1].name", "already used by pools[0]");
     assert_problem(&p, "pools[1].resourceName", "one resource needs one mode");
     assert_problem(&p, "pools[1].firstDeviceIndex", "overlap");
@@ -241,7 +247,7 @@ reconcileIntervalSeconds: 120
 idleIntervalMaxSeconds: 60
 ec2: {endpointUrl: "ftp://x", retry: {baseDelayMs: 500, maxDelayMs: 100}, rateLimit: {describePerSecond: 0}}
 pools:
-  - {name: a, mode: host, subnetIds: subnet-12345678, mtu: "1500", deleteOnTermination: "yes", tags: {"aws:x": y}}
+  - {name: a, mode: host, subnetIds: subnet-12345678, mtu: "1500", deleteOnTermination: "yes", sourceDestCheck: off, tags: {"aws:x": y}}
 "#;
     let p = problems(text);
     assert_problem(&p, "idleIntervalMaxSeconds", "reconcileIntervalSeconds");
@@ -255,6 +261,7 @@ pools:
     assert_problem(&p, "pools[0].subnetIds", "expected a list, found a string");
     assert_problem(&p, "pools[0].mtu", "expected an integer, found a string");
     assert_problem(&p, "pools[0].deleteOnTermination", "invalid type");
+    assert_problem(&p, "pools[0].sourceDestCheck", "invalid type");
     assert_problem(&p, "pools[0].tags.aws:x", "aws:");
 }
 
@@ -300,7 +307,11 @@ fn nodeeni_dpdk_manifest_becomes_a_dpdk_pool() {
     assert_eq!(p.node_selector.get("role").map(String::as_str), Some("upf"));
     assert!(matches!(&p.subnets[..], [SubnetRef::Id(s)] if s.as_str() == "subnet-0aaaabbbbccccdddd"));
     assert!(p.delete_on_termination, "default true");
+    assert_eq!(p.source_dest_check, None);
     assert_eq!(p.eni_count(), 1);
+    let routing = fixture("dpdk.yaml").replace("spec:\n", "spec:\n  sourceDestCheck: false\n");
+    let c = PoolConfig::from_text(&routing, &with_cluster()).expect("valid");
+    assert_eq!(c.pool("user-plane").expect("pool").source_dest_check, Some(false), "NodeENI: the same field");
 }
 
 #[test]

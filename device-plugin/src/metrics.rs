@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nodeeni_conf::PoolConfig;
 use nodeeni_ipam::ec2::AwsEc2;
-use nodeeni_ipam::resilience::{BreakerState, LATENCY_BUCKETS, Resilient};
+use nodeeni_ipam::resilience::{BreakerState, LATENCY_BUCKETS, RequestBucket, Resilient};
 use nodeeni_state::node::{Lifecycle, NodeState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -396,6 +396,19 @@ impl Collector for Ec2Collector {
             }
         }
 
+        // The client's own pace: below the configured rate while EC2 throttles the account, so a
+        // crowded account shows here before it shows as failed passes.
+        let mut family = encoder.encode_descriptor(
+            "nodeeni_ec2_pace_per_second",
+            "The EC2 client's current call rate per request bucket (cut when EC2 throttles, grown back after).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for bucket in RequestBucket::ALL {
+            ConstGauge::new(layer.limiter.rate(bucket))
+                .encode(family.encode_family(&[("bucket", bucket.as_str())])?)?;
+        }
+
         let state = layer.breaker.state();
         let mut family = encoder.encode_descriptor(
             "nodeeni_ec2_circuit_breaker_state",
@@ -520,6 +533,10 @@ mod tests {
             "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"10\"} 2\n",
             "nodeeni_ec2_call_duration_seconds_bucket{operation=\"CreateNetworkInterface\",le=\"+Inf\"} 2\n",
             "nodeeni_ec2_call_duration_seconds_count{operation=\"CreateNetworkInterface\"} 2\n",
+            // Nothing throttled: every bucket at its configured pace (mutations 5/s, describes 10/s).
+            "nodeeni_ec2_pace_per_second{bucket=\"create\"} 5.0\n",
+            "nodeeni_ec2_pace_per_second{bucket=\"mutating\"} 5.0\n",
+            "nodeeni_ec2_pace_per_second{bucket=\"describe\"} 10.0\n",
             "nodeeni_ec2_circuit_breaker_state{state=\"closed\"} 1\n",
             "nodeeni_ec2_circuit_breaker_state{state=\"open\"} 0\n",
             "nodeeni_ec2_circuit_breaker_state{state=\"half_open\"} 0\n",
@@ -738,7 +755,7 @@ mod tests {
     async fn the_exposition_is_the_readme_table() {
         let (_, text) = everything().await;
         let table = readme_table();
-        assert_eq!(table.len(), 18, "the table's rows: {table:?}");
+        assert_eq!(table.len(), 19, "the table's rows: {table:?}");
 
         let mut types = BTreeMap::new();
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

@@ -121,7 +121,7 @@ fn status_shows_the_node_state_as_a_table_or_json() {
     let now = nodeeni_state::node::now_unix();
     let state = serde_json::json!({"version": 1, "enis": [
         {"eniId": "eni-0000000000000a021", "pool": "fast", "mode": "kernel", "lifecycle": "ready", "deviceIndex": 1,
-         "hostIfname": "eth1", "mac": "0a:00:00:00:00:21", "primaryIp": "10.0.1.20", "updatedUnix": 0,
+         "hostIfname": "eth1", "mac": "0a:00:00:00:00:21", "primaryIp": "10.0.1.20", "sourceDestCheck": false, "updatedUnix": 0,
          "allocation": {"containerId": "pod-1", "ifname": "net1", "sinceUnix": now}},
         {"eniId": "eni-0000000000000d0d1", "pool": "dp", "mode": "dpdk", "lifecycle": "draining", "pci": "0000:00:06.0", "updatedUnix": 0}
     ]});
@@ -131,7 +131,14 @@ fn status_shows_the_node_state_as_a_table_or_json() {
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("ENI") && lines[0].contains("HELD BY"));
+    assert!(lines[0].starts_with("ENI") && lines[0].contains("SRC/DST") && lines[0].contains("HELD BY"));
+    let column = |line: &str, name: &str| {
+        line.get(lines[0].find(name).expect("column")..)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+    };
+    assert_eq!(column(lines[1], "SRC/DST").as_deref(), Some("off"), "{out}");
+    assert_eq!(column(lines[2], "SRC/DST").as_deref(), Some("-"), "unknown: {out}");
     assert!(
         lines[1].contains("eni-0000000000000a021") && lines[1].contains("eth1") && lines[1].contains("pod-1/net1"),
         "{out}"
@@ -141,6 +148,7 @@ fn status_shows_the_node_state_as_a_table_or_json() {
     assert!(ok);
     let back: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(back["enis"][1]["lifecycle"], "draining");
+    assert_eq!(back["enis"][0]["sourceDestCheck"], false);
     let empty = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = run(&["status", "--state-dir", empty.path().to_str().expect("utf8")]);
     assert!(!ok && err.contains("no node state"), "{err}");

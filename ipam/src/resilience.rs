@@ -247,6 +247,18 @@ impl RequestBucket {
         RequestBucket::Describe,
     ];
 
+    /// The bucket's name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestBucket::Create => "create",
+            RequestBucket::Delete => "delete",
+            RequestBucket::Modify => "modify",
+            RequestBucket::PrivateIps => "private_ips",
+            RequestBucket::Mutating => "mutating",
+            RequestBucket::Describe => "describe",
+        }
+    }
+
     /// The bucket EC2 charges `op` to.
     pub fn of(op: &str, mutating: bool) -> Self {
         match op {

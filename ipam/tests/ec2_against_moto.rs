@@ -64,6 +64,12 @@ async fn the_client_does_every_pool_operation_against_moto() {
     let seen = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
     let att = seen.attachment.expect("attached");
     assert_eq!((att.device_index, att.instance_id.as_deref()), (Some(1), Some(w.instance.as_str())));
+    // The listing shows the change (moto through tests/moto-server.py, which applies it): otherwise
+    // every pass would set it again.
+    assert_eq!(att.delete_on_termination, Some(true));
+    ec2.set_source_dest_check(&eni.id, false).await.expect("source/dest check");
+    let seen = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    assert_eq!(seen.source_dest_check, Some(false));
     assert_eq!(
         ec2.describe_instance(&w.instance).await.expect("instance").expect("exists").used_device_indexes,
         [0, 1]

@@ -41,6 +41,7 @@ fn slot(pool: &str, index: u32) -> Slot {
         security_groups: vec!["sg-00000001".parse().expect("sg")],
         description: Some(format!("{pool} pool")),
         delete_on_termination: true,
+        source_dest_check: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn listed(id: u32, pool: &str, at: At) -> Eni {
         attachment,
         description: Some(format!("{pool} pool")),
         security_groups: vec!["sg-00000001".into()],
+        source_dest_check: Some(true),
         tags: BTreeMap::new(),
     }
 }
@@ -193,6 +195,45 @@ fn drift_in_groups_description_and_delete_on_termination_is_repaired() {
     c.listed = vec![e];
     c.instance = instance(&[0, 1]);
     assert_eq!(c.plan().slots[0].steps, [Step::SetDeleteOnTermination, Step::SetSecurityGroups, Step::SetDescription]);
+}
+
+#[test]
+fn a_source_dest_check_the_pool_sets_is_applied_after_the_create_and_repaired_as_drift() {
+    let mut routing = slot("upf", 1);
+    routing.source_dest_check = Some(false);
+    let mut c = Case::new(vec![routing]);
+    c.instance = instance(&[0]);
+    assert_eq!(
+        c.plan().slots[0].steps,
+        [
+            Step::Create,
+            Step::Attach { lost: false },
+            Step::SetDeleteOnTermination,
+            Step::SetSourceDestCheck,
+            Step::Prepare
+        ]
+    );
+
+    // Attached and off: nothing to do. Turned on again in EC2: set back.
+    c.records = vec![record("upf", 1, 1, Lifecycle::Ready, false)];
+    let mut e = listed(1, "upf", At::Here(1));
+    e.description = Some("upf pool".into());
+    e.source_dest_check = Some(false);
+    c.listed = vec![e.clone()];
+    c.instance = instance(&[0, 1]);
+    assert_eq!(c.plan().slots[0].steps, []);
+    e.source_dest_check = Some(true);
+    c.listed = vec![e];
+    assert_eq!(c.plan().slots[0].steps, [Step::SetSourceDestCheck]);
+
+    // A pool that does not say leaves EC2's value alone, whatever it is.
+    let mut c2 = Case::new(vec![slot("fast", 1)]);
+    c2.records = vec![record("fast", 1, 1, Lifecycle::Ready, false)];
+    let mut off = listed(1, "fast", At::Here(1));
+    off.source_dest_check = Some(false);
+    c2.listed = vec![off];
+    c2.instance = instance(&[0, 1]);
+    assert_eq!(c2.plan().slots[0].steps, []);
 }
 
 #[test]

@@ -276,3 +276,35 @@ async fn a_full_instance_or_a_taken_index_is_refused_clearly() {
     assert_eq!(report.created.len(), 1, "the one free slot is used: {report:?}");
     assert_eq!(s.cluster_enis(&r.ec2).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_routing_pools_source_dest_check_is_turned_off_at_create_and_kept_off() {
+    let Some(s) = setup("source_dest_check").await else { return };
+    let routing = s.fast(1).replace("deleteOnTermination: false", "deleteOnTermination: false, sourceDestCheck: false");
+    let r = s.reconciler(s.config(&routing));
+    let warm = r.reconcile().await.expect("warm");
+    assert!(warm.repaired.is_empty(), "set at create, not drift: {warm:?}");
+    let eni = s.cluster_enis(&r.ec2).await.remove(0);
+    assert_eq!(eni.source_dest_check, Some(false), "the pool turned it off");
+    let stats = r.ec2.resilience.stats.snapshot();
+    assert_eq!(
+        stats.get(&("ModifyNetworkInterfaceAttribute", "ok")).copied(),
+        Some(2),
+        "DeleteOnTermination and the check"
+    );
+    let record = r.store.load(std::time::Duration::from_secs(1)).expect("state").enis.remove(0);
+    assert_eq!(record.source_dest_check, Some(false), "the record shows it, for status");
+    // Someone turns it back on: repaired as drift.
+    r.ec2.set_source_dest_check(&eni.id, true).await.expect("edit outside");
+    let report = r.reconcile().await.expect("repair");
+    assert!(report.repaired.iter().any(|x| x.contains("source/destination check reset")), "{report:?}");
+    let now = r.ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    assert_eq!(now.source_dest_check, Some(false));
+    // A pool that does not say leaves EC2's value alone.
+    let r = s.reconciler(s.config(&s.fast(1)));
+    let report = r.reconcile().await.expect("unmanaged");
+    assert!(report.repaired.is_empty(), "{report:?}");
+    assert_eq!(r.ec2.resilience.stats.attempts("ModifyNetworkInterfaceAttribute"), 0, "no call for an unset check");
+    let now = r.ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    assert_eq!(now.source_dest_check, Some(false), "left as it was");
+}

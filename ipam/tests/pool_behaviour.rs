@@ -642,3 +642,37 @@ async fn a_pass_failing_the_same_way_backs_off() {
     }
     assert_eq!(w.node_enis().len(), 1, "the sixth pass created it");
 }
+
+#[tokio::test(start_paused = true)]
+async fn source_dest_check_costs_one_call_at_create_and_one_per_drift() {
+    let w = region();
+    let routing = w.pool("upf", 2, 1).replace("description: upf pool", "description: upf pool, sourceDestCheck: false");
+    let r = w.reconciler(w.config(&routing));
+    let warm = r.reconcile().await.expect("warm");
+    assert!(warm.repaired.is_empty(), "set at create, not drift: {warm:?}");
+    w.assert_converged(&r, 2, "warm");
+    assert!(w.node_enis().iter().all(|e| e.source_dest_check == Some(false)), "{:#?}", w.node_enis());
+    // DeleteOnTermination and the check: two modifies per new ENI.
+    assert_eq!(w.ec2.calls("ModifyNetworkInterfaceAttribute"), 4);
+    let again = r.reconcile().await.expect("again");
+    assert!(!again.changed_anything(), "{again:?}");
+    assert_eq!(w.ec2.calls("ModifyNetworkInterfaceAttribute"), 4, "kept: no further call");
+    let eni = w.node_enis()[0].id.clone();
+    w.ec2.edit(&eni, |e| e.source_dest_check = Some(true));
+    let repaired = r.reconcile().await.expect("repair");
+    assert_eq!(repaired.repaired, [format!("{eni}: source/destination check reset")], "{repaired:?}");
+    assert_eq!(w.ec2.calls("ModifyNetworkInterfaceAttribute"), 5);
+    let state = w.state(&r);
+    assert!(state.enis.iter().all(|e| e.source_dest_check == Some(false)), "{state:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_dest_check_ec2_already_has_costs_no_call() {
+    let w = region();
+    let on = w.pool("plain", 2, 1).replace("description: plain pool", "description: plain pool, sourceDestCheck: true");
+    let r = w.reconciler(w.config(&on));
+    let warm = r.reconcile().await.expect("warm");
+    w.assert_converged(&r, 2, "warm");
+    assert!(warm.repaired.is_empty(), "{warm:?}");
+    assert_eq!(w.ec2.calls("ModifyNetworkInterfaceAttribute"), 2, "DeleteOnTermination only: new ENIs have it on");
+}

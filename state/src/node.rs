@@ -124,6 +124,9 @@ pub struct EniRecord {
     /// The EC2 client token of a create in flight, so a restart can find what it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// EC2's source/destination check on the ENI, as last listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dest_check: Option<bool>,
     pub updated_unix: u64,
 }
 
@@ -152,6 +155,7 @@ impl EniRecord {
             mtu: None,
             allocation: None,
             client_token: None,
+            source_dest_check: None,
             updated_unix: now_unix(),
         }
     }

@@ -583,6 +583,8 @@ fn create(w: &mut World, r: &CreateEni, now: Instant) -> Result<Eni, Ec2Error> {
         attachment: None,
         description: r.description.clone(),
         security_groups: r.security_groups.iter().map(|g| g.to_string()).collect(),
+        // EC2's default for a new ENI.
+        source_dest_check: Some(true),
         tags: r.tags.clone(),
     };
     let token = (!r.client_token.is_empty()).then(|| r.client_token.clone());
@@ -749,6 +751,15 @@ impl Ec2 for FakeEc2 {
         self.call("ModifyNetworkInterfaceAttribute", true, |w, _| {
             let e = w.enis.get_mut(eni).ok_or_else(|| no_eni(eni))?;
             e.eni.description = Some(description.into());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_source_dest_check(&self, eni: &EniId, check: bool) -> Ec2Result<()> {
+        self.call("ModifyNetworkInterfaceAttribute", true, |w, _| {
+            let e = w.enis.get_mut(eni).ok_or_else(|| no_eni(eni))?;
+            e.eni.source_dest_check = Some(check);
             Ok(())
         })
         .await

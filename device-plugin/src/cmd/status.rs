@@ -28,12 +28,12 @@ pub fn status(state_dir: &std::path::Path, as_json: bool) -> ExitCode {
     }
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!(
-        "{:<24} {:<12} {:<7} {:<10} {:<5} {:<10} {:<13} {:<18} {:<16} HELD BY",
-        "ENI", "POOL", "MODE", "STATE", "INDEX", "IFNAME", "PCI", "MAC", "ADDRESS"
+        "{:<24} {:<12} {:<7} {:<10} {:<5} {:<10} {:<13} {:<18} {:<16} {:<7} HELD BY",
+        "ENI", "POOL", "MODE", "STATE", "INDEX", "IFNAME", "PCI", "MAC", "ADDRESS", "SRC/DST"
     );
     for e in &state.enis {
         println!(
-            "{:<24} {:<12} {:<7} {:<10} {:<5} {:<10} {:<13} {:<18} {:<16} {}",
+            "{:<24} {:<12} {:<7} {:<10} {:<5} {:<10} {:<13} {:<18} {:<16} {:<7} {}",
             dash(e.eni_id.as_ref().map(ToString::to_string)),
             e.pool,
             e.mode.as_str(),
@@ -43,6 +43,8 @@ pub fn status(state_dir: &std::path::Path, as_json: bool) -> ExitCode {
             dash(e.pci.map(|p| p.to_string())),
             dash(e.mac.map(|m| m.to_string())),
             dash(e.primary_ip.map(|ip| ip.to_string())),
+            // EC2's source/destination check: `off` on the ENIs of routing pools.
+            dash(e.source_dest_check.map(|c| if c { "on" } else { "off" }.to_string())),
             dash(e.allocation.as_ref().map(|a| format!("{}/{}", a.container_id, a.ifname))),
         );
     }

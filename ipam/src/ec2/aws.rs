@@ -159,6 +159,7 @@ fn to_eni(ni: &aws_sdk_ec2::types::NetworkInterface) -> Option<Eni> {
         }),
         description: ni.description().filter(|d| !d.is_empty()).map(str::to_string),
         security_groups: ni.groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect(),
+        source_dest_check: ni.source_dest_check(),
         tags: ni.tag_set().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
     })
 }
@@ -400,6 +401,21 @@ impl Ec2 for AwsEc2 {
                     .modify_network_interface_attribute()
                     .network_interface_id(eni.as_str())
                     .description(value);
+                async move { req.send().await.map_err(Ec2Error::from) }
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn set_source_dest_check(&self, eni: &EniId, check: bool) -> Ec2Result<()> {
+        self.resilience
+            .call("ModifyNetworkInterfaceAttribute", true, || {
+                let value = aws_sdk_ec2::types::AttributeBooleanValue::builder().value(check).build();
+                let req = self
+                    .client
+                    .modify_network_interface_attribute()
+                    .network_interface_id(eni.as_str())
+                    .source_dest_check(value);
                 async move { req.send().await.map_err(Ec2Error::from) }
             })
             .await

@@ -53,6 +53,8 @@ pub struct Eni {
     pub attachment: Option<Attachment>,
     pub description: Option<String>,
     pub security_groups: Vec<String>,
+    /// EC2's source/destination check (None: the answer did not say).
+    pub source_dest_check: Option<bool>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -164,6 +166,7 @@ pub trait Ec2: Send + Sync {
         groups: &[SecurityGroupId],
     ) -> impl Future<Output = Ec2Result<()>> + Send;
     fn set_description(&self, eni: &EniId, description: &str) -> impl Future<Output = Ec2Result<()>> + Send;
+    fn set_source_dest_check(&self, eni: &EniId, check: bool) -> impl Future<Output = Ec2Result<()>> + Send;
     fn detach_eni(&self, attachment_id: &str, force: bool) -> impl Future<Output = Ec2Result<()>> + Send;
     fn delete_eni(&self, eni: &EniId) -> impl Future<Output = Ec2Result<()>> + Send;
     /// ENIs carrying `tag = value` (all of them when `value` is None).
@@ -224,6 +227,9 @@ impl<T: Ec2> Ec2 for std::sync::Arc<T> {
     }
     fn set_description(&self, eni: &EniId, description: &str) -> impl Future<Output = Ec2Result<()>> + Send {
         (**self).set_description(eni, description)
+    }
+    fn set_source_dest_check(&self, eni: &EniId, check: bool) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).set_source_dest_check(eni, check)
     }
     fn detach_eni(&self, attachment_id: &str, force: bool) -> impl Future<Output = Ec2Result<()>> + Send {
         (**self).detach_eni(attachment_id, force)

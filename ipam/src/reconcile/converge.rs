@@ -180,6 +180,23 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                     e.description = Some(d.clone());
                     report.repaired.push(format!("{}: description reset", e.id));
                 }
+                Step::SetSourceDestCheck => {
+                    let (Some(e), Some(want)) = (eni.as_mut(), slot.source_dest_check) else { continue };
+                    if e.source_dest_check == Some(want) {
+                        continue;
+                    }
+                    // New (this pass, or a create a crash interrupted before it got here), not drift.
+                    let created =
+                        report.created.contains(&e.id) || rec.as_ref().is_some_and(|r| r.lifecycle != Lifecycle::Ready);
+                    self.ec2.set_source_dest_check(&e.id, want).await?;
+                    e.source_dest_check = Some(want);
+                    if created {
+                        tracing::info!(eni = %e.id, source_dest_check = want, "source/destination check set");
+                    } else {
+                        tracing::warn!(eni = %e.id, source_dest_check = want, "source/destination check drifted; reset");
+                        report.repaired.push(format!("{}: source/destination check reset", e.id));
+                    }
+                }
                 Step::Prepare => {
                     let (Some(r), Some(e)) = (rec.as_mut(), eni.as_ref()) else { break };
                     fill_from(r, e, Some(&slot.subnet));

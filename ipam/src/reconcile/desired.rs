@@ -21,6 +21,8 @@ pub struct Slot {
     pub security_groups: Vec<SecurityGroupId>,
     pub description: Option<String>,
     pub delete_on_termination: bool,
+    /// The pool's source/destination check (None: EC2's, not enforced).
+    pub source_dest_check: Option<bool>,
 }
 
 /// The slots of every pool that selects this node, and the pools that cannot be served with why.
@@ -51,6 +53,7 @@ pub fn slots_of(pool: &Pool, subnets: &[Subnet], groups: &[SecurityGroupId]) -> 
                 security_groups: groups.to_vec(),
                 description: pool.description.clone(),
                 delete_on_termination: pool.delete_on_termination,
+                source_dest_check: pool.source_dest_check,
             });
             index += 1;
         }

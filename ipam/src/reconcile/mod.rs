@@ -196,4 +196,5 @@ fn fill_from(rec: &mut EniRecord, eni: &Eni, subnet: Option<&Subnet>) {
         rec.gateway = Some(s.cidr.vpc_gateway());
     }
     rec.attachment_id = eni.attachment.as_ref().map(|a| a.id.clone());
+    rec.source_dest_check = eni.source_dest_check;
 }

@@ -44,6 +44,9 @@ pub enum Step {
     SetDeleteOnTermination,
     SetSecurityGroups,
     SetDescription,
+    /// ModifyNetworkInterfaceAttribute SourceDestCheck: after the create (CreateNetworkInterface
+    /// cannot set it), or as drift.
+    SetSourceDestCheck,
     /// Find the netdev and prepare it for the pool's mode.
     Prepare,
 }
@@ -175,7 +178,13 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
         let mut steps = Vec::new();
         match (&existing, known) {
-            (None, _) => steps.extend([Step::Create, Step::Attach { lost: false }, Step::SetDeleteOnTermination]),
+            (None, _) => {
+                steps.extend([Step::Create, Step::Attach { lost: false }, Step::SetDeleteOnTermination]);
+                if slot.source_dest_check.is_some() {
+                    // Checked against the create's answer when carried out: EC2's default may be it.
+                    steps.push(Step::SetSourceDestCheck);
+                }
+            }
             (Some(rec), Some(eni)) => {
                 if needs_attach {
                     steps.push(Step::Attach { lost: rec.lifecycle == Lifecycle::Ready });
@@ -194,6 +203,9 @@ pub fn plan(input: &PlanInput) -> Plan {
                 }
                 if slot.description.as_ref().is_some_and(|d| eni.description.as_ref() != Some(d)) {
                     steps.push(Step::SetDescription);
+                }
+                if slot.source_dest_check.is_some_and(|c| eni.source_dest_check != Some(c)) {
+                    steps.push(Step::SetSourceDestCheck);
                 }
             }
             (Some(_), None) => {}

@@ -9,7 +9,7 @@ pub struct Report {
     pub attached: Vec<EniId>,
     pub adopted: Vec<EniId>,
     pub deleted: Vec<EniId>,
-    /// Drift repaired: re-attached, security groups or description reset, records of vanished ENIs dropped.
+    /// Drift repaired: re-attached, security groups, description or source/destination check reset, records of vanished ENIs dropped.
     pub repaired: Vec<String>,
     /// Held by pods: waiting to be released before removal.
     pub draining: Vec<EniId>,
