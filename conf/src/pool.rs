@@ -592,21 +592,6 @@ pub(crate) fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
                     ),
                 );
             }
-            // A pod asking for the resource may get an ENI of either pool: a routing pod would be
-            // handed one whose check still drops its forwarded packets.
-            if let (Some(ra), Some(rb)) = (&a.resource_name, &b.resource_name)
-                && ra == rb
-                && a.source_dest_check != b.source_dest_check
-            {
-                problems.push(
-                    child(&b.origin, "sourceDestCheck"),
-                    format!(
-                        "resource {ra} is also served by {} with sourceDestCheck {}; one resource needs one setting",
-                        a.origin,
-                        a.source_dest_check.map_or("unset".to_string(), |c| c.to_string())
-                    ),
-                );
-            }
             // Device-info files are named by the convention Multus reads (`/` becomes `-`), so two
             // distinct names can meet in one file prefix, and one resource's upkeep would remove the
             // other's files: refuse it here.

@@ -182,11 +182,8 @@ pools:
   - {name: long, mode: host, hostIfnamePrefix: averyverylongname, subnetIds: [subnet-12345678], firstDeviceIndex: 20}
   - {name: top, mode: host, subnetIds: [subnet-12345678], enisPerSubnet: 4, firstDeviceIndex: 126}
   - {name: nosubnet, mode: host, firstDeviceIndex: 30}
-  - {name: route-a, mode: kernel, resourceName: nodeeni.io/r, subnetIds: [subnet-12345678], firstDeviceIndex: 40, sourceDestCheck: false}
-  - {name: route-b, mode: kernel, resourceName: nodeeni.io/r, subnetIds: [subnet-12345678], firstDeviceIndex: 41}
 "#;
     let p = problems(text);
-    assert_problem(&p, "pools[10].sourceDestCheck", "one resource needs one setting");
     assert_problem(&p, "pools[1].name", "already used by pools[0]");
     assert_problem(&p, "pools[1].resourceName", "one resource needs one mode");
     assert_problem(&p, "pools[1].firstDeviceIndex", "overlap");

@@ -163,7 +163,8 @@ impl CircuitBreaker {
         }
     }
 
-    /// The service failed (throttled, 5xx, timeout). Any failure re-opens a half-open breaker.
+    /// The service failed (5xx, timeout; a throttle is an answer, not a failure). Any failure re-opens
+    /// a half-open breaker.
     fn on_failure(&self) {
         let mut inner = self.lock();
         match &mut *inner {
@@ -200,7 +201,7 @@ impl Admission<'_> {
         self.breaker.on_success(self.trial);
     }
 
-    /// The service failed (throttled, 5xx, timeout).
+    /// The service failed (5xx, timeout).
     pub fn failure(mut self) {
         self.settled = true;
         self.breaker.on_failure();

@@ -676,3 +676,19 @@ async fn a_source_dest_check_ec2_already_has_costs_no_call() {
     assert!(warm.repaired.is_empty(), "{warm:?}");
     assert_eq!(w.ec2.calls("ModifyNetworkInterfaceAttribute"), 2, "DeleteOnTermination only: new ENIs have it on");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_that_starts_asking_for_the_check_off_is_changed_not_reported_as_drift() {
+    let w = region();
+    let plain = w.pool("upf", 2, 1);
+    let r = w.reconciler(w.config(&plain));
+    r.reconcile().await.expect("warm");
+    assert!(w.node_enis().iter().all(|e| e.source_dest_check == Some(true)), "EC2's default");
+    let before = w.ec2.calls("ModifyNetworkInterfaceAttribute");
+    let routing = plain.replace("description: upf pool", "description: upf pool, sourceDestCheck: false");
+    let r = w.reconciler(w.config(&routing));
+    let changed = r.reconcile().await.expect("config change");
+    assert!(changed.repaired.is_empty(), "a new setting, not drift: {changed:?}");
+    assert!(w.node_enis().iter().all(|e| e.source_dest_check == Some(false)), "{:#?}", w.node_enis());
+    assert_eq!(w.ec2.calls("ModifyNetworkInterfaceAttribute") - before, 2, "one call per ENI");
+}

@@ -185,16 +185,16 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                     if e.source_dest_check == Some(want) {
                         continue;
                     }
-                    // New (this pass, or a create a crash interrupted before it got here), not drift.
-                    let created =
-                        report.created.contains(&e.id) || rec.as_ref().is_some_and(|r| r.lifecycle != Lifecycle::Ready);
+                    // Drift only if EC2 last listed the wanted value: a new ENI (its record holds the
+                    // create's answer) or a pool that just asked for it is a change, not a repair.
+                    let drifted = rec.as_ref().is_some_and(|r| r.source_dest_check == Some(want));
                     self.ec2.set_source_dest_check(&e.id, want).await?;
                     e.source_dest_check = Some(want);
-                    if created {
-                        tracing::info!(eni = %e.id, source_dest_check = want, "source/destination check set");
-                    } else {
+                    if drifted {
                         tracing::warn!(eni = %e.id, source_dest_check = want, "source/destination check drifted; reset");
                         report.repaired.push(format!("{}: source/destination check reset", e.id));
+                    } else {
+                        tracing::info!(eni = %e.id, source_dest_check = want, "source/destination check set");
                     }
                 }
                 Step::Prepare => {
