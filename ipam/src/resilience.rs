@@ -248,6 +248,11 @@ impl RequestBucket {
         RequestBucket::Describe,
     ];
 
+    /// The bucket's place in [`RequestBucket::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The bucket's name in metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -392,15 +397,15 @@ impl Pace {
 }
 
 /// The client's pace: an adaptive token bucket per [`RequestBucket`] (cut when EC2 throttles, grown
-/// back by successes and quiet time, never above the configured rate), plus bounds on calls in flight
-/// (mutations share one, describes another).
+/// back by successes and quiet time, never above the configured rate), plus one bound on mutations
+/// in flight across their buckets (describes are bounded by their bucket's window alone).
 #[derive(Debug)]
 pub struct RateLimiter {
-    paces: Mutex<BTreeMap<RequestBucket, Pace>>,
+    /// By [`RequestBucket::index`].
+    paces: Mutex<[Pace; RequestBucket::ALL.len()]>,
     /// Told when a call leaves a bucket's window.
     released: Notify,
     mutations_in_flight: Semaphore,
-    describes_in_flight: Semaphore,
 }
 
 /// A call's place: a token taken, a place in its bucket's window and a slot, until dropped.
@@ -408,8 +413,9 @@ pub struct RateLimiter {
 pub struct Permit<'a> {
     /// When the token was taken.
     taken: Instant,
-    // Dropped after the slot: the place is given back last, when the slot is free again.
-    _slot: SemaphorePermit<'a>,
+    // Dropped after the slot: the place is given back last, when the slot is free again. None for
+    // describes.
+    _slot: Option<SemaphorePermit<'a>>,
     _place: Place<'a>,
 }
 
@@ -430,35 +436,26 @@ impl Drop for Place<'_> {
     }
 }
 
-/// Describes in flight at once: enough for a pass's parallel slots, few enough not to flood.
-const DESCRIBES_IN_FLIGHT: usize = 16;
+/// Describes in flight at once (the describe window's ceiling): enough for a pass's parallel slots,
+/// few enough not to flood.
+const DESCRIBES_IN_FLIGHT: u32 = 16;
 
 impl RateLimiter {
     pub fn new(s: &RateLimitSettings) -> Self {
-        let paces = RequestBucket::ALL
-            .iter()
-            .map(|b| {
-                let pace = match b {
-                    RequestBucket::Describe => {
-                        Pace::new(s.describe_per_second, s.describe_burst, DESCRIBES_IN_FLIGHT as u32)
-                    }
-                    _ => Pace::new(s.mutating_per_second, s.burst, s.max_concurrent),
-                };
-                (*b, pace)
-            })
-            .collect();
+        let paces = RequestBucket::ALL.map(|b| match b {
+            RequestBucket::Describe => Pace::new(s.describe_per_second, s.describe_burst, DESCRIBES_IN_FLIGHT),
+            _ => Pace::new(s.mutating_per_second, s.burst, s.max_concurrent),
+        });
         Self {
             paces: Mutex::new(paces),
             released: Notify::new(),
             mutations_in_flight: Semaphore::new(s.max_concurrent as usize),
-            describes_in_flight: Semaphore::new(DESCRIBES_IN_FLIGHT),
         }
     }
 
     fn with<T>(&self, bucket: RequestBucket, f: impl FnOnce(&mut Pace, Instant) -> T) -> T {
         let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
-        let pace = paces.entry(bucket).or_insert_with(|| Pace::new(1, 1, 1));
-        f(pace, Instant::now())
+        f(&mut paces[bucket.index()], Instant::now())
     }
 
     /// Waits for a place in `bucket`'s window and a token of it, then for a slot; all are held
@@ -491,12 +488,16 @@ impl RateLimiter {
         // while it waits for a slot.
         let place = Place { limiter: self, bucket };
         let taken = Instant::now();
-        let slots =
-            if bucket == RequestBucket::Describe { &self.describes_in_flight } else { &self.mutations_in_flight };
-        // The semaphores are never closed, so acquire cannot fail; a closed one would mean shutdown.
-        let slot = match slots.acquire().await {
-            Ok(p) => p,
-            Err(_) => std::future::pending().await,
+        // Mutations of every bucket share one bound; the describe window is its own (its ceiling is
+        // DESCRIBES_IN_FLIGHT, and a call holds its place as long as it would a slot).
+        let slot = if bucket == RequestBucket::Describe {
+            None
+        } else {
+            // The semaphore is never closed, so acquire cannot fail; a closed one would mean shutdown.
+            match self.mutations_in_flight.acquire().await {
+                Ok(p) => Some(p),
+                Err(_) => std::future::pending().await,
+            }
         };
         Permit { taken, _place: place, _slot: slot }
     }
@@ -630,10 +631,10 @@ impl Resilient {
         };
         let mut attempt = 0;
         let first = Instant::now();
+        let bucket = RequestBucket::of(op, mutating);
         loop {
             attempt += 1;
             tracing::Span::current().record("attempt", attempt);
-            let bucket = RequestBucket::of(op, mutating);
             let permit = self.limiter.acquire(bucket).await;
             // Asked after the pace's wait, which can be long: the breaker's answer is about now, and
             // a half-open trial place is not held by a call still queued.

@@ -9,23 +9,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use nodeeni_conf::PoolConfig;
 use nodeeni_conf::load::LoadOptions;
-use nodeeni_conf::{Pool, PoolConfig};
-use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
 use nodeeni_ipam::identity::NodeIdentity;
 use nodeeni_ipam::reconcile::Reconciler;
-use nodeeni_ipam::store::EniRecord;
 use nodeeni_tests::fake_ec2::{FakeEc2, Fault};
-
-/// The host side as the kernel would answer for a prepared ENI.
-#[derive(Debug)]
-struct NamedNetdevs;
-
-impl HostPrep for NamedNetdevs {
-    async fn prepare(&self, _pool: &Pool, record: &EniRecord) -> Result<HostFacts, HostError> {
-        Ok(HostFacts { ifname: Some(format!("eth{}", record.device_index.unwrap_or(0))), ..HostFacts::default() })
-    }
-}
+use nodeeni_tests::fake_host::NamedNetdevs;
 
 /// Log output, kept for the test to read.
 #[derive(Debug, Clone, Default)]

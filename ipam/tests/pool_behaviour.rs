@@ -7,26 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodeeni_conf::load::LoadOptions;
-use nodeeni_conf::{InstanceId, Pool, PoolConfig, SubnetId};
+use nodeeni_conf::{InstanceId, PoolConfig, SubnetId};
 use nodeeni_ipam::ec2::{Eni, tags};
-use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
 use nodeeni_ipam::identity::NodeIdentity;
 use nodeeni_ipam::reconcile::{DRAIN_MARKER, JITTER, LoopSettings, PassObserver, PoolError, Reconciler, Report};
-use nodeeni_ipam::store::{Allocation, EniRecord, Lifecycle, NodeState, StoreError};
+use nodeeni_ipam::store::{Allocation, Lifecycle, NodeState, StoreError};
 use nodeeni_tests::fake_ec2::{FakeEc2, Fault};
+use nodeeni_tests::fake_host::NamedNetdevs;
 use tokio::sync::watch;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// The host side as the kernel would answer for a prepared ENI: its netdev, named by device index.
-#[derive(Debug)]
-struct NamedNetdevs;
-
-impl HostPrep for NamedNetdevs {
-    async fn prepare(&self, _pool: &Pool, record: &EniRecord) -> Result<HostFacts, HostError> {
-        Ok(HostFacts { ifname: Some(format!("eth{}", record.device_index.unwrap_or(0))), ..HostFacts::default() })
-    }
-}
 
 struct Region {
     ec2: Arc<FakeEc2>,

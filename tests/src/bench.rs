@@ -2,6 +2,7 @@
 //! [`record`] appends a `key<TAB>value` line there; scripts/bench turns them into one table.
 
 use std::io::Write;
+use std::time::Duration;
 
 /// Appends `key<TAB>value` to the file NODEENI_BENCH_OUT names (nothing when it is unset).
 pub fn record(key: &str, value: impl std::fmt::Display) {
@@ -10,4 +11,11 @@ pub fn record(key: &str, value: impl std::fmt::Display) {
     {
         let _ = writeln!(f, "{key}\t{value}");
     }
+}
+
+/// The median of `samples` (the upper one of an even count; zero for none).
+pub fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }

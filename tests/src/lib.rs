@@ -25,6 +25,7 @@ pub mod bench;
 pub mod bins;
 pub mod ec2world;
 pub mod fake_ec2;
+pub mod fake_host;
 pub mod fault_proxy;
 pub mod hotplug;
 pub mod http;

@@ -7,29 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nodeeni_conf::PoolConfig;
 use nodeeni_conf::load::LoadOptions;
-use nodeeni_conf::{Pool, PoolConfig};
 use nodeeni_ipam::ec2::InstanceLimits;
-use nodeeni_ipam::host::{HostError, HostFacts, HostPrep};
 use nodeeni_ipam::identity::NodeIdentity;
 use nodeeni_ipam::reconcile::{LoopSettings, PassObserver, PoolError, Reconciler, Report};
-use nodeeni_ipam::store::{EniRecord, Lifecycle, NodeStore};
+use nodeeni_ipam::store::{Lifecycle, NodeStore};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fake_ec2::{AccountLimits, FakeEc2};
-
-/// The host as the kernel would answer for a prepared ENI (its netdev, named by device index), at
-/// no cost: the simulation is about EC2.
-#[derive(Debug)]
-pub struct NoHost;
-
-impl HostPrep for NoHost {
-    async fn prepare(&self, _pool: &Pool, record: &EniRecord) -> Result<HostFacts, HostError> {
-        Ok(HostFacts { ifname: Some(format!("eth{}", record.device_index.unwrap_or(0))), ..HostFacts::default() })
-    }
-}
+use crate::fake_host::NamedNetdevs;
 
 pub const INSTANCE_TYPE: &str = "c5.4xlarge";
 pub const AZ: &str = "us-east-1a";
@@ -156,7 +145,7 @@ pub async fn run(spec: &Cluster) -> ClusterRun {
         let client = Arc::new(ec2.client(&config.ec2));
         let node =
             NodeIdentity { instance_id: instance, availability_zone: AZ.into(), instance_type: INSTANCE_TYPE.into() };
-        let mut pool = Reconciler::new(client, NoHost, config.clone(), node);
+        let mut pool = Reconciler::new(client, NamedNetdevs, config.clone(), node);
         let mut observer = Converged {
             store: pool.store.clone(),
             enis: spec.enis_per_node as usize,

@@ -19,6 +19,9 @@ fn crowded() -> AccountLimits {
 
 #[tokio::test(start_paused = true)]
 async fn twenty_nodes_in_a_crowded_account_all_get_their_enis_once_without_failed_passes() {
+    // Boot times, jitter and back-off draw from fastrand: seeded, so a failure replays (every node
+    // runs on this test's one thread, whose generator this is).
+    fastrand::seed(14);
     let scratch = tempfile::tempdir().expect("scratch");
     let spec = Cluster {
         nodes: 20,

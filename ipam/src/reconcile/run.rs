@@ -57,7 +57,12 @@ pub fn next_wait(interval: Duration, max: Duration, idle_passes: u32) -> Duratio
     let max = max.max(interval);
     let doubled = interval.saturating_mul(1u32 << idle_passes.min(20)).min(max);
     // Jittered, never beyond the ceiling the configuration names.
-    doubled.mul_f64(1.0 + JITTER * (2.0 * fastrand::f64() - 1.0)).min(max)
+    jittered(doubled).min(max)
+}
+
+/// `d` moved by a random ±[`JITTER`], so nodes started together drift apart.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(1.0 + JITTER * (2.0 * fastrand::f64() - 1.0))
 }
 
 /// Whether a pass changed nothing and found nothing new: the pool as declared, refused for the same
@@ -147,8 +152,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 idle_passes = if idle(&result, &last_outcome) { idle_passes.saturating_add(1) } else { 0 };
                 last_outcome = outcome;
                 if Instant::now() >= next_leak_check {
-                    next_leak_check = Instant::now()
-                        + settings.leak_check_every.mul_f64(1.0 + JITTER * (2.0 * fastrand::f64() - 1.0));
+                    next_leak_check = Instant::now() + jittered(settings.leak_check_every);
                     let leaks = self.collect_leaks().await;
                     if let Err(e) = &leaks {
                         tracing::warn!(error = %e, "leak collection failed; trying again later");

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nodeeni_state::atomic::{Durability, replace_file};
+use nodeeni_tests::bench::median;
 use nodeeni_tests::netns::TestNs;
 use nodeeni_tests::vpc::Vpc;
 use serde_json::{Value, json};
@@ -83,11 +84,6 @@ fn stdin_of(conf: &Value) -> String {
     conf.to_string()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 struct Series {
     add: Vec<Duration>,
     del: Vec<Duration>,
@@ -107,7 +103,7 @@ impl Series {
     }
     fn medians(&self) -> (Duration, Duration, Duration) {
         let cycles: Vec<Duration> = self.add.iter().zip(&self.del).map(|(a, d)| *a + *d).collect();
-        (median(self.add.clone()), median(self.del.clone()), median(cycles))
+        (median(&self.add), median(&self.del), median(&cycles))
     }
 }
 
@@ -230,7 +226,7 @@ fn main() {
             start.elapsed()
         })
         .collect();
-    let floor = median(moves.clone());
+    let floor = median(&moves);
     nodeeni_tests::bench::record("kernel_floor_ms", ms(floor));
     nodeeni_tests::bench::record("kernel_floor_ratio", format!("{:.2}×", floor.as_secs_f64() / hd_cycle.as_secs_f64()));
     println!(
@@ -247,8 +243,8 @@ fn main() {
     println!(
         "\nThe static IPAM exec alone (ADD, median of {}): {} ms — {:.2}× of host-device's cycle.",
         static_alone.len(),
-        ms(median(static_alone.clone())),
-        median(static_alone).as_secs_f64() / hd_cycle.as_secs_f64()
+        ms(median(&static_alone)),
+        median(&static_alone).as_secs_f64() / hd_cycle.as_secs_f64()
     );
 
     // Durability: every shared file the CNI writes is fsync'd before its rename and its folder after
@@ -258,15 +254,14 @@ fn main() {
     let body = std::fs::read(state.path().join("node-state.json")).expect("node state");
     let probe = state.path().join("durability-probe.json");
     let time_writes = |durability: Durability| {
-        median(
-            (0..runs)
-                .map(|_| {
-                    let start = Instant::now();
-                    replace_file(&probe, &body, 0o644, durability).expect("write");
-                    start.elapsed()
-                })
-                .collect(),
-        )
+        let samples: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                replace_file(&probe, &body, 0o644, durability).expect("write");
+                start.elapsed()
+            })
+            .collect();
+        median(&samples)
     };
     let (durable, crash_only) = (time_writes(Durability::PowerLoss), time_writes(Durability::ProcessCrash));
     let syncs = node.run(|| fsyncs_per_cycle(&nodeeni, &ours_vpc, &pod_path, &cni_path, state.path()));

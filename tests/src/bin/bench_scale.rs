@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use nodeeni_ipam::identity::NodeIdentity;
 use nodeeni_ipam::reconcile::Reconciler;
-use nodeeni_tests::bench::record;
+use nodeeni_tests::bench::{median, record};
 use nodeeni_tests::fake_ec2::AccountLimits;
-use nodeeni_tests::scale::{AZ, Cluster, NoHost, account, config, run};
+use nodeeni_tests::fake_host::NamedNetdevs;
+use nodeeni_tests::scale::{AZ, Cluster, account, config, run};
 
 /// Counts heap bytes in use and their peak, for the per-node pass's memory.
 struct Counting;
@@ -91,10 +92,6 @@ fn bucket_bound(work: &[(&'static str, u64)], limits: &AccountLimits) -> Duratio
     bound
 }
 
-fn median(v: &[Duration]) -> Duration {
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
 /// One node's pass: CPU time (wall time with instant EC2 answers) and the heap it takes.
 async fn per_node(enis: u32) -> (Duration, Duration, usize) {
     let (ec2, subnet) = account(None);
@@ -103,7 +100,7 @@ async fn per_node(enis: u32) -> (Duration, Duration, usize) {
     let config = config(&dir, &subnet, enis);
     let node =
         NodeIdentity { instance_id: instance, availability_zone: AZ.into(), instance_type: "c5.18xlarge".into() };
-    let pool = Reconciler::new(ec2.clone(), NoHost, config, node);
+    let pool = Reconciler::new(ec2.clone(), NamedNetdevs, config, node);
     let real = std::time::Instant::now();
     pool.reconcile().await.expect("warm");
     let warm = real.elapsed();
