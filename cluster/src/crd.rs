@@ -107,6 +107,10 @@ pub struct NodeENISpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 127))]
     pub device_index: Option<i32>,
+    /// The EC2 network card the ENI attaches on (instances with several cards); default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31))]
+    pub network_card_index: Option<i32>,
     /// Delete the ENI when the instance terminates; default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_on_termination: Option<bool>,
@@ -196,6 +200,9 @@ pub struct EniStatus {
     pub subnet_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_index: Option<u32>,
+    /// The network card it attaches on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_card_index: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

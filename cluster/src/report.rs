@@ -57,6 +57,7 @@ pub fn status_of(
             lifecycle: lifecycle_name(e.lifecycle),
             subnet_id: e.subnet_id.as_ref().map(|s| s.to_string()),
             device_index: e.device_index,
+            network_card_index: e.device_index.map(|_| e.network_card.unwrap_or(0)),
             mac: e.mac.as_ref().map(|m| m.to_string()),
             pci_address: e.pci.map(|p| p.to_string()),
             driver: e.driver.as_ref().map(|d| d.to_string()),

@@ -11,8 +11,8 @@ use crate::fields::Fields;
 use crate::names::{ResourceName, SecurityGroupId, SubnetId};
 use crate::pci::PciAddress;
 use crate::pool::{
-    DEFAULT_HOST_IFNAME_PREFIX, DEVICE_INDEX_RANGE, DpdkDriver, MTU_RANGE, Mode, OriginKeys, Pool, SecurityGroupRef,
-    SubnetRef, check_pool_name,
+    DEFAULT_HOST_IFNAME_PREFIX, DEVICE_INDEX_RANGE, DpdkDriver, MTU_RANGE, Mode, NETWORK_CARD_RANGE, OriginKeys, Pool,
+    SecurityGroupRef, SubnetRef, check_pool_name,
 };
 use crate::problems::{Problems, child};
 
@@ -25,6 +25,7 @@ static NODEENI_KEYS: OriginKeys = OriginKeys {
     name: "metadata.name",
     resource_name: "spec.dpdkResourceName",
     device_index: "spec.deviceIndex",
+    network_card: "spec.networkCardIndex",
     pci_address: "spec.dpdkPCIAddress",
     host_ifname_prefix: "metadata.name",
 };
@@ -85,6 +86,7 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
         s.parsed_list::<SecurityGroupId>("securityGroupIDs", problems).into_iter().map(SecurityGroupRef::Id).collect();
     security_groups.extend(s.string_list("securityGroupNames", problems).into_iter().map(SecurityGroupRef::Name));
     let device_index = s.int_in("deviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
+    let network_card_index = s.int_in("networkCardIndex", NETWORK_CARD_RANGE, problems).unwrap_or(0) as u32;
     let delete_on_termination = s.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
     let source_dest_check = s.get::<bool>("sourceDestCheck", problems);
     let description = s.string("description", problems);
@@ -115,6 +117,7 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
         security_groups,
         enis_per_subnet: 1,
         first_device_index: device_index,
+        network_card_index,
         mtu,
         description,
         tags: BTreeMap::new(),

@@ -21,6 +21,8 @@ use crate::problems::{Problems, child, index};
 pub const MTU_RANGE: std::ops::RangeInclusive<i64> = 576..=9001;
 /// Device index 0 is the instance's primary ENI; EC2 enforces the real upper bound per instance type.
 pub const DEVICE_INDEX_RANGE: std::ops::RangeInclusive<i64> = 1..=127;
+/// EC2 network card indexes (the largest types have 32 cards; the instance type decides the rest).
+pub const NETWORK_CARD_RANGE: std::ops::RangeInclusive<i64> = 0..=31;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodeeni";
 pub const DEFAULT_HOST_IFNAME_PREFIX: &str = "multus";
 
@@ -144,6 +146,8 @@ pub struct Pool {
     pub security_groups: Vec<SecurityGroupRef>,
     pub enis_per_subnet: u32,
     pub first_device_index: u32,
+    /// The EC2 network card the pool's ENIs attach on (device indexes are per card).
+    pub network_card_index: u32,
     pub mtu: Option<u32>,
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
@@ -172,6 +176,7 @@ pub struct OriginKeys {
     pub name: &'static str,
     pub resource_name: &'static str,
     pub device_index: &'static str,
+    pub network_card: &'static str,
     pub pci_address: &'static str,
     pub host_ifname_prefix: &'static str,
 }
@@ -180,6 +185,7 @@ pub(crate) static POOL_KEYS: OriginKeys = OriginKeys {
     name: "name",
     resource_name: "resourceName",
     device_index: "firstDeviceIndex",
+    network_card: "networkCardIndex",
     pci_address: "pciAddress",
     host_ifname_prefix: "hostIfnamePrefix",
 };
@@ -486,6 +492,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
     security_groups.extend(f.string_list("securityGroupNames", problems).into_iter().map(SecurityGroupRef::Name));
     let enis_per_subnet = f.int_in("enisPerSubnet", 1..=64, problems).unwrap_or(1) as u32;
     let first_device_index = f.int_in("firstDeviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
+    let network_card_index = f.int_in("networkCardIndex", NETWORK_CARD_RANGE, problems).unwrap_or(0) as u32;
     let mtu = f.int_in("mtu", MTU_RANGE, problems).map(|n| n as u32);
     let description = f.string("description", problems);
     if let Some(d) = &description
@@ -520,6 +527,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
         security_groups,
         enis_per_subnet,
         first_device_index,
+        network_card_index,
         mtu,
         description,
         tags,
@@ -608,12 +616,27 @@ pub(crate) fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
                 );
             }
             let (ia, ib) = (a.device_indexes(), b.device_indexes());
-            if a.may_share_a_node(b) && ia.start < ib.end && ib.start < ia.end {
+            let indexes_overlap = a.may_share_a_node(b) && ia.start < ib.end && ib.start < ia.end;
+            if indexes_overlap && a.network_card_index != b.network_card_index {
+                // Each card has its own device indexes, but host pools name their ENIs by index alone.
+                if a.mode == Mode::Host && b.mode == Mode::Host && a.host_ifname_prefix == b.host_ifname_prefix {
+                    problems.push(
+                        child(&b.origin, b.keys.host_ifname_prefix),
+                        format!(
+                            "host interface names {}{}.. would also be {}'s (on network card {}): give one a different prefix or device indexes",
+                            b.host_ifname_prefix,
+                            ia.start.max(ib.start),
+                            a.origin,
+                            a.network_card_index
+                        ),
+                    );
+                }
+            } else if indexes_overlap {
                 problems.push(
                     child(&b.origin, b.keys.device_index),
                     format!(
-                        "device indexes {}..{} overlap {}..{} of {} on nodes both select",
-                        ib.start, ib.end, ia.start, ia.end, a.origin
+                        "device indexes {}..{} overlap {}..{} of {} on network card {} of nodes both select",
+                        ib.start, ib.end, ia.start, ia.end, a.origin, a.network_card_index
                     ),
                 );
             }

@@ -70,6 +70,7 @@ pools:
     resourceName: nodeeni.io/dpdk
     subnetNames: [user-plane-a]
     firstDeviceIndex: 5
+    networkCardIndex: 1
     dpdkDriver: igb_uio
     pciAddress: "00:07.0"
   - name: masters
@@ -110,6 +111,7 @@ fn a_full_pool_config_reads_every_key() {
     assert!(matches!(&dpdk.subnets[0], SubnetRef::Name(n) if n == "user-plane-a"));
     assert!(dpdk.delete_on_termination, "deleteOnTermination defaults to true");
     assert_eq!(dpdk.source_dest_check, None, "unset: EC2's own, not enforced");
+    assert_eq!((dpdk.network_card_index, fast.network_card_index), (1, 0), "networkCardIndex defaults to 0");
 
     let masters = c.pool("masters").expect("masters");
     assert_eq!(masters.host_ifname(6), "net6");
@@ -211,6 +213,27 @@ pools:
 }
 
 #[test]
+fn device_indexes_are_per_network_card() {
+    let text = r#"
+clusterName: c
+pools:
+  - {name: a, mode: kernel, resourceName: nodeeni.io/a, subnetIds: [subnet-12345678]}
+  - {name: b, mode: kernel, resourceName: nodeeni.io/b, subnetIds: [subnet-12345678], networkCardIndex: 1}
+  - {name: c, mode: kernel, resourceName: nodeeni.io/c, subnetIds: [subnet-12345678], networkCardIndex: 1}
+  - {name: h0, mode: host, subnetIds: [subnet-12345678], firstDeviceIndex: 4}
+  - {name: h1, mode: host, subnetIds: [subnet-12345678], firstDeviceIndex: 4, networkCardIndex: 2}
+  - {name: h2, mode: host, subnetIds: [subnet-12345678], firstDeviceIndex: 4, networkCardIndex: 3, hostIfnamePrefix: card3_}
+  - {name: x, mode: host, subnetIds: [subnet-12345678], firstDeviceIndex: 9, networkCardIndex: 32}
+"#;
+    let p = problems(text);
+    assert!(!p.has_path("pools[1].firstDeviceIndex"), "index 1 on card 1 is not index 1 on card 0: {p}");
+    assert_problem(&p, "pools[2].firstDeviceIndex", "overlap 1..2 of pools[1] on network card 1");
+    assert_problem(&p, "pools[4].hostIfnamePrefix", "host interface names multus4.. would also be pools[3]'s");
+    assert!(!p.has_path("pools[5].hostIfnamePrefix"), "another prefix, other names: {p}");
+    assert_problem(&p, "pools[6].networkCardIndex", "0..=31");
+}
+
+#[test]
 fn unknown_keys_are_errors_at_every_level() {
     let text = r#"
 clusterName: c
@@ -309,6 +332,12 @@ fn nodeeni_dpdk_manifest_becomes_a_dpdk_pool() {
     let routing = fixture("dpdk.yaml").replace("spec:\n", "spec:\n  sourceDestCheck: false\n");
     let c = PoolConfig::from_text(&routing, &with_cluster()).expect("valid");
     assert_eq!(c.pool("user-plane").expect("pool").source_dest_check, Some(false), "NodeENI: the same field");
+    assert_eq!(p.network_card_index, 0, "card 0 unless the NodeENI says");
+    let on_card = fixture("dpdk.yaml").replace("spec:\n", "spec:\n  networkCardIndex: 1\n");
+    let c = PoolConfig::from_text(&on_card, &with_cluster()).expect("valid");
+    assert_eq!(c.pool("user-plane").expect("pool").network_card_index, 1, "NodeENI: the same field");
+    let p = problems(&fixture("dpdk.yaml").replace("spec:\n", "spec:\n  networkCardIndex: -1\n"));
+    assert_problem(&p, "NodeENI(user-plane).spec.networkCardIndex", "out of range");
 }
 
 #[test]

@@ -116,7 +116,7 @@ impl HealthSource {
                     pci: r.pci,
                     healthy,
                     numa_node: r.numa_node,
-                    network_card: 0,
+                    network_card: r.network_card.unwrap_or(0),
                     iommu_group: r.iommu_group,
                 })
             })

@@ -27,6 +27,7 @@ fn dpdk(id: &str, pci: &str) -> EniRecord {
         dpdk_driver: Some(nodeeni_conf::pool::DpdkDriver::VfioPci),
         iommu_group: Some(7),
         numa_node: Some(1),
+        network_card: Some(1),
         ..EniRecord::new("dp", Mode::Dpdk, Lifecycle::Ready)
     }
 }
@@ -76,6 +77,9 @@ async fn health_changes_reach_the_list_within_a_second() {
     health_becomes(&mut rx, "eni-0000000e", true).await;
     health_becomes(&mut rx, "eni-0000000d", true).await;
     assert_eq!(rx.borrow().iter().find(|d| d.eni_id.as_str() == "eni-0000000d").and_then(|d| d.numa_node), Some(1));
+    // The preferred allocation sees each device's card from its record (card 0 where none is kept).
+    let cards: Vec<(String, u32)> = rx.borrow().iter().map(|d| (d.eni_id.to_string(), d.network_card)).collect();
+    assert_eq!(cards, [("eni-0000000d".to_string(), 1), ("eni-0000000e".to_string(), 0)]);
 
     node.ip(&["link", "set", "eth1", "down"]);
     health_becomes(&mut rx, "eni-0000000e", false).await;

@@ -121,7 +121,7 @@ fn status_shows_the_node_state_as_a_table_or_json() {
     let now = nodeeni_state::node::now_unix();
     let state = serde_json::json!({"version": 1, "enis": [
         {"eniId": "eni-0000000000000a021", "pool": "fast", "mode": "kernel", "lifecycle": "ready", "deviceIndex": 1,
-         "hostIfname": "eth1", "mac": "0a:00:00:00:00:21", "primaryIp": "10.0.1.20", "sourceDestCheck": false, "updatedUnix": 0,
+         "networkCard": 1, "hostIfname": "eth1", "mac": "0a:00:00:00:00:21", "primaryIp": "10.0.1.20", "sourceDestCheck": false, "updatedUnix": 0,
          "allocation": {"containerId": "pod-1", "ifname": "net1", "sinceUnix": now}},
         {"eniId": "eni-0000000000000d0d1", "pool": "dp", "mode": "dpdk", "lifecycle": "draining", "pci": "0000:00:06.0", "updatedUnix": 0}
     ]});
@@ -139,6 +139,12 @@ fn status_shows_the_node_state_as_a_table_or_json() {
     };
     assert_eq!(column(lines[1], "SRC/DST").as_deref(), Some("off"), "{out}");
     assert_eq!(column(lines[2], "SRC/DST").as_deref(), Some("-"), "unknown: {out}");
+    assert_eq!(
+        (column(lines[1], "CARD").as_deref(), column(lines[1], "INDEX").as_deref()),
+        (Some("1"), Some("1")),
+        "{out}"
+    );
+    assert_eq!(column(lines[2], "CARD").as_deref(), Some("-"), "no place yet: {out}");
     assert!(
         lines[1].contains("eni-0000000000000a021") && lines[1].contains("eth1") && lines[1].contains("pod-1/net1"),
         "{out}"

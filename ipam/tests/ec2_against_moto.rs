@@ -6,8 +6,12 @@ mod common;
 
 use common::{sdk, world};
 use nodeeni_conf::pool::Ec2Settings;
-use nodeeni_ipam::ec2::{AwsEc2, CreateEni, Ec2, tags};
+use nodeeni_ipam::ec2::{AwsEc2, CreateEni, Ec2, Place, tags};
 use nodeeni_tests::moto::Moto;
+
+fn place(network_card: u32, device_index: u32) -> Place {
+    Place { network_card, device_index }
+}
 
 #[tokio::test]
 async fn the_client_does_every_pool_operation_against_moto() {
@@ -31,10 +35,10 @@ async fn the_client_does_every_pool_operation_against_moto() {
     let inst = ec2.describe_instance(&w.instance).await.expect("instance").expect("exists");
     assert_eq!(inst.availability_zone.as_deref(), Some("us-east-1a"));
     assert_eq!(inst.instance_type.as_deref(), Some("c5.large"));
-    assert_eq!(inst.used_device_indexes, [0], "only the primary ENI");
+    assert_eq!(inst.used_places, [place(0, 0)], "only the primary ENI");
     let limits = ec2.instance_limits("c5.large").await.expect("limits");
-    assert_eq!(limits.max_enis, 3, "c5.large takes 3 ENIs (from DescribeInstanceTypes)");
-    assert_eq!(limits.network_cards, 1);
+    assert_eq!(limits.max_enis(0), Some(3), "c5.large takes 3 ENIs (from DescribeInstanceTypes)");
+    assert_eq!((limits.network_cards(), limits.max_enis(1)), (1, None));
 
     let tagset: BTreeMap<String, String> = [
         (tags::CLUSTER.to_string(), "test".to_string()),
@@ -59,11 +63,11 @@ async fn the_client_does_every_pool_operation_against_moto() {
     assert!(eni.mac.is_some() && eni.primary_ip.is_some());
     assert_eq!(eni.security_groups, [w.sg.to_string()]);
 
-    let attachment = ec2.attach_eni(&eni.id, &w.instance, 1).await.expect("attach");
+    let attachment = ec2.attach_eni(&eni.id, &w.instance, place(0, 1)).await.expect("attach");
     ec2.set_delete_on_termination(&eni.id, &attachment, true).await.expect("delete on termination");
     let seen = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
     let att = seen.attachment.expect("attached");
-    assert_eq!((att.device_index, att.instance_id.as_deref()), (Some(1), Some(w.instance.as_str())));
+    assert_eq!((att.place(), att.instance_id.as_deref()), (Some(place(0, 1)), Some(w.instance.as_str())));
     // The listing shows the change (moto through tests/moto-server.py, which applies it): otherwise
     // every pass would set it again.
     assert_eq!(att.delete_on_termination, Some(true));
@@ -71,8 +75,8 @@ async fn the_client_does_every_pool_operation_against_moto() {
     let seen = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
     assert_eq!(seen.source_dest_check, Some(false));
     assert_eq!(
-        ec2.describe_instance(&w.instance).await.expect("instance").expect("exists").used_device_indexes,
-        [0, 1]
+        ec2.describe_instance(&w.instance).await.expect("instance").expect("exists").used_places,
+        [place(0, 0), place(0, 1)]
     );
     let tagged = ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("by tag");
     assert_eq!(tagged.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![eni.id.clone()]);
@@ -212,4 +216,46 @@ async fn a_page_token_handed_back_again_ends_the_listing_and_repeats_count_once(
     let listed = ec2.enis_tagged(tags::CLUSTER, Some("paged")).await.expect("list");
     assert_eq!(listed.len(), 5, "the first page once, though it came twice");
     assert_eq!(seen.lock().expect("log").len(), 2, "the repeated token is followed once, then the listing ends");
+}
+
+/// An instance type with two network cards (c6in.32xlarge: 8 ENIs on each, as moto's
+/// DescribeInstanceTypes data has it). moto records the card of an attach only through
+/// tests/moto-server.py, which gives each card its own device indexes and limit as EC2 does.
+#[tokio::test]
+async fn attachments_land_on_the_card_they_name_against_moto() {
+    let Some(moto) = Moto::start("attachments_land_on_the_card_they_name_against_moto") else { return };
+    let raw = sdk(&moto.endpoint);
+    let w = common::world_with(&raw, aws_sdk_ec2::types::InstanceType::C6in32xlarge).await;
+    let ec2 = AwsEc2::from_client(raw.clone(), &Ec2Settings::default());
+    let limits = ec2.instance_limits("c6in.32xlarge").await.expect("limits");
+    assert_eq!(limits.enis_per_card, [(0, 8), (1, 8)].into(), "one limit per card, from DescribeInstanceTypes");
+
+    let create = |token: &str| CreateEni {
+        subnet_id: w.subnet_a.clone(),
+        security_groups: vec![],
+        description: None,
+        secondary_ip_count: 0,
+        tags: BTreeMap::new(),
+        client_token: token.into(),
+    };
+    let on_card_0 = ec2.create_eni(&create("card-0")).await.expect("create");
+    let on_card_1 = ec2.create_eni(&create("card-1")).await.expect("create");
+    ec2.attach_eni(&on_card_0.id, &w.instance, place(0, 1)).await.expect("attach on card 0");
+    // The same device index on the other card is another place.
+    let attachment = ec2.attach_eni(&on_card_1.id, &w.instance, place(1, 1)).await.expect("attach on card 1");
+    let listed = ec2.describe_eni(&on_card_1.id).await.expect("describe").expect("exists");
+    assert_eq!(listed.attachment.and_then(|a| a.place()), Some(place(1, 1)), "the listing names the card");
+    let inst = ec2.describe_instance(&w.instance).await.expect("instance").expect("exists");
+    assert_eq!(inst.used_places, [place(0, 0), place(0, 1), place(1, 1)]);
+    assert_eq!(inst.used_on(1).collect::<Vec<_>>(), [1]);
+
+    // A card the type lacks is refused by EC2, with its reason.
+    let third = ec2.create_eni(&create("card-2")).await.expect("create");
+    let err = ec2.attach_eni(&third.id, &w.instance, place(2, 1)).await.expect_err("no card 2");
+    assert!(err.to_string().contains("network card index"), "{err}");
+
+    ec2.detach_eni(&attachment, false).await.expect("detach");
+    let inst = ec2.describe_instance(&w.instance).await.expect("instance").expect("exists");
+    assert_eq!(inst.used_places, [place(0, 0), place(0, 1)], "card 1's place is free again");
+    ec2.attach_eni(&on_card_1.id, &w.instance, place(1, 1)).await.expect("re-attach on card 1");
 }

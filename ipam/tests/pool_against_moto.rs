@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::setup;
+use common::{setup, setup_with};
 use nodeeni_ipam::ec2::{Ec2, tags};
 use nodeeni_ipam::store::{Allocation, Lifecycle};
 
@@ -307,4 +307,50 @@ async fn a_routing_pools_source_dest_check_is_turned_off_at_create_and_kept_off(
     assert_eq!(r.ec2.resilience.stats.attempts("ModifyNetworkInterfaceAttribute"), 0, "no call for an unset check");
     let now = r.ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
     assert_eq!(now.source_dest_check, Some(false), "left as it was");
+}
+
+/// A node with two network cards (c6in.32xlarge): pools on card 0 and card 1 take the same device
+/// index, each on its card; the card is in the record and in EC2's listing; a pool naming a card
+/// the type lacks is refused with the card's name, and the others converge. moto records the card
+/// only through tests/moto-server.py; the per-card limits are moto's DescribeInstanceTypes data.
+#[tokio::test]
+async fn pools_on_two_network_cards_take_the_same_index_each_on_its_card() {
+    let Some(s) = setup_with("two_network_cards", aws_sdk_ec2::types::InstanceType::C6in32xlarge).await else {
+        return;
+    };
+    let pools = format!(
+        "{}  - {{name: up, mode: kernel, resourceName: nodeeni.io/up, subnetIds: [{a}], networkCardIndex: 1, enisPerSubnet: 2}}\n  \
+         - {{name: far, mode: kernel, resourceName: nodeeni.io/far, subnetIds: [{a}], networkCardIndex: 2}}\n",
+        s.fast(1),
+        a = s.w.subnet_a
+    );
+    let r = s.reconciler(s.config(&pools));
+    let report = r.reconcile().await.expect("reconcile");
+    assert_eq!(
+        report.refused,
+        ["far: the instance type has 2 network card(s) and no network card 2"],
+        "the refusal names the card"
+    );
+    assert_eq!(report.created.len(), 3, "the other pools converge: {report:?}");
+    let state = r.store.load(std::time::Duration::from_secs(1)).expect("state");
+    let mut places: Vec<(String, Option<u32>, Option<u32>)> =
+        state.enis.iter().map(|e| (e.pool.clone(), e.network_card, e.device_index)).collect();
+    places.sort();
+    assert_eq!(
+        places,
+        [("fast".into(), Some(0), Some(1)), ("up".into(), Some(1), Some(1)), ("up".into(), Some(1), Some(2))],
+        "device index 1 on both cards"
+    );
+    let listed = s.cluster_enis(&r.ec2).await;
+    let mut on_cards: Vec<(u32, u32)> = listed
+        .iter()
+        .filter_map(|e| e.attachment.as_ref()?.place())
+        .map(|p| (p.network_card, p.device_index))
+        .collect();
+    on_cards.sort();
+    assert_eq!(on_cards, [(0, 1), (1, 1), (1, 2)], "EC2 has them where the records say");
+    let again = r.reconcile().await.expect("reconcile");
+    assert!(again.created.is_empty() && again.attached.is_empty() && again.refused.len() == 1, "{again:?}");
+    let stats = r.ec2.resilience.stats.snapshot();
+    assert_eq!(stats.get(&("AttachNetworkInterface", "ok")).copied(), Some(3), "no attach is tried on card 2");
 }

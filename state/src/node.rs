@@ -99,6 +99,9 @@ pub struct EniRecord {
     pub mac: Option<MacAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_index: Option<u32>,
+    /// The EC2 network card the ENI attaches on (None: card 0, as records before cards were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_card: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment_id: Option<String>,
     /// The netdev's name on the host (the stable name, for host pools).
@@ -145,6 +148,7 @@ impl EniRecord {
             secondary_ips: Vec::new(),
             mac: None,
             device_index: None,
+            network_card: None,
             attachment_id: None,
             host_ifname: None,
             pci: None,

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use nodeeni_conf::pool::Ec2Settings;
 use nodeeni_conf::{EniId, InstanceId, MacAddr, SecurityGroupId, SubnetId};
-use nodeeni_ipam::ec2::{Attachment, CreateEni, Ec2, Ec2Error, Ec2Result, Eni, Instance, InstanceLimits, Subnet, tags};
+use nodeeni_ipam::ec2::{
+    Attachment, CreateEni, Ec2, Ec2Error, Ec2Result, Eni, Instance, InstanceLimits, Place, Subnet, tags,
+};
 use nodeeni_ipam::resilience::Resilient;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -194,9 +196,14 @@ impl FakeEc2 {
     /// An empty region; the resilience layer as `settings` declare it.
     pub fn new(settings: &Ec2Settings) -> Self {
         let mut world = World { detach_takes: Some(Duration::ZERO), page_size: PAGE_SIZE, ..World::default() };
-        world.types.insert("c5.large".into(), InstanceLimits { max_enis: 3, network_cards: 1, ipv4_per_eni: 10 });
-        world.types.insert("c5.xlarge".into(), InstanceLimits { max_enis: 4, network_cards: 1, ipv4_per_eni: 15 });
-        world.types.insert("c5.18xlarge".into(), InstanceLimits { max_enis: 15, network_cards: 1, ipv4_per_eni: 50 });
+        world.types.insert("c5.large".into(), InstanceLimits::one_card(3, 10));
+        world.types.insert("c5.xlarge".into(), InstanceLimits::one_card(4, 15));
+        world.types.insert("c5.18xlarge".into(), InstanceLimits::one_card(15, 50));
+        // Two network cards of 8 ENIs each, as DescribeInstanceTypes lists c6in.32xlarge.
+        world.types.insert(
+            "c6in.32xlarge".into(),
+            InstanceLimits { enis_per_card: [(0, 8), (1, 8)].into(), ipv4_per_eni: 50 },
+        );
         Self {
             resilience: Resilient::new(settings.retry.clone(), settings.circuit_breaker.clone(), &settings.rate_limit),
             world: Arc::new(Mutex::new(world)),
@@ -368,10 +375,10 @@ impl FakeEc2 {
         create(&mut w, &req, Instant::now()).expect("create outside").id
     }
 
-    /// Attaches an ENI as someone else would.
+    /// Attaches an ENI as someone else would, on network card 0.
     pub fn attach_outside(&self, eni: &EniId, instance: &InstanceId, index: u32) {
         let mut w = self.world();
-        attach(&mut w, eni, instance, index).expect("attach outside");
+        attach(&mut w, eni, instance, Place { network_card: 0, device_index: index }).expect("attach outside");
     }
 
     /// Deletes an ENI as someone else would (detached first, forcibly).
@@ -598,26 +605,23 @@ fn create(w: &mut World, r: &CreateEni, now: Instant) -> Result<Eni, Ec2Error> {
     Ok(eni)
 }
 
-fn used_indexes(w: &World, instance: &InstanceId) -> Vec<u32> {
-    let mut used = vec![0]; // the primary ENI
+fn used_places(w: &World, instance: &InstanceId) -> Vec<Place> {
+    let mut used = vec![Place { network_card: 0, device_index: 0 }]; // the primary ENI
     used.extend(w.enis.values().filter_map(|e| {
         let a = e.eni.attachment.as_ref()?;
-        (a.instance_id.as_deref() == Some(instance.as_str())).then_some(a.device_index?)
+        (a.instance_id.as_deref() == Some(instance.as_str())).then_some(a.place()?)
     }));
     used.sort_unstable();
     used
 }
 
-fn attach(w: &mut World, eni: &EniId, instance: &InstanceId, index: u32) -> Result<String, Ec2Error> {
+fn attach(w: &mut World, eni: &EniId, instance: &InstanceId, place: Place) -> Result<String, Ec2Error> {
     let inst = w.instances.get(instance).cloned().ok_or_else(|| {
         client_error("InvalidInstanceID.NotFound", format!("The instance ID '{instance}' does not exist"))
     })?;
-    let limits = w.types.get(&inst.instance_type).copied().unwrap_or(InstanceLimits {
-        max_enis: 2,
-        network_cards: 1,
-        ipv4_per_eni: 4,
-    });
-    let used = used_indexes(w, instance);
+    let limits = w.types.get(&inst.instance_type).cloned().unwrap_or_else(|| InstanceLimits::one_card(2, 4));
+    let used = used_places(w, instance);
+    let Place { network_card, device_index: index } = place;
     let Some(e) = w.enis.get(eni) else {
         return Err(client_error(
             "InvalidNetworkInterfaceID.NotFound",
@@ -627,13 +631,19 @@ fn attach(w: &mut World, eni: &EniId, instance: &InstanceId, index: u32) -> Resu
     if e.eni.attachment.is_some() {
         return Err(client_error("InvalidNetworkInterface.InUse", format!("Interface: {eni} in use.")));
     }
-    if used.contains(&index) {
+    let Some(max_enis) = limits.max_enis(network_card) else {
+        return Err(client_error(
+            "InvalidParameterValue",
+            format!("Invalid network card index '{network_card}' for instance type {}", inst.instance_type),
+        ));
+    };
+    if used.contains(&place) {
         return Err(client_error(
             "InvalidParameterValue",
             format!("Instance '{instance}' already has an interface attached at device index '{index}'."),
         ));
     }
-    if used.len() as u32 >= limits.max_enis {
+    if used.iter().filter(|p| p.network_card == network_card).count() as u32 >= max_enis {
         return Err(client_error(
             "AttachmentLimitExceeded",
             format!("Interface count {} exceeds the limit for {}", used.len() + 1, inst.instance_type),
@@ -647,6 +657,7 @@ fn attach(w: &mut World, eni: &EniId, instance: &InstanceId, index: u32) -> Resu
             id: attachment.clone(),
             instance_id: Some(instance.to_string()),
             device_index: Some(index),
+            network_card: Some(network_card),
             status: "attached".into(),
             delete_on_termination: Some(false),
         });
@@ -698,7 +709,7 @@ impl Ec2 for FakeEc2 {
                 availability_zone: Some(i.az.clone()),
                 instance_type: Some(i.instance_type.clone()),
                 state: Some(i.state.clone()),
-                used_device_indexes: used_indexes(w, id),
+                used_places: used_places(w, id),
             }))
         })
         .await
@@ -706,7 +717,7 @@ impl Ec2 for FakeEc2 {
 
     async fn instance_limits(&self, instance_type: &str) -> Ec2Result<InstanceLimits> {
         self.call("DescribeInstanceTypes", false, |w, _| {
-            w.types.get(instance_type).copied().ok_or_else(|| {
+            w.types.get(instance_type).cloned().ok_or_else(|| {
                 client_error(
                     "InvalidInstanceType",
                     format!("The following supplied instance types do not exist: [{instance_type}]"),
@@ -720,8 +731,8 @@ impl Ec2 for FakeEc2 {
         self.call("CreateNetworkInterface", true, |w, now| create(w, req, now)).await
     }
 
-    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> Ec2Result<String> {
-        self.call("AttachNetworkInterface", true, |w, _| attach(w, eni, instance, device_index)).await
+    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, place: Place) -> Ec2Result<String> {
+        self.call("AttachNetworkInterface", true, |w, _| attach(w, eni, instance, place)).await
     }
 
     async fn set_delete_on_termination(&self, eni: &EniId, attachment_id: &str, delete: bool) -> Ec2Result<()> {

@@ -37,7 +37,7 @@ pub fn config(state_dir: &Path, subnet: &str, enis: u32) -> PoolConfig {
 /// request buckets, latencies in the range EC2's answers take, and listings lagging new ENIs by 5 s.
 pub fn account(limits: Option<AccountLimits>) -> (Arc<FakeEc2>, String) {
     let ec2 = Arc::new(FakeEc2::new(&Default::default()));
-    ec2.add_instance_type(INSTANCE_TYPE, InstanceLimits { max_enis: 8, network_cards: 1, ipv4_per_eni: 30 });
+    ec2.add_instance_type(INSTANCE_TYPE, InstanceLimits::one_card(8, 30));
     let subnet = ec2.add_subnet("10.0.0.0/16", AZ, Some("user-plane")).to_string();
     ec2.add_security_group("enis");
     if let Some(limits) = limits {

@@ -151,6 +151,7 @@ async fn cluster_1_nodeenis_converge_degrade_drain_and_go() {
     let check_of = |pool: &str| enis.iter().find(|e| e["pool"] == pool).map(|e| e["sourceDestCheck"].clone());
     assert_eq!(check_of("spare"), Some(json!(false)), "applied and shown: {enis:?}");
     assert_eq!(check_of("fast"), Some(json!(true)), "EC2's default, shown as listed: {enis:?}");
+    assert!(enis.iter().all(|e| e["networkCardIndex"] == json!(0)), "the card of each ENI: {enis:?}");
 
     // A NodeENI for a subnet in another AZ: Degraded with the reason, an Event on it; the rest stay.
     api.apply(Kind::NodeENI, kernel_nodeeni(&nb, "far", &b, 3));

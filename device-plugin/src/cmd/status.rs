@@ -28,16 +28,18 @@ pub fn status(state_dir: &std::path::Path, as_json: bool) -> ExitCode {
     }
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!(
-        "{:<24} {:<12} {:<7} {:<10} {:<5} {:<10} {:<13} {:<18} {:<16} {:<7} HELD BY",
-        "ENI", "POOL", "MODE", "STATE", "INDEX", "IFNAME", "PCI", "MAC", "ADDRESS", "SRC/DST"
+        "{:<24} {:<12} {:<7} {:<10} {:<4} {:<5} {:<10} {:<13} {:<18} {:<16} {:<7} HELD BY",
+        "ENI", "POOL", "MODE", "STATE", "CARD", "INDEX", "IFNAME", "PCI", "MAC", "ADDRESS", "SRC/DST"
     );
     for e in &state.enis {
         println!(
-            "{:<24} {:<12} {:<7} {:<10} {:<5} {:<10} {:<13} {:<18} {:<16} {:<7} {}",
+            "{:<24} {:<12} {:<7} {:<10} {:<4} {:<5} {:<10} {:<13} {:<18} {:<16} {:<7} {}",
             dash(e.eni_id.as_ref().map(ToString::to_string)),
             e.pool,
             e.mode.as_str(),
             e.lifecycle.as_str(),
+            // The network card, where a device index is known (records before cards: card 0).
+            dash(e.device_index.map(|_| e.network_card.unwrap_or(0).to_string())),
             dash(e.device_index.map(|i| i.to_string())),
             dash(e.host_ifname.clone()),
             dash(e.pci.map(|p| p.to_string())),

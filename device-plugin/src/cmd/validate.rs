@@ -43,13 +43,17 @@ fn print_pools(pools: &[Pool]) {
     for p in pools {
         let resource = p.resource_name.as_ref().map_or("(not advertised)".to_string(), |r| r.to_string());
         println!(
-            "  {:<20} {:<6} {:<28} {} ENI(s), device indexes {}..{}",
+            "  {:<20} {:<6} {:<28} {} ENI(s), device indexes {}..{}{}",
             p.name,
             p.mode.as_str(),
             resource,
             p.eni_count(),
             p.device_indexes().start,
-            p.device_indexes().end
+            p.device_indexes().end,
+            match p.network_card_index {
+                0 => String::new(),
+                card => format!(" on network card {card}"),
+            }
         );
     }
     // deploy/aws/iam-policy.json lets creates carry only the tag keys nodeeni sets; EC2 refuses a

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::{
 use nodeeni_conf::pool::Ec2Settings;
 use nodeeni_conf::{EniId, InstanceId, SecurityGroupId, SubnetId};
 
-use super::{Attachment, CreateEni, Ec2, Ec2Error, Ec2Result, Eni, Instance, InstanceLimits, Subnet};
+use super::{Attachment, CreateEni, Ec2, Ec2Error, Ec2Result, Eni, Instance, InstanceLimits, Place, Subnet};
 use crate::resilience::{CallError, Resilient};
 
 impl<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug> From<SdkError<E, R>> for Ec2Error
@@ -153,6 +153,7 @@ fn to_eni(ni: &aws_sdk_ec2::types::NetworkInterface) -> Option<Eni> {
                 id: a.attachment_id()?.to_string(),
                 instance_id: a.instance_id().map(str::to_string),
                 device_index: a.device_index().and_then(|d| u32::try_from(d).ok()),
+                network_card: a.network_card_index().and_then(|c| u32::try_from(c).ok()),
                 status: a.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
                 delete_on_termination: a.delete_on_termination(),
             })
@@ -274,12 +275,16 @@ impl Ec2 for AwsEc2 {
             Err(e) => return Err(e),
         };
         let Some(i) = resp.reservations().iter().flat_map(|r| r.instances()).next() else { return Ok(None) };
-        let mut used: Vec<u32> = i
+        let mut used: Vec<Place> = i
             .network_interfaces()
             .iter()
             .filter_map(|n| n.attachment())
-            .filter(|a| a.network_card_index().unwrap_or(0) == 0)
-            .filter_map(|a| a.device_index().and_then(|d| u32::try_from(d).ok()))
+            .filter_map(|a| {
+                Some(Place {
+                    network_card: a.network_card_index().map_or(Some(0), |c| u32::try_from(c).ok())?,
+                    device_index: a.device_index().and_then(|d| u32::try_from(d).ok())?,
+                })
+            })
             .collect();
         used.sort_unstable();
         Ok(Some(Instance {
@@ -287,7 +292,7 @@ impl Ec2 for AwsEc2 {
             availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
             instance_type: i.instance_type().map(|t| t.as_str().to_string()),
             state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()),
-            used_device_indexes: used,
+            used_places: used,
         }))
     }
 
@@ -302,18 +307,21 @@ impl Ec2 for AwsEc2 {
         let info =
             resp.instance_types().first().and_then(|t| t.network_info()).ok_or_else(|| missing("network info"))?;
         let total = info.maximum_network_interfaces().and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
-        // Multi-card types list each card's limit; the pool attaches on card 0.
-        let card0 = info
+        let ipv4_per_eni = info.ipv4_addresses_per_interface().and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
+        // Multi-card types list each card's limit; single-card answers may list none.
+        let mut enis_per_card: std::collections::BTreeMap<u32, u32> = info
             .network_cards()
             .iter()
-            .find(|c| c.network_card_index().unwrap_or(0) == 0)
-            .and_then(|c| c.maximum_network_interfaces())
-            .and_then(|n| u32::try_from(n).ok());
-        Ok(InstanceLimits {
-            max_enis: card0.unwrap_or(total).min(total),
-            network_cards: info.maximum_network_cards().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
-            ipv4_per_eni: info.ipv4_addresses_per_interface().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
-        })
+            .filter_map(|c| {
+                let index = u32::try_from(c.network_card_index().unwrap_or(0)).ok()?;
+                let max = u32::try_from(c.maximum_network_interfaces()?).ok()?;
+                Some((index, max.min(total)))
+            })
+            .collect();
+        if enis_per_card.is_empty() {
+            enis_per_card.insert(0, total);
+        }
+        Ok(InstanceLimits { enis_per_card, ipv4_per_eni })
     }
 
     async fn create_eni(&self, r: &CreateEni) -> Ec2Result<Eni> {
@@ -343,7 +351,7 @@ impl Ec2 for AwsEc2 {
         resp.network_interface().and_then(to_eni).ok_or_else(|| missing("network interface"))
     }
 
-    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> Ec2Result<String> {
+    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, place: Place) -> Ec2Result<String> {
         let resp = self
             .resilience
             .call("AttachNetworkInterface", true, || {
@@ -352,8 +360,8 @@ impl Ec2 for AwsEc2 {
                     .attach_network_interface()
                     .network_interface_id(eni.as_str())
                     .instance_id(instance.as_str())
-                    .device_index(device_index as i32)
-                    .network_card_index(0);
+                    .device_index(place.device_index as i32)
+                    .network_card_index(place.network_card as i32);
                 async move { req.send().await.map_err(Ec2Error::from) }
             })
             .await?;

@@ -37,8 +37,33 @@ pub struct Attachment {
     pub id: String,
     pub instance_id: Option<String>,
     pub device_index: Option<u32>,
+    /// The network card it is on (None: EC2 did not say, which means card 0).
+    pub network_card: Option<u32>,
     pub status: String,
     pub delete_on_termination: Option<bool>,
+}
+
+impl Attachment {
+    pub fn place(&self) -> Option<Place> {
+        self.device_index.map(|device_index| Place { network_card: self.network_card.unwrap_or(0), device_index })
+    }
+}
+
+/// Where an ENI sits on an instance: device indexes are counted per network card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Place {
+    pub network_card: u32,
+    pub device_index: u32,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.network_card == 0 {
+            write!(f, "device index {}", self.device_index)
+        } else {
+            write!(f, "device index {} of network card {}", self.device_index, self.network_card)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,18 +90,39 @@ pub struct Instance {
     pub instance_type: Option<String>,
     /// `pending`, `running`, `terminated`, …
     pub state: Option<String>,
-    /// Device indexes taken on network card 0.
-    pub used_device_indexes: Vec<u32>,
+    /// The places taken, on every network card, sorted.
+    pub used_places: Vec<Place>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Instance {
+    /// The device indexes taken on one card.
+    pub fn used_on(&self, network_card: u32) -> impl Iterator<Item = u32> + '_ {
+        self.used_places.iter().filter(move |p| p.network_card == network_card).map(|p| p.device_index)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceLimits {
-    /// ENIs the instance takes on network card 0, where the pool attaches (the whole instance's
-    /// limit on single-card types).
-    pub max_enis: u32,
-    /// Network cards the instance type has.
-    pub network_cards: u32,
+    /// ENIs each network card takes, by card index (one entry, the whole instance's limit, on
+    /// single-card types).
+    pub enis_per_card: BTreeMap<u32, u32>,
     pub ipv4_per_eni: u32,
+}
+
+impl InstanceLimits {
+    /// A single-card type taking `max_enis`.
+    pub fn one_card(max_enis: u32, ipv4_per_eni: u32) -> Self {
+        Self { enis_per_card: BTreeMap::from([(0, max_enis)]), ipv4_per_eni }
+    }
+
+    /// The ENIs `network_card` takes; None: the type has no such card.
+    pub fn max_enis(&self, network_card: u32) -> Option<u32> {
+        self.enis_per_card.get(&network_card).copied()
+    }
+
+    pub fn network_cards(&self) -> usize {
+        self.enis_per_card.len()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +198,7 @@ pub trait Ec2: Send + Sync {
         &self,
         eni: &EniId,
         instance: &InstanceId,
-        device_index: u32,
+        place: Place,
     ) -> impl Future<Output = Ec2Result<String>> + Send;
     fn set_delete_on_termination(
         &self,
@@ -206,9 +252,9 @@ impl<T: Ec2> Ec2 for std::sync::Arc<T> {
         &self,
         eni: &EniId,
         instance: &InstanceId,
-        device_index: u32,
+        place: Place,
     ) -> impl Future<Output = Ec2Result<String>> + Send {
-        (**self).attach_eni(eni, instance, device_index)
+        (**self).attach_eni(eni, instance, place)
     }
     fn set_delete_on_termination(
         &self,

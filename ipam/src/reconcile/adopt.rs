@@ -64,6 +64,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 let mode = self.config.pool(&pool).map_or(Mode::Kernel, |p| p.mode);
                 let mut rec = EniRecord {
                     device_index: eni.attachment.as_ref().and_then(|a| a.device_index),
+                    network_card: eni.attachment.as_ref().and_then(|a| a.place()).map(|p| p.network_card),
                     client_token: token.cloned(),
                     ..EniRecord::new(pool, mode, Lifecycle::Attaching)
                 };

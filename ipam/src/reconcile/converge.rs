@@ -78,15 +78,14 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         let mut work = Vec::new();
         for w in plan.slots {
             match &w.after_removal_of {
-                Some(id) if not_removed.contains(id) => report.refused.push(format!(
-                    "{}: device index {} waits for {id} to be removed",
-                    w.slot.pool, w.slot.device_index
-                )),
+                Some(id) if not_removed.contains(id) => {
+                    report.refused.push(format!("{}: {} waits for {id} to be removed", w.slot.pool, w.slot.place()))
+                }
                 _ => work.push(w),
             }
         }
         let results = futures_util::future::join_all(work.into_iter().map(|w| async move {
-            let what = format!("{} device index {}", w.slot.pool, w.slot.device_index);
+            let what = format!("{} {}", w.slot.pool, w.slot.place());
             let mut part = Report::default();
             (self.converge_slot(w, listed, &mut part).await, part, what)
         }))
@@ -112,13 +111,14 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         })
     }
 
-    /// One slot's steps, in a `slot` span naming the pool, the device index and the ENI (once known).
+    /// One slot's steps, in a `slot` span naming the pool, the place and the ENI (once known).
     #[tracing::instrument(
         name = "slot",
         skip_all,
         fields(
             pool = %work.slot.pool,
             device_index = work.slot.device_index,
+            network_card = work.slot.network_card,
             eni = work.existing.as_ref().and_then(|r| r.eni_id.as_ref()).map(tracing::field::display),
         ),
     )]
@@ -282,6 +282,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 subnet_cidr: Some(slot.subnet.cidr),
                 gateway: Some(slot.subnet.cidr.vpc_gateway()),
                 device_index: Some(slot.device_index),
+                network_card: Some(slot.network_card),
                 dpdk_driver: (pool.mode == nodeeni_conf::Mode::Dpdk).then_some(pool.dpdk_driver),
                 mtu: pool.mtu,
                 client_token: Some(token.clone()),
@@ -347,13 +348,14 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 Some(r.lifecycle)
             })?;
         }
-        let attachment = self.ec2.attach_eni(&id, &self.node.instance_id, slot.device_index).await?;
-        tracing::info!(eni = %id, attachment, device_index = slot.device_index, "attached ENI");
+        let attachment = self.ec2.attach_eni(&id, &self.node.instance_id, slot.place()).await?;
+        tracing::info!(eni = %id, attachment, device_index = slot.device_index, network_card = slot.network_card, "attached ENI");
         report.attached.push(id);
         eni.attachment = Some(Attachment {
             id: attachment,
             instance_id: Some(self.node.instance_id.to_string()),
             device_index: Some(slot.device_index),
+            network_card: Some(slot.network_card),
             status: "attached".into(),
             delete_on_termination: None,
         });

@@ -1,12 +1,13 @@
 //! Desired: the pools that select this node, resolved in EC2 (subnets by ID or Name tag, security
 //! groups by ID or name), as slots — `enisPerSubnet` ENIs in each subnet at consecutive device indexes
-//! from `firstDeviceIndex` (a device index is an ENI's place on the instance).
+//! from `firstDeviceIndex` on the pool's network card (a card and device index are an ENI's place
+//! on the instance).
 
 use nodeeni_conf::pool::{SecurityGroupRef, SubnetRef};
 use nodeeni_conf::{Mode, Pool, SecurityGroupId, SubnetId};
 
 use super::{PoolError, Reconciler};
-use crate::ec2::{Ec2, Subnet};
+use crate::ec2::{Ec2, Place, Subnet};
 use crate::host::HostPrep;
 use crate::resilience::CallError;
 
@@ -17,12 +18,20 @@ pub struct Slot {
     pub mode: Mode,
     pub subnet: Subnet,
     pub device_index: u32,
+    /// The network card the device index is on.
+    pub network_card: u32,
     /// The pool's security groups, resolved to IDs (empty: the subnet's VPC default, not enforced).
     pub security_groups: Vec<SecurityGroupId>,
     pub description: Option<String>,
     pub delete_on_termination: bool,
     /// The pool's source/destination check (None: EC2's, not enforced).
     pub source_dest_check: Option<bool>,
+}
+
+impl Slot {
+    pub fn place(&self) -> Place {
+        Place { network_card: self.network_card, device_index: self.device_index }
+    }
 }
 
 /// The slots of every pool that selects this node, and the pools that cannot be served with why.
@@ -50,6 +59,7 @@ pub fn slots_of(pool: &Pool, subnets: &[Subnet], groups: &[SecurityGroupId]) -> 
                 mode: pool.mode,
                 subnet: subnet.clone(),
                 device_index: index,
+                network_card: pool.network_card_index,
                 security_groups: groups.to_vec(),
                 description: pool.description.clone(),
                 delete_on_termination: pool.delete_on_termination,

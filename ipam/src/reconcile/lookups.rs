@@ -93,11 +93,11 @@ impl Lookups {
 
     /// An instance type's limits never change.
     pub async fn limits(&self, ec2: &impl Ec2, instance_type: &str) -> Ec2Result<InstanceLimits> {
-        if let Some(l) = self.kept().limits.get(instance_type) {
-            return Ok(*l);
+        if let Some(l) = self.kept().limits.get(instance_type).cloned() {
+            return Ok(l);
         }
         let limits = ec2.instance_limits(instance_type).await?;
-        self.kept().limits.insert(instance_type.to_string(), limits);
+        self.kept().limits.insert(instance_type.to_string(), limits.clone());
         Ok(limits)
     }
 

@@ -140,10 +140,10 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 records: &state.enis,
                 listed: &listed,
                 instance: &instance,
-                limits,
+                limits: &limits,
             });
-            // An attach (or a refusal for want of a place) is decided from the device indexes
-            // taken: those are described now, not kept.
+            // An attach (or a refusal for want of a place) is decided from the places taken:
+            // those are described now, not kept.
             let attaches = plan.slots.iter().any(|w| w.steps.iter().any(|s| matches!(s, plan::Step::Attach { .. })));
             if described || (!attaches && plan.refused.is_empty()) {
                 break plan;

@@ -5,9 +5,10 @@
 //!
 //! What a plan guarantees, whatever its inputs (the property tests try random ones):
 //! - an ENI held by a pod is never removed: it drains;
-//! - no more ENIs are attached than the instance has free places for;
-//! - no device index is given twice, nor one in use by an ENI that stays (one that this plan removes
-//!   may be reused, after its removal succeeded);
+//! - no more ENIs are attached to a network card than it has free places for, and none to a card
+//!   the instance type lacks;
+//! - no place (card and device index) is given twice, nor one in use by an ENI that stays (one that
+//!   this plan removes may be reused, after its removal succeeded);
 //! - records of pools that were refused this pass are left alone;
 //! - every desired slot is either served or refused with a reason.
 
@@ -17,7 +18,7 @@ use nodeeni_conf::{EniId, Mode};
 use nodeeni_state::node::{EniRecord, Lifecycle};
 
 use super::desired::Slot;
-use crate::ec2::{Eni, Instance, InstanceLimits};
+use crate::ec2::{Eni, Instance, InstanceLimits, Place};
 
 /// Everything the plan is decided from.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +30,7 @@ pub struct PlanInput<'a> {
     /// The ENIs EC2 has for this node and cluster.
     pub listed: &'a [Eni],
     pub instance: &'a Instance,
-    pub limits: InstanceLimits,
+    pub limits: &'a InstanceLimits,
 }
 
 /// One step of converging a slot, in the order they are carried out.
@@ -37,7 +38,7 @@ pub struct PlanInput<'a> {
 pub enum Step {
     /// CreateNetworkInterface (after an intent in the node state).
     Create,
-    /// AttachNetworkInterface at the slot's device index; `lost`: it was Ready, so someone detached it.
+    /// AttachNetworkInterface at the slot's place; `lost`: it was Ready, so someone detached it.
     Attach {
         lost: bool,
     },
@@ -58,7 +59,7 @@ pub struct SlotWork {
     /// The record serving it (None: a new ENI).
     pub existing: Option<EniRecord>,
     pub steps: Vec<Step>,
-    /// The attach reuses the device index of an ENI this plan removes: only once that removal succeeded.
+    /// The attach reuses the place of an ENI this plan removes: only once that removal succeeded.
     pub after_removal_of: Option<EniId>,
 }
 
@@ -110,6 +111,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     && r.eni_id.is_some()
                     && r.pool == slot.pool
                     && r.device_index == Some(slot.device_index)
+                    && r.network_card.unwrap_or(0) == slot.network_card
             })
             .min_by_key(|(ri, r)| (rank(r), *ri))
             .map(|(ri, _)| ri);
@@ -119,8 +121,8 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
 
     let mut out = Plan::default();
-    // Device indexes freed by removals in this plan, and by which ENI.
-    let mut freed: BTreeMap<u32, EniId> = BTreeMap::new();
+    // Places freed by removals in this plan, and by which ENI.
+    let mut freed: BTreeMap<Place, EniId> = BTreeMap::new();
     for (ri, rec) in records.iter().enumerate() {
         let Some(id) = &rec.eni_id else { continue };
         if matched.contains(&ri) || refused_pools.contains(&rec.pool) {
@@ -132,9 +134,9 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
         let listed = listed_by_id.get(id);
         if let Some(a) = listed.filter(|e| attached_here(e)).and_then(|e| e.attachment.as_ref())
-            && let Some(index) = a.device_index
+            && let Some(place) = a.place()
         {
-            freed.insert(index, id.clone());
+            freed.insert(place, id.clone());
         }
         out.removals.push(Removal {
             eni: id.clone(),
@@ -143,11 +145,11 @@ pub fn plan(input: &PlanInput) -> Plan {
         });
     }
 
-    // Places: the instance's limit less what is attached now (removals free theirs only next pass,
-    // so a failed removal cannot overfill the instance).
-    let used: BTreeSet<u32> = instance.used_device_indexes.iter().copied().collect();
-    let mut free = limits.max_enis.saturating_sub(used.len() as u32);
-    let mut given: BTreeSet<u32> = BTreeSet::new();
+    // Places: each card's limit less what is attached on it now (removals free theirs only next
+    // pass, so a failed removal cannot overfill a card).
+    let used: BTreeSet<Place> = instance.used_places.iter().copied().collect();
+    let mut free: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut given: BTreeSet<Place> = BTreeSet::new();
     for (si, slot) in slots.iter().enumerate() {
         let existing = serving[si].map(|ri| records[ri].clone());
         let known = existing.as_ref().and_then(|r| r.eni_id.as_ref()).and_then(|id| listed_by_id.get(id)).copied();
@@ -158,23 +160,35 @@ pub fn plan(input: &PlanInput) -> Plan {
         let needs_attach = !known.is_some_and(attached_here);
         let mut after_removal_of = None;
         if needs_attach {
-            let index = slot.device_index;
-            if free == 0 {
+            let place = slot.place();
+            let card = slot.network_card;
+            let Some(max) = limits.max_enis(card) else {
                 out.refused.push(format!(
-                    "{}: the instance takes {} ENIs and has no free slot for device index {index}",
-                    slot.pool, limits.max_enis
+                    "{}: the instance type has {} network card(s) and no network card {card}",
+                    slot.pool,
+                    limits.network_cards()
                 ));
                 continue;
-            }
-            if given.contains(&index) || (used.contains(&index) && !freed.contains_key(&index)) {
-                out.refused.push(format!("{}: device index {index} is taken by another ENI", slot.pool));
+            };
+            let card_free =
+                free.entry(card).or_insert_with(|| max.saturating_sub(instance.used_on(card).count() as u32));
+            if *card_free == 0 {
+                out.refused.push(if limits.network_cards() == 1 {
+                    format!("{}: the instance takes {max} ENIs and has no free slot for {place}", slot.pool)
+                } else {
+                    format!("{}: network card {card} takes {max} ENIs and has no free slot for {place}", slot.pool)
+                });
                 continue;
             }
-            if used.contains(&index) {
-                after_removal_of = freed.get(&index).cloned();
+            if given.contains(&place) || (used.contains(&place) && !freed.contains_key(&place)) {
+                out.refused.push(format!("{}: {place} is taken by another ENI", slot.pool));
+                continue;
             }
-            free -= 1;
-            given.insert(index);
+            if used.contains(&place) {
+                after_removal_of = freed.get(&place).cloned();
+            }
+            *card_free -= 1;
+            given.insert(place);
         }
         let mut steps = Vec::new();
         match (&existing, known) {

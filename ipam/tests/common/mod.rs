@@ -60,14 +60,22 @@ pub struct Setup {
     pub w: World,
     pub state: tempfile::TempDir,
     pub endpoint: String,
+    /// The node's instance type, as its identity says.
+    pub instance_type: String,
 }
 
 pub async fn setup(test: &str) -> Option<Setup> {
+    setup_with(test, InstanceType::C5Large).await
+}
+
+/// The same, with the node's instance of `instance_type`.
+pub async fn setup_with(test: &str, instance_type: InstanceType) -> Option<Setup> {
     let moto = Moto::start(test)?;
     let raw = sdk(&moto.endpoint);
-    let w = world(&raw).await;
+    let w = world_with(&raw, instance_type.clone()).await;
     let endpoint = moto.endpoint.clone();
-    Some(Setup { moto, raw, w, state: tempfile::tempdir().expect("state"), endpoint })
+    let instance_type = instance_type.as_str().to_string();
+    Some(Setup { moto, raw, w, state: tempfile::tempdir().expect("state"), endpoint, instance_type })
 }
 
 impl Setup {
@@ -90,7 +98,7 @@ impl Setup {
         let node = NodeIdentity {
             instance_id: self.w.instance.clone(),
             availability_zone: "us-east-1a".into(),
-            instance_type: "c5.large".into(),
+            instance_type: self.instance_type.clone(),
         };
         let mut r = Reconciler::new(ec2, NoHostSide, config, node);
         r.detach_timeout = std::time::Duration::from_secs(10);
