@@ -86,7 +86,7 @@ async fn each_log_line_of_a_pass_says_which_slot_eni_and_ec2_call_it_is_about() 
     let pass = format!("pass{{instance={instance}}}");
     for index in [1, 2] {
         let eni = eni_at(index).expect("an ENI at each index");
-        let slot = format!("slot{{pool=fast device_index={index}");
+        let slot = format!("slot{{pool=fast device_index={index} network_card=0");
         // The span's fields, not the event's own (which has `pool="fast"` too): the prefix.
         let (spans, _) = logs.line_with(&["created ENI", &format!("eni={eni} ")]);
         assert!(spans.ends_with(&format!("{pass}:{slot} eni={eni}}}")), "the pass's and the slot's spans: {spans}");
