@@ -1,4 +1,4 @@
-"""moto's server, with three things nodeeni uses that moto lacks.
+"""moto's server, with four things nodeeni uses that moto lacks or gets wrong.
 
 - EC2 filters ENIs by `status` (available, in-use, ...); moto 5 raises FilterNotImplementedError for
   it. Leak collection asks EC2 for the cluster's *available* ENIs only, so the emulator must filter
@@ -10,6 +10,9 @@
   would replace device index 1 of card 0. Here each card has its own device indexes, listings and
   DescribeInstances show the card, and an attach on a card the instance type lacks, at a place
   taken, or past a card's limit fails as EC2's does.
+- DescribeSubnets' `Ipv6CidrBlockAssociationSet`: moto nests the state one level too deep
+  (`ipv6CidrBlockState.state.State`), so a client reads no state and cannot tell an associated
+  IPv6 CIDR from a disassociated one. Here it is `ipv6CidrBlockState.state`, as EC2 has it.
 
 Everything else is moto as installed.
 """
@@ -20,6 +23,7 @@ from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.elastic_network_interfaces import Attachment, NetworkInterface
 from moto.ec2.models.instance_types import INSTANCE_TYPES
 from moto.ec2.models.instances import Instance
+from moto.ec2.models.subnets import Subnet
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
 from moto.core.responses import ActionResult
 from moto.server import main
@@ -129,6 +133,22 @@ def _detach_from_card(self, eni):
 
 
 Instance.detach_eni = _detach_from_card
+
+
+
+def _ipv6_associations(self):
+    return [
+        {
+            "ipv6CidrBlock": a["ipv6CidrBlock"],
+            "associationId": a["associationId"],
+            "ipv6CidrBlockState": {"state": a["ipv6CidrBlockState"]["State"]},
+        }
+        for a in self.ipv6_cidr_block_associations.values()
+        if a["ipv6CidrBlockState"]["State"] == "associated"
+    ]
+
+
+Subnet.ipv6_cidr_block_association_set = property(_ipv6_associations)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

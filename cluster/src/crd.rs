@@ -111,6 +111,10 @@ pub struct NodeENISpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31))]
     pub network_card_index: Option<i32>,
+    /// IPv6 addresses EC2 assigns the ENI at create (the subnet needs an IPv6 CIDR); default 0.
+    #[serde(rename = "ipv6AddressCount", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 50))]
+    pub ipv6_address_count: Option<i32>,
     /// Delete the ENI when the instance terminates; default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_on_termination: Option<bool>,
@@ -211,6 +215,9 @@ pub struct EniStatus {
     pub driver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_ip: Option<String>,
+    /// The ENI's IPv6 addresses.
+    #[serde(rename = "ipv6Addresses", default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_addresses: Vec<String>,
     /// EC2's source/destination check on the ENI, as last listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_dest_check: Option<bool>,

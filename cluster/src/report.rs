@@ -62,6 +62,7 @@ pub fn status_of(
             pci_address: e.pci.map(|p| p.to_string()),
             driver: e.driver.as_ref().map(|d| d.to_string()),
             primary_ip: e.primary_ip.map(|ip| ip.to_string()),
+            ipv6_addresses: e.ipv6_addresses.iter().map(ToString::to_string).collect(),
             source_dest_check: e.source_dest_check,
             held_by: e.allocation.as_ref().map(|a| a.container_id.to_string()),
         })
@@ -169,6 +170,8 @@ mod tests {
         let mut up = EniRecord::new("up", Mode::Host, Lifecycle::Ready);
         up.eni_id = Some("eni-0123456789abcdef1".parse().expect("id"));
         up.device_index = Some(2);
+        up.network_card = Some(1);
+        up.ipv6_addresses = vec!["2600:1f18::2".parse().expect("ipv6")];
         NodeState { enis: vec![fast, up], ..NodeState::default() }
     }
 
@@ -191,6 +194,11 @@ mod tests {
         assert_eq!(by_pool["up"].declared_by, "NodeENI");
         assert_eq!(by_pool["fast"].held_by.as_deref(), Some("pod-1"));
         assert_eq!((by_pool["up"].held_by.as_ref(), by_pool["up"].device_index), (None, Some(2)));
+        assert_eq!((by_pool["up"].network_card_index, by_pool["fast"].network_card_index), (Some(1), Some(0)));
+        assert_eq!(
+            (by_pool["up"].ipv6_addresses.as_slice(), by_pool["fast"].ipv6_addresses.len()),
+            (&["2600:1f18::2".to_string()][..], 0)
+        );
         assert_eq!(
             (condition(&s, "Ready").status.as_str(), condition(&s, "Degraded").status.as_str()),
             ("True", "False")

@@ -70,7 +70,9 @@ pub fn delegate(plugin: &str, command: &str, who: For, env: &CniEnv, conf: &NetC
     CniResult::parse(&reply).map(Some).map_err(|e| err(Some(e.code), e.msg))
 }
 
-/// The ENI's VPC addresses (primary, then secondaries) with the VPC router as gateway.
+/// The ENI's VPC addresses (primary, then secondaries) with the VPC router as gateway, then its IPv6
+/// addresses without one: on EC2 the IPv6 router is reached by the link-local address its router
+/// advertisements carry, which the kernel learns in the pod's namespace as on the instance.
 pub fn vpc_addresses(record: &EniRecord) -> Result<CniResult> {
     let addresses = record.vpc_addresses();
     if addresses.is_empty() {
@@ -83,7 +85,10 @@ pub fn vpc_addresses(record: &EniRecord) -> Result<CniResult> {
     }
     let gateway = record.vpc_gateway();
     Ok(CniResult {
-        ips: addresses.into_iter().map(|address| IpConfig { address, gateway, interface: None }).collect(),
+        ips: addresses
+            .into_iter()
+            .map(|address| IpConfig { gateway: gateway.filter(|_| address.is_ipv4()), address, interface: None })
+            .collect(),
         ..CniResult::default()
     })
 }

@@ -63,6 +63,55 @@ fn add_check_del_for_every_version_with_vpc_addresses() {
     }
 }
 
+/// A dual-stack ENI (a pool with `ipv6AddressCount`): the built-in IPAM hands the pod its IPv6
+/// addresses with the subnet's IPv6 prefix beside the IPv4 one, IPv4 with the VPC router as gateway
+/// and IPv6 without one (the router's link-local address comes from its advertisements).
+#[test]
+fn a_dual_stack_eni_brings_its_ipv6_addresses_into_the_pod() {
+    if !require_root("a_dual_stack_eni_brings_its_ipv6_addresses_into_the_pod") {
+        return;
+    }
+    let b = NodeBox::new("kdual");
+    b.eni("eth1", MAC);
+    b.node_state("fast", &[("eni-0000000000000abc6", MAC, "10.0.1.56")]);
+    let mut state = b.node_state_json();
+    state["enis"][0]["ipv6Addresses"] = json!(["2600:1f18:ab:cd00::56", "2600:1f18:ab:cd00::57"]);
+    state["enis"][0]["subnetIpv6Cidr"] = json!("2600:1f18:ab:cd00::/64");
+    b.write_node_state(&state);
+    b.write_node_file(json!({}));
+    b.write_checkpoint(&[("uid-d", "nodeeni.io/fast", &["eni-0000000000000abc6"])]);
+    let pod = b.pod("kdual");
+    for version in ["0.4.0", "1.0.0"] {
+        let conf = b.conf(version, json!({"runtimeConfig": {"deviceID": "eni-0000000000000abc6"}}));
+        let result = b.cni_args("ADD", &conf, "c1", Some(&pod.path()), "net1", "K8S_POD_UID=uid-d").expect_ok();
+        let ips: Vec<(Value, Value)> = result["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .map(|ip| (ip["address"].clone(), ip.get("gateway").cloned().unwrap_or(Value::Null)))
+            .collect();
+        assert_eq!(
+            ips,
+            [
+                (json!("10.0.1.56/24"), json!(GATEWAY)),
+                (json!("2600:1f18:ab:cd00::56/64"), Value::Null),
+                (json!("2600:1f18:ab:cd00::57/64"), Value::Null),
+            ],
+            "{version}: {result}"
+        );
+        if version == "0.4.0" {
+            assert_eq!(result["ips"][1]["version"], "6");
+        }
+        let mut have = pod.addresses("net1");
+        have.sort();
+        assert_eq!(have, ["10.0.1.56/24", "2600:1f18:ab:cd00::56/64", "2600:1f18:ab:cd00::57/64"], "{version}");
+        b.cni("CHECK", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        b.cni("DEL", &conf, "c1", Some(&pod.path()), "net1").expect_ok();
+        assert!(b.node.has_link("eth1") && !pod.has_link("net1"), "{version}: back on the host");
+        assert!(b.node.addresses("eth1").is_empty(), "{version}: no address of the pod's stays on the host");
+    }
+}
+
 #[test]
 fn standalone_device_with_static_ipam_pings_the_gateway() {
     if !require_root("standalone_device_with_static_ipam_pings_the_gateway") {

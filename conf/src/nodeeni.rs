@@ -11,8 +11,8 @@ use crate::fields::Fields;
 use crate::names::{ResourceName, SecurityGroupId, SubnetId};
 use crate::pci::PciAddress;
 use crate::pool::{
-    DEFAULT_HOST_IFNAME_PREFIX, DEVICE_INDEX_RANGE, DpdkDriver, MTU_RANGE, Mode, NETWORK_CARD_RANGE, OriginKeys, Pool,
-    SecurityGroupRef, SubnetRef, check_pool_name,
+    DEFAULT_HOST_IFNAME_PREFIX, DEVICE_INDEX_RANGE, DpdkDriver, IPV6_ADDRESS_RANGE, MTU_RANGE, Mode,
+    NETWORK_CARD_RANGE, OriginKeys, Pool, SecurityGroupRef, SubnetRef, check_pool_name,
 };
 use crate::problems::{Problems, child};
 
@@ -88,6 +88,7 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
     let device_index = s.int_in("deviceIndex", DEVICE_INDEX_RANGE, problems).unwrap_or(1) as u32;
     let network_card_index = s.int_in("networkCardIndex", NETWORK_CARD_RANGE, problems).unwrap_or(0) as u32;
     let delete_on_termination = s.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
+    let ipv6_address_count = s.int_in("ipv6AddressCount", IPV6_ADDRESS_RANGE, problems).unwrap_or(0) as u32;
     let source_dest_check = s.get::<bool>("sourceDestCheck", problems);
     let description = s.string("description", problems);
     let mtu = s.int_in("mtu", MTU_RANGE, problems).map(|n| n as u32);
@@ -122,6 +123,7 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
         description,
         tags: BTreeMap::new(),
         secondary_ip_count: 0,
+        ipv6_address_count,
         delete_on_termination,
         source_dest_check,
         dpdk_driver,

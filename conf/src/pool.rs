@@ -22,6 +22,9 @@ pub const MTU_RANGE: std::ops::RangeInclusive<i64> = 576..=9001;
 /// Device index 0 is the instance's primary ENI; EC2 enforces the real upper bound per instance type.
 pub const DEVICE_INDEX_RANGE: std::ops::RangeInclusive<i64> = 1..=127;
 /// EC2 network card indexes (the largest types have 32 cards; the instance type decides the rest).
+/// IPv6 addresses per ENI (EC2's largest types take 50; the instance type's own limit is checked
+/// against DescribeInstanceTypes on the node).
+pub const IPV6_ADDRESS_RANGE: std::ops::RangeInclusive<i64> = 0..=50;
 pub const NETWORK_CARD_RANGE: std::ops::RangeInclusive<i64> = 0..=31;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodeeni";
 pub const DEFAULT_HOST_IFNAME_PREFIX: &str = "multus";
@@ -152,6 +155,8 @@ pub struct Pool {
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub secondary_ip_count: u32,
+    /// IPv6 addresses EC2 assigns each ENI at create (the subnet needs an IPv6 CIDR).
+    pub ipv6_address_count: u32,
     pub delete_on_termination: bool,
     /// EC2's source/destination check on the pool's ENIs: None leaves EC2's default (on) alone;
     /// Some is applied after the create and repaired as drift (routing pods want it off).
@@ -511,6 +516,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
         }
     }
     let secondary_ip_count = f.int_in("secondaryIpCount", 0..=49, problems).unwrap_or(0) as u32;
+    let ipv6_address_count = f.int_in("ipv6AddressCount", IPV6_ADDRESS_RANGE, problems).unwrap_or(0) as u32;
     let delete_on_termination = f.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
     let source_dest_check = f.get::<bool>("sourceDestCheck", problems);
     let dpdk_driver = f.parsed::<DpdkDriver>("dpdkDriver", problems);
@@ -532,6 +538,7 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
         description,
         tags,
         secondary_ip_count,
+        ipv6_address_count,
         delete_on_termination,
         source_dest_check,
         dpdk_driver: dpdk_driver.unwrap_or_default(),

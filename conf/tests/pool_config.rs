@@ -62,6 +62,7 @@ pools:
     description: fast path
     tags: {team: core}
     secondaryIpCount: 3
+    ipv6AddressCount: 2
     deleteOnTermination: false
     sourceDestCheck: false
     nodeSelector: {role: upf}
@@ -104,6 +105,7 @@ fn a_full_pool_config_reads_every_key() {
     assert_eq!((fast.mtu, fast.secondary_ip_count, fast.delete_on_termination), (Some(9001), 3, false));
     assert_eq!(fast.tags.get("team").map(String::as_str), Some("core"));
     assert_eq!(fast.source_dest_check, Some(false));
+    assert_eq!(fast.ipv6_address_count, 2);
 
     let dpdk = c.pool("dpdk").expect("dpdk");
     assert_eq!(dpdk.dpdk_driver, DpdkDriver::IgbUio);
@@ -112,6 +114,7 @@ fn a_full_pool_config_reads_every_key() {
     assert!(dpdk.delete_on_termination, "deleteOnTermination defaults to true");
     assert_eq!(dpdk.source_dest_check, None, "unset: EC2's own, not enforced");
     assert_eq!((dpdk.network_card_index, fast.network_card_index), (1, 0), "networkCardIndex defaults to 0");
+    assert_eq!(dpdk.ipv6_address_count, 0, "IPv4 only unless asked");
 
     let masters = c.pool("masters").expect("masters");
     assert_eq!(masters.host_ifname(6), "net6");
@@ -338,6 +341,11 @@ fn nodeeni_dpdk_manifest_becomes_a_dpdk_pool() {
     assert_eq!(c.pool("user-plane").expect("pool").network_card_index, 1, "NodeENI: the same field");
     let p = problems(&fixture("dpdk.yaml").replace("spec:\n", "spec:\n  networkCardIndex: -1\n"));
     assert_problem(&p, "NodeENI(user-plane).spec.networkCardIndex", "out of range");
+    let dual = fixture("dpdk.yaml").replace("spec:\n", "spec:\n  ipv6AddressCount: 1\n");
+    let c = PoolConfig::from_text(&dual, &with_cluster()).expect("valid");
+    assert_eq!(c.pool("user-plane").expect("pool").ipv6_address_count, 1, "NodeENI: the same field");
+    let p = problems(&fixture("dpdk.yaml").replace("spec:\n", "spec:\n  ipv6AddressCount: 51\n"));
+    assert_problem(&p, "NodeENI(user-plane).spec.ipv6AddressCount", "51 is out of range 0..=50");
 }
 
 #[test]

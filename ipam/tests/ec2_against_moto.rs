@@ -53,6 +53,7 @@ async fn the_client_does_every_pool_operation_against_moto() {
             security_groups: vec![w.sg.clone()],
             description: Some("nodeeni fast".into()),
             secondary_ip_count: 2,
+            ipv6_address_count: 0,
             tags: tagset.clone(),
             client_token: "token-1".into(),
         })
@@ -88,6 +89,7 @@ async fn the_client_does_every_pool_operation_against_moto() {
             security_groups: vec![w.sg.clone()],
             description: None,
             secondary_ip_count: 0,
+            ipv6_address_count: 0,
             tags: tagset.clone(),
             client_token: "token-spare".into(),
         })
@@ -121,6 +123,7 @@ async fn the_client_does_every_pool_operation_against_moto() {
             security_groups: vec![],
             description: None,
             secondary_ip_count: 0,
+            ipv6_address_count: 0,
             tags: BTreeMap::new(),
             client_token: "token-2".into(),
         })
@@ -235,6 +238,7 @@ async fn attachments_land_on_the_card_they_name_against_moto() {
         security_groups: vec![],
         description: None,
         secondary_ip_count: 0,
+        ipv6_address_count: 0,
         tags: BTreeMap::new(),
         client_token: token.into(),
     };
@@ -258,4 +262,40 @@ async fn attachments_land_on_the_card_they_name_against_moto() {
     let inst = ec2.describe_instance(&w.instance).await.expect("instance").expect("exists");
     assert_eq!(inst.used_places, [place(0, 0), place(0, 1)], "card 1's place is free again");
     ec2.attach_eni(&on_card_1.id, &w.instance, place(1, 1)).await.expect("re-attach on card 1");
+}
+
+/// IPv6 as far as moto has it: a subnet's IPv6 CIDR (Amazon-provided /56 on the VPC, a /64 on the
+/// subnet), IPv6 addresses EC2 picks at create from it, and the type's per-ENI IPv6 limit.
+#[tokio::test]
+async fn an_eni_gets_ipv6_addresses_from_a_dual_stack_subnet_against_moto() {
+    let Some(moto) = Moto::start("an_eni_gets_ipv6_addresses_from_a_dual_stack_subnet_against_moto") else { return };
+    let raw = sdk(&moto.endpoint);
+    let w = world(&raw).await;
+    let (dual, cidr6) = common::dual_stack_subnet(&raw, &w).await;
+    let ec2 = AwsEc2::from_client(raw.clone(), &Ec2Settings::default());
+    let subnets = ec2.describe_subnets(&[dual.clone(), w.subnet_a.clone()], &[]).await.expect("subnets");
+    let ipv6_of = |id: &nodeeni_conf::SubnetId| subnets.iter().find(|s| &s.id == id).and_then(|s| s.ipv6_cidr);
+    assert_eq!(ipv6_of(&dual).map(|c| c.to_string()), Some(cidr6.clone()), "the subnet's IPv6 CIDR");
+    assert_eq!(ipv6_of(&w.subnet_a), None, "an IPv4-only subnet has none");
+    let limits = ec2.instance_limits("c5.large").await.expect("limits");
+    assert_eq!(limits.ipv6_per_eni, 10, "c5.large: 10 IPv6 addresses per ENI (DescribeInstanceTypes)");
+
+    let eni = ec2
+        .create_eni(&CreateEni {
+            subnet_id: dual.clone(),
+            security_groups: vec![],
+            description: None,
+            secondary_ip_count: 1,
+            ipv6_address_count: 2,
+            tags: BTreeMap::new(),
+            client_token: "dual".into(),
+        })
+        .await
+        .expect("create");
+    let cidr6: nodeeni_conf::net::IpNet = cidr6.parse().expect("cidr");
+    assert_eq!(eni.ipv6_addresses.len(), 2, "{eni:?}");
+    assert!(eni.ipv6_addresses.iter().all(|a| a.is_ipv6() && cidr6.contains(*a)), "from the subnet's /64: {eni:?}");
+    assert_eq!(eni.secondary_ips.len(), 1, "IPv4 beside them");
+    let listed = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    assert_eq!(listed.ipv6_addresses, eni.ipv6_addresses, "listings show them");
 }

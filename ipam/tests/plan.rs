@@ -29,6 +29,7 @@ fn subnet() -> Subnet {
         availability_zone: "us-east-1a".into(),
         vpc_id: "vpc-1".into(),
         name: None,
+        ipv6_cidr: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn slot(pool: &str, index: u32) -> Slot {
         description: Some(format!("{pool} pool")),
         delete_on_termination: true,
         source_dest_check: None,
+        ipv6_address_count: 0,
     }
 }
 
@@ -99,6 +101,7 @@ fn listed(id: u32, pool: &str, at: At) -> Eni {
         mac: None,
         primary_ip: None,
         secondary_ips: Vec::new(),
+        ipv6_addresses: Vec::new(),
         status: if attachment.is_some() { "in-use" } else { "available" }.into(),
         attachment,
         description: Some(format!("{pool} pool")),
@@ -320,7 +323,7 @@ fn each_network_card_has_its_own_places_and_refusals_name_the_card() {
         on_card("up", 1, 4),
         on_card("far", 2, 1),
     ]);
-    c.limits = InstanceLimits { enis_per_card: [(0, 3), (1, 3)].into(), ipv4_per_eni: 50 };
+    c.limits = InstanceLimits { enis_per_card: [(0, 3), (1, 3)].into(), ipv4_per_eni: 50, ipv6_per_eni: 50 };
     c.instance = instance_at(&[place(0, 0), place(0, 1), place(1, 1)]);
     let p = c.plan();
     let attaching: Vec<Place> = p.slots.iter().filter(|w| w.attaches()).map(|w| w.slot.place()).collect();
@@ -340,7 +343,7 @@ fn each_network_card_has_its_own_places_and_refusals_name_the_card() {
     // A record at the slot's index on another card (the pool moved) does not serve it: it is
     // removed, and the slot gets a new ENI on its card.
     let mut c = Case::new(vec![on_card("up", 1, 1)]);
-    c.limits = InstanceLimits { enis_per_card: [(0, 3), (1, 3)].into(), ipv4_per_eni: 50 };
+    c.limits = InstanceLimits { enis_per_card: [(0, 3), (1, 3)].into(), ipv4_per_eni: 50, ipv6_per_eni: 50 };
     c.records = vec![EniRecord { network_card: Some(0), ..record("up", 1, 1, Lifecycle::Ready, false) }];
     c.listed = vec![listed(1, "up", At::Here(1))];
     c.instance = instance_at(&[place(0, 0), place(0, 1)]);

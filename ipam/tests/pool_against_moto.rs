@@ -354,3 +354,44 @@ async fn pools_on_two_network_cards_take_the_same_index_each_on_its_card() {
     let stats = r.ec2.resilience.stats.snapshot();
     assert_eq!(stats.get(&("AttachNetworkInterface", "ok")).copied(), Some(3), "no attach is tried on card 2");
 }
+
+/// `ipv6AddressCount`: a dual-stack subnet's ENI gets its IPv6 addresses at create, recorded with the
+/// subnet's IPv6 CIDR (what the CNI hands the pod); a pool asking IPv6 of an IPv4-only subnet, or more
+/// than the instance type takes per ENI, is refused with the reason and the others converge.
+#[tokio::test]
+async fn a_pool_asking_ipv6_gets_it_at_create_and_records_it() {
+    let Some(s) = setup("ipv6_address_count").await else { return };
+    let (dual, cidr6) = common::dual_stack_subnet(&s.raw, &s.w).await;
+    let pools = format!(
+        "  - {{name: dual, mode: kernel, resourceName: nodeeni.io/dual, subnetIds: [{dual}], ipv6AddressCount: 2}}\n  \
+         - {{name: v4only, mode: kernel, resourceName: nodeeni.io/v4, subnetIds: [{a}], ipv6AddressCount: 1, firstDeviceIndex: 2}}\n",
+        a = s.w.subnet_a
+    );
+    let r = s.reconciler(s.config(&pools));
+    let report = r.reconcile().await.expect("reconcile");
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert!(report.refused[0].starts_with("v4only") && report.refused[0].contains("has no IPv6 CIDR"), "{report:?}");
+    let record = r.store.load(std::time::Duration::from_secs(1)).expect("state").enis.remove(0);
+    let cidr6: nodeeni_conf::net::IpNet = cidr6.parse().expect("cidr");
+    assert_eq!(record.subnet_ipv6_cidr, Some(cidr6));
+    assert_eq!(record.ipv6_addresses.len(), 2, "{record:?}");
+    let listed = s.cluster_enis(&r.ec2).await;
+    assert_eq!(listed[0].ipv6_addresses, record.ipv6_addresses, "what EC2 assigned is what is recorded");
+    let v6: Vec<_> = record.vpc_addresses().into_iter().filter(|a| !a.is_ipv4()).collect();
+    assert_eq!(v6.len(), 2);
+    assert!(v6.iter().all(|a| a.prefix == 64), "with the subnet's prefix: {v6:?}");
+
+    // c5.large takes 10 IPv6 addresses per ENI: 11 is refused before any create.
+    let state = tempfile::tempdir().expect("state");
+    let text = s.config(&format!(
+        "  - {{name: many, mode: kernel, resourceName: nodeeni.io/many, subnetIds: [{dual}], ipv6AddressCount: 11, firstDeviceIndex: 2}}\n"
+    ));
+    let r = s.reconciler(nodeeni_conf::PoolConfig { state_dir: state.path().to_path_buf(), ..text });
+    let report = r.reconcile().await.expect("reconcile");
+    assert_eq!(
+        report.refused,
+        ["many: the pool asks 11 IPv6 address(es) per ENI and the instance type takes 10"],
+        "{report:?}"
+    );
+    assert!(report.created.is_empty());
+}

@@ -95,6 +95,12 @@ pub struct EniRecord {
     pub primary_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secondary_ips: Vec<IpAddr>,
+    /// The ENI's IPv6 addresses (pools with `ipv6AddressCount`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_addresses: Vec<IpAddr>,
+    /// The subnet's IPv6 CIDR, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_ipv6_cidr: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +152,8 @@ impl EniRecord {
             gateway: None,
             primary_ip: None,
             secondary_ips: Vec::new(),
+            ipv6_addresses: Vec::new(),
+            subnet_ipv6_cidr: None,
             mac: None,
             device_index: None,
             network_card: None,
@@ -164,10 +172,23 @@ impl EniRecord {
         }
     }
 
-    /// The ENI's VPC addresses with the subnet's prefix length, primary first.
+    /// The ENI's VPC addresses with the subnet's prefix length, primary first, then its IPv6
+    /// addresses with the subnet's IPv6 prefix length.
     pub fn vpc_addresses(&self) -> Vec<IpNet> {
-        let Some(cidr) = self.subnet_cidr else { return Vec::new() };
-        self.primary_ip.iter().chain(&self.secondary_ips).filter_map(|ip| IpNet::new(*ip, cidr.prefix)).collect()
+        let mut out: Vec<IpNet> = match self.subnet_cidr {
+            Some(cidr) => self
+                .primary_ip
+                .iter()
+                .chain(&self.secondary_ips)
+                .filter_map(|ip| IpNet::new(*ip, cidr.prefix))
+                .collect(),
+            None => Vec::new(),
+        };
+        // IPv6 beside IPv4, with the subnet's IPv6 prefix.
+        if let Some(cidr6) = self.subnet_ipv6_cidr {
+            out.extend(self.ipv6_addresses.iter().filter_map(|ip| IpNet::new(*ip, cidr6.prefix)));
+        }
+        out
     }
 
     /// The subnet router: recorded, or the subnet's base address plus one.

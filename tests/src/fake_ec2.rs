@@ -202,7 +202,7 @@ impl FakeEc2 {
         // Two network cards of 8 ENIs each, as DescribeInstanceTypes lists c6in.32xlarge.
         world.types.insert(
             "c6in.32xlarge".into(),
-            InstanceLimits { enis_per_card: [(0, 8), (1, 8)].into(), ipv4_per_eni: 50 },
+            InstanceLimits { enis_per_card: [(0, 8), (1, 8)].into(), ipv4_per_eni: 50, ipv6_per_eni: 50 },
         );
         Self {
             resilience: Resilient::new(settings.retry.clone(), settings.circuit_breaker.clone(), &settings.rate_limit),
@@ -262,6 +262,7 @@ impl FakeEc2 {
             availability_zone: az.into(),
             vpc_id: "vpc-fake".into(),
             name: name.map(str::to_string),
+            ipv6_cidr: None,
         });
         id
     }
@@ -368,6 +369,7 @@ impl FakeEc2 {
             security_groups: Vec::new(),
             description: None,
             secondary_ip_count: 0,
+            ipv6_address_count: 0,
             tags,
             client_token: String::new(),
         };
@@ -586,6 +588,8 @@ fn create(w: &mut World, r: &CreateEni, now: Instant) -> Result<Eni, Ec2Error> {
         mac: Some(MacAddr([0x0a, 0xfe, (n >> 16) as u8, (n >> 8) as u8, n as u8, 0x01])),
         primary_ip: Some(ip(host)),
         secondary_ips: (1..=u64::from(r.secondary_ip_count)).map(|k| ip(host + k)).collect(),
+        // The fake's subnets are IPv4 only (moto's carry IPv6 where a test asks).
+        ipv6_addresses: Vec::new(),
         status: "available".into(),
         attachment: None,
         description: r.description.clone(),

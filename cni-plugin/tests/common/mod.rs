@@ -232,6 +232,11 @@ impl NodeBox {
             .expect("write state");
     }
 
+    pub fn write_node_state(&self, state: &Value) {
+        std::fs::write(self.state.path().join("node-state.json"), serde_json::to_vec_pretty(state).expect("json"))
+            .expect("write state");
+    }
+
     pub fn node_state_json(&self) -> Value {
         serde_json::from_slice(&std::fs::read(self.state.path().join("node-state.json")).expect("state")).expect("json")
     }

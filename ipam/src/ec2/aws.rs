@@ -141,12 +141,14 @@ fn to_eni(ni: &aws_sdk_ec2::types::NetworkInterface) -> Option<Eni> {
         .filter(|a| a.primary() != Some(true))
         .filter_map(|a| ip(a.private_ip_address()))
         .collect();
+    let ipv6_addresses = ni.ipv6_addresses().iter().filter_map(|a| ip(a.ipv6_address())).collect();
     Some(Eni {
         id,
         subnet_id: ni.subnet_id().and_then(|s| s.parse().ok()),
         mac: ni.mac_address().and_then(|m| m.parse().ok()),
         primary_ip,
         secondary_ips,
+        ipv6_addresses,
         status: ni.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
         attachment: ni.attachment().and_then(|a| {
             Some(Attachment {
@@ -221,6 +223,14 @@ impl Ec2 for AwsEc2 {
                             .find(|t| t.key() == Some("Name"))
                             .and_then(|t| t.value())
                             .map(str::to_string),
+                        ipv6_cidr: s
+                            .ipv6_cidr_block_association_set()
+                            .iter()
+                            .filter(|a| {
+                                a.ipv6_cidr_block_state().and_then(|st| st.state())
+                                    == Some(&aws_sdk_ec2::types::SubnetCidrBlockStateCode::Associated)
+                            })
+                            .find_map(|a| a.ipv6_cidr_block().and_then(|c| c.parse().ok())),
                     });
                 }
                 token = next_page(resp.next_token(), &mut followed);
@@ -308,6 +318,10 @@ impl Ec2 for AwsEc2 {
             resp.instance_types().first().and_then(|t| t.network_info()).ok_or_else(|| missing("network info"))?;
         let total = info.maximum_network_interfaces().and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
         let ipv4_per_eni = info.ipv4_addresses_per_interface().and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
+        let ipv6_per_eni = match info.ipv6_supported() {
+            Some(false) => 0,
+            _ => info.ipv6_addresses_per_interface().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        };
         // Multi-card types list each card's limit; single-card answers may list none.
         let mut enis_per_card: std::collections::BTreeMap<u32, u32> = info
             .network_cards()
@@ -321,7 +335,7 @@ impl Ec2 for AwsEc2 {
         if enis_per_card.is_empty() {
             enis_per_card.insert(0, total);
         }
-        Ok(InstanceLimits { enis_per_card, ipv4_per_eni })
+        Ok(InstanceLimits { enis_per_card, ipv4_per_eni, ipv6_per_eni })
     }
 
     async fn create_eni(&self, r: &CreateEni) -> Ec2Result<Eni> {
@@ -341,6 +355,9 @@ impl Ec2 for AwsEc2 {
                     .client_token(&r.client_token);
                 if let Some(d) = &r.description {
                     req = req.description(d);
+                }
+                if r.ipv6_address_count > 0 {
+                    req = req.ipv6_address_count(r.ipv6_address_count as i32);
                 }
                 if r.secondary_ip_count > 0 {
                     req = req.secondary_private_ip_address_count(r.secondary_ip_count as i32);

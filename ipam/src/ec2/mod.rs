@@ -30,6 +30,8 @@ pub struct Subnet {
     pub availability_zone: String,
     pub vpc_id: String,
     pub name: Option<String>,
+    /// The subnet's IPv6 CIDR (None: IPv4 only).
+    pub ipv6_cidr: Option<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,7 @@ pub struct Eni {
     pub mac: Option<MacAddr>,
     pub primary_ip: Option<IpAddr>,
     pub secondary_ips: Vec<IpAddr>,
+    pub ipv6_addresses: Vec<IpAddr>,
     /// `available`, `in-use`, …
     pub status: String,
     pub attachment: Option<Attachment>,
@@ -107,12 +110,15 @@ pub struct InstanceLimits {
     /// single-card types).
     pub enis_per_card: BTreeMap<u32, u32>,
     pub ipv4_per_eni: u32,
+    /// IPv6 addresses an ENI takes (0: the type has no IPv6).
+    pub ipv6_per_eni: u32,
 }
 
 impl InstanceLimits {
-    /// A single-card type taking `max_enis`.
+    /// A single-card type taking `max_enis`, with as many IPv6 addresses per ENI as IPv4 (as most
+    /// types have).
     pub fn one_card(max_enis: u32, ipv4_per_eni: u32) -> Self {
-        Self { enis_per_card: BTreeMap::from([(0, max_enis)]), ipv4_per_eni }
+        Self { enis_per_card: BTreeMap::from([(0, max_enis)]), ipv4_per_eni, ipv6_per_eni: ipv4_per_eni }
     }
 
     /// The ENIs `network_card` takes; None: the type has no such card.
@@ -131,6 +137,8 @@ pub struct CreateEni {
     pub security_groups: Vec<SecurityGroupId>,
     pub description: Option<String>,
     pub secondary_ip_count: u32,
+    /// IPv6 addresses EC2 picks from the subnet's IPv6 CIDR (0: none).
+    pub ipv6_address_count: u32,
     pub tags: BTreeMap<String, String>,
     /// Idempotency token: a retried create returns the same ENI instead of a second one.
     pub client_token: String,

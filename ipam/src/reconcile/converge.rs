@@ -280,6 +280,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             s.enis.push(EniRecord {
                 subnet_id: Some(slot.subnet.id.clone()),
                 subnet_cidr: Some(slot.subnet.cidr),
+                subnet_ipv6_cidr: slot.subnet.ipv6_cidr,
                 gateway: Some(slot.subnet.cidr.vpc_gateway()),
                 device_index: Some(slot.device_index),
                 network_card: Some(slot.network_card),
@@ -302,6 +303,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 security_groups: slot.security_groups.clone(),
                 description: pool.description.clone(),
                 secondary_ip_count: pool.secondary_ip_count,
+                ipv6_address_count: slot.ipv6_address_count,
                 tags: tagset,
                 client_token: token.clone(),
             })

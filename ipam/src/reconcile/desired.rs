@@ -26,6 +26,8 @@ pub struct Slot {
     pub delete_on_termination: bool,
     /// The pool's source/destination check (None: EC2's, not enforced).
     pub source_dest_check: Option<bool>,
+    /// IPv6 addresses a new ENI gets at create.
+    pub ipv6_address_count: u32,
 }
 
 impl Slot {
@@ -64,6 +66,7 @@ pub fn slots_of(pool: &Pool, subnets: &[Subnet], groups: &[SecurityGroupId]) -> 
                 description: pool.description.clone(),
                 delete_on_termination: pool.delete_on_termination,
                 source_dest_check: pool.source_dest_check,
+                ipv6_address_count: pool.ipv6_address_count,
             });
             index += 1;
         }
@@ -118,6 +121,12 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 return Err(refuse(format!(
                     "subnet {} is in {}, the node is in {}: an ENI attaches only within its AZ",
                     hit.id, hit.availability_zone, self.node.availability_zone
+                )));
+            }
+            if pool.ipv6_address_count > 0 && hit.ipv6_cidr.is_none() {
+                return Err(refuse(format!(
+                    "subnet {} has no IPv6 CIDR, and the pool asks {} IPv6 address(es) per ENI",
+                    hit.id, pool.ipv6_address_count
                 )));
             }
             subnets.push(hit.clone());

@@ -190,10 +190,12 @@ fn fill_from(rec: &mut EniRecord, eni: &Eni, subnet: Option<&Subnet>) {
     rec.mac = eni.mac;
     rec.primary_ip = eni.primary_ip;
     rec.secondary_ips = eni.secondary_ips.clone();
+    rec.ipv6_addresses = eni.ipv6_addresses.clone();
     rec.subnet_id = eni.subnet_id.clone();
     if let Some(s) = subnet {
         rec.subnet_cidr = Some(s.cidr);
         rec.gateway = Some(s.cidr.vpc_gateway());
+        rec.subnet_ipv6_cidr = s.ipv6_cidr;
     }
     rec.attachment_id = eni.attachment.as_ref().map(|a| a.id.clone());
     rec.source_dest_check = eni.source_dest_check;

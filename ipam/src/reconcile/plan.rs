@@ -157,6 +157,13 @@ pub fn plan(input: &PlanInput) -> Plan {
             // Held by a pod and gone from EC2 (adopt kept the record): nothing to converge.
             continue;
         }
+        if existing.is_none() && slot.ipv6_address_count > limits.ipv6_per_eni {
+            out.refused.push(format!(
+                "{}: the pool asks {} IPv6 address(es) per ENI and the instance type takes {}",
+                slot.pool, slot.ipv6_address_count, limits.ipv6_per_eni
+            ));
+            continue;
+        }
         let needs_attach = !known.is_some_and(attached_here);
         let mut after_removal_of = None;
         if needs_attach {

@@ -117,3 +117,36 @@ impl Setup {
         ec2.enis_tagged(tags::CLUSTER, Some("test")).await.expect("describe")
     }
 }
+
+/// Gives the world's VPC an Amazon-provided IPv6 /56 and adds a dual-stack subnet in the node's AZ
+/// (10.0.9.0/24 and the /56's first /64), named `dual-a`. Returns the subnet and its IPv6 CIDR.
+pub async fn dual_stack_subnet(c: &aws_sdk_ec2::Client, w: &World) -> (SubnetId, String) {
+    c.associate_vpc_cidr_block().vpc_id(&w.vpc).amazon_provided_ipv6_cidr_block(true).send().await.expect("ipv6 /56");
+    let vpcs = c.describe_vpcs().vpc_ids(&w.vpc).send().await.expect("vpc");
+    let block = vpcs
+        .vpcs()
+        .iter()
+        .flat_map(|v| v.ipv6_cidr_block_association_set())
+        .find_map(|a| a.ipv6_cidr_block())
+        .expect("the VPC's IPv6 block")
+        .to_string();
+    let net: std::net::Ipv6Addr = block.split('/').next().and_then(|a| a.parse().ok()).expect("ipv6 block");
+    let cidr6 = format!("{net}/64");
+    let s = c
+        .create_subnet()
+        .vpc_id(&w.vpc)
+        .cidr_block("10.0.9.0/24")
+        .ipv6_cidr_block(&cidr6)
+        .availability_zone("us-east-1a")
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Subnet)
+                .tags(aws_sdk_ec2::types::Tag::builder().key("Name").value("dual-a").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("dual-stack subnet");
+    let id = s.subnet().and_then(|s| s.subnet_id()).expect("subnet id").parse().expect("subnet id");
+    (id, cidr6)
+}
