@@ -8,6 +8,7 @@ mod context;
 mod device;
 mod dpdk;
 mod error;
+mod host_ipam;
 mod ipam;
 mod kernel;
 mod kubelet;
@@ -77,7 +78,100 @@ fn fail(err: &CniError, version: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Which plugin this run is: the executable answers as `nodeeni-ipam` under that name.
+fn invoked_as_ipam() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f == host_ipam::PLUGIN_NAME))
+        .unwrap_or(false)
+}
+
+/// `nodeeni-ipam`: the same edge as `nodeeni` (stdin, environment, spec error codes on stdout) for the
+/// host-pool IPAM plugin.
+fn ipam_main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("--help" | "-h") => {
+            println!("{}", host_ipam::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!(
+                "{} {} (CNI {})",
+                host_ipam::PLUGIN_NAME,
+                env!("CARGO_PKG_VERSION"),
+                CniVersion::ALL.map(|v| v.as_str()).join(", ")
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let latest = CniVersion::LATEST.as_str();
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        return fail(&CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}"), ""), latest);
+    }
+    let env = match CniEnv::from_vars(|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => return fail(&e, latest),
+    };
+    let asked = || {
+        serde_json::from_slice::<serde_json::Value>(&stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion").and_then(|c| c.as_str()).map(str::to_string))
+    };
+    if env.command == Command::Version {
+        println!("{}", version_info(asked().as_deref().filter(|v| v.parse::<CniVersion>().is_ok())));
+        return ExitCode::SUCCESS;
+    }
+    let conf = match host_ipam::IpamConf::parse(&stdin) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, asked().as_deref().unwrap_or(latest)),
+    };
+    let version = conf.cni_version_str.clone();
+    let settings = match conf.settings_conf().and_then(|c| {
+        settings::resolve(&c, env.command, |k| std::env::var(k).ok()).map(|settings| (c, settings))
+    }) {
+        Ok((c, settings)) => {
+            init_logging(&c, &settings);
+            settings
+        }
+        Err(e) => return fail(&e, &version),
+    };
+    if matches!(env.command, Command::Check) && !conf.cni_version.has_check() {
+        let msg = format!("CHECK needs cniVersion 0.4.0 or later, config has {version}");
+        return fail(&CniError::new(codes::INCOMPATIBLE_VERSION, msg, ""), &version);
+    }
+    if matches!(env.command, Command::Status | Command::Gc) && !conf.cni_version.has_status_and_gc() {
+        let msg = format!("STATUS and GC need cniVersion 1.1.0, config has {version}");
+        return fail(&CniError::new(codes::INCOMPATIBLE_VERSION, msg, ""), &version);
+    }
+    let span = tracing::info_span!(
+        "ipam",
+        command = ?env.command,
+        pool = conf.pool,
+        container = env.container_id.as_ref().map(|c| c.as_str()),
+        ifname = env.ifname.as_ref().map(|i| i.as_str()),
+    );
+    let _enter = span.enter();
+    let store = nodeeni_state::node::NodeStore::new(&settings.state_dir);
+    match host_ipam::run(&env, &conf, &store) {
+        Ok(Some(result)) => {
+            println!("{}", result.to_json(&version));
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "failed");
+            fail(&e.to_cni(), &version)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if invoked_as_ipam() {
+        return ipam_main();
+    }
     match std::env::args().nth(1).as_deref() {
         Some("--help" | "-h") => {
             println!("{HELP}");

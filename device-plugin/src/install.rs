@@ -30,13 +30,26 @@ pub struct InstallError {
 
 /// Installs `from` into folder `to_dir` under the same file name; returns the installed path.
 pub fn install_binary(from: &Path, to_dir: &Path) -> Result<PathBuf, InstallError> {
+    let name = from.file_name().ok_or_else(|| InstallError {
+        from: from.to_path_buf(),
+        to: to_dir.to_path_buf(),
+        step: "source",
+        source: std::io::Error::other("no file name"),
+    })?;
+    install_binary_as(from, to_dir, Path::new(name))
+}
+
+/// Installs `from` into folder `to_dir` as `name`.
+pub fn install_binary_as(from: &Path, to_dir: &Path, name: &Path) -> Result<PathBuf, InstallError> {
     let err = |step| move |source| InstallError { from: from.to_path_buf(), to: to_dir.to_path_buf(), step, source };
-    let name = from.file_name().ok_or_else(|| err("source")(std::io::Error::other("no file name")))?;
     let dest = to_dir.join(name);
     let bytes = std::fs::read(from).map_err(err("read"))?;
     replace_file(&dest, &bytes, BINARY_MODE, Durability::PowerLoss).map_err(|e| err(e.step.as_str())(e.source))?;
     Ok(dest)
 }
+
+/// The name the CNI binary answers to as the host-pool IPAM plugin.
+pub const IPAM_PLUGIN_NAME: &str = "nodeeni-ipam";
 
 /// Root may write the node file; everyone may read it.
 const NODE_FILE_MODE: u32 = 0o644;
@@ -88,6 +101,8 @@ pub fn write_node_file(path: &Path, file: &NodeFile) -> Result<NodeFileOutcome, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CniInstalled {
     pub binary: PathBuf,
+    /// The same executable as the `nodeeni-ipam` IPAM plugin (host pools' addresses).
+    pub ipam_binary: PathBuf,
     pub node_file: NodeFileOutcome,
     /// A kept node file whose `stateDir` is not the daemon's: the plugin will not see the daemon's
     /// node state (the operator's file is not overwritten, but they should know).
@@ -129,7 +144,10 @@ pub fn install_cni(
             }),
     };
     let binary = install_binary(from, to_dir)?;
-    Ok(CniInstalled { binary, node_file: outcome, warning })
+    // The IPAM plugin is this executable under its own name (a copy: a CNI folder may be a mount
+    // where a symlink would point outside it).
+    let ipam_binary = install_binary_as(from, to_dir, Path::new(IPAM_PLUGIN_NAME))?;
+    Ok(CniInstalled { binary, ipam_binary, node_file: outcome, warning })
 }
 
 #[cfg(test)]
@@ -204,6 +222,8 @@ mod tests {
         let done = install_cni(&from, dst.path(), &node_file, Path::new("/var/lib/nodeeni")).expect("install");
         assert_eq!((done.node_file, done.warning), (NodeFileOutcome::Written, None));
         assert_eq!(std::fs::read(&done.binary).expect("installed"), b"new");
+        assert_eq!(done.ipam_binary, dst.path().join("nodeeni-ipam"), "the IPAM plugin beside it");
+        assert_eq!(std::fs::read(&done.ipam_binary).expect("installed"), b"new", "the same executable");
     }
 
     /// The daemon's state folder, when not the default, goes into the node file (else the plugin

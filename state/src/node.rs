@@ -75,6 +75,17 @@ pub struct Allocation {
     pub since_unix: u64,
 }
 
+/// One of a host ENI's addresses handed to a pod by `nodeeni-ipam` (the pod's interface sits on
+/// the ENI through ipvlan, macvlan or a bridge): which attachment holds it, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpHold {
+    pub ip: IpAddr,
+    pub container_id: ContainerId,
+    pub ifname: String,
+    pub since_unix: u64,
+}
+
 /// One ENI of a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +147,21 @@ pub struct EniRecord {
     /// EC2's source/destination check on the ENI, as last listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_dest_check: Option<bool>,
+    /// Host pools: the ENI's addresses `nodeeni-ipam` handed to pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_holds: Vec<IpHold>,
+    /// Intent: secondary IPs being returned to EC2 (UnassignPrivateIpAddresses in flight). Never
+    /// handed out; a restart returns them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips_releasing: Vec<IpAddr>,
+    /// Intent: an AssignPrivateIpAddresses in flight since then; a restart takes the ENI's addresses
+    /// from EC2's listing, which has whatever it assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ips_assigning_since: Option<u64>,
+    /// Since when the ENI has had more free addresses than its pool's warm target (the cool-down
+    /// before extras go back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_surplus_since: Option<u64>,
     pub updated_unix: u64,
 }
 
@@ -168,6 +194,10 @@ impl EniRecord {
             allocation: None,
             client_token: None,
             source_dest_check: None,
+            ip_holds: Vec::new(),
+            ips_releasing: Vec::new(),
+            ips_assigning_since: None,
+            ip_surplus_since: None,
             updated_unix: now_unix(),
         }
     }
@@ -196,6 +226,20 @@ impl EniRecord {
         self.gateway.or_else(|| self.subnet_cidr.map(|c| c.vpc_gateway()))
     }
 
+    /// Secondary IPv4 addresses no pod holds and none being returned, in EC2's order.
+    pub fn free_ipv4(&self) -> Vec<IpAddr> {
+        self.secondary_ips
+            .iter()
+            .filter(|ip| !self.ip_holds.iter().any(|h| h.ip == **ip) && !self.ips_releasing.contains(ip))
+            .copied()
+            .collect()
+    }
+
+    /// IPv6 addresses no pod holds.
+    pub fn free_ipv6(&self) -> Vec<IpAddr> {
+        self.ipv6_addresses.iter().filter(|ip| !self.ip_holds.iter().any(|h| h.ip == **ip)).copied().collect()
+    }
+
     pub fn is_free(&self) -> bool {
         self.lifecycle == Lifecycle::Ready && self.allocation.is_none()
     }
@@ -222,22 +266,33 @@ impl Default for NodeState {
 
 impl NodeState {
     /// Brings the state into boot `boot`, which started at `booted_at` (unix seconds, when known):
-    /// allocations made in another boot are released (their pods are gone). A state that names no
+    /// allocations and address holds made in another boot are released (their pods are gone). A state that names no
     /// boot (written before boot IDs were kept) releases only the allocations older than this boot's
     /// start: releasing on a guess would hand running pods' ENIs to others. Returns what it released.
     pub fn settle_boot(&mut self, boot: &str, booted_at: Option<u64>) -> Vec<EniId> {
-        let earlier: fn(&Allocation, Option<u64>) -> bool = match self.boot_id.as_deref() {
+        // Whether a hold (an ENI's allocation, an address's hold) taken at `since` (unix seconds)
+        // belongs to an earlier boot.
+        let earlier: fn(u64, Option<u64>) -> bool = match self.boot_id.as_deref() {
             Some(b) if b == boot => return Vec::new(),
             Some(_) => |_, _| true,
-            None => |a, booted_at| booted_at.is_some_and(|t| a.since_unix < t),
+            None => |since, booted_at| booted_at.is_some_and(|t| since < t),
         };
         let mut released = Vec::new();
         for e in &mut self.enis {
-            if e.allocation.as_ref().is_some_and(|a| earlier(a, booted_at)) {
+            if e.allocation.as_ref().is_some_and(|a| earlier(a.since_unix, booted_at)) {
                 e.allocation = None;
                 if let Some(id) = &e.eni_id {
                     released.push(id.clone());
                 }
+            }
+            // Addresses pods of the earlier boot held: the same rule, the hold's own time.
+            let holds = e.ip_holds.len();
+            e.ip_holds.retain(|h| !earlier(h.since_unix, booted_at));
+            if e.ip_holds.len() != holds
+                && let Some(id) = &e.eni_id
+                && !released.contains(id)
+            {
+                released.push(id.clone());
             }
         }
         self.boot_id = Some(boot.to_string());
@@ -380,7 +435,7 @@ impl NodeStore {
                 tracing::warn!(
                     ?released,
                     boot,
-                    "the node rebooted: ENIs held by pods of the earlier boot are free again"
+                    "the node rebooted: ENIs and addresses held by pods of the earlier boot are free again"
                 );
             }
         }
@@ -684,6 +739,34 @@ mod tests {
         let on_disk: NodeState = serde_json::from_slice(&std::fs::read(after.path()).expect("read")).expect("json");
         assert_eq!(on_disk.boot_id.as_deref(), Some("boot-2"));
         assert!(on_disk.enis[0].allocation.is_none(), "released on disk");
+    }
+
+    #[test]
+    fn a_reboot_frees_the_addresses_pods_of_the_earlier_boot_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let before = NodeStore::new(dir.path()).with_boot_id(Some("boot-1".into()));
+        before
+            .update(Duration::from_secs(1), |s| {
+                let mut rec = record("eni-00000001", "masters");
+                rec.secondary_ips = vec![ip("10.0.1.10"), ip("10.0.1.11"), ip("10.0.1.12")];
+                rec.ips_releasing = vec![ip("10.0.1.12")];
+                rec.ip_holds.push(IpHold {
+                    ip: ip("10.0.1.10"),
+                    container_id: "pod-1".parse().expect("container id"),
+                    ifname: "net1".into(),
+                    since_unix: now_unix(),
+                });
+                s.enis.push(rec);
+                Ok::<_, StoreError>(())
+            })
+            .expect("hold");
+        let same = before.load(Duration::from_secs(1)).expect("load");
+        assert_eq!(same.enis[0].free_ipv4(), [ip("10.0.1.11")], "held and releasing ones are not free");
+        let after = NodeStore::new(dir.path()).with_boot_id(Some("boot-2".into()));
+        let rebooted = after.load(Duration::from_secs(1)).expect("load");
+        assert!(rebooted.enis[0].ip_holds.is_empty(), "the pod died with the boot");
+        assert_eq!(rebooted.enis[0].free_ipv4(), [ip("10.0.1.10"), ip("10.0.1.11")]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn install_cni(from: &Path, to: &Path, state_dir: Option<&Path>) -> ExitCode
                 eprintln!("warning: {warning}");
             }
             println!("installed {}", done.binary.display());
+            println!("installed {} (the host-pool IPAM plugin)", done.ipam_binary.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
