@@ -1,4 +1,4 @@
-"""moto's server, with four things nodeeni uses that moto lacks or gets wrong.
+"""moto's server, with five things nodeeni uses that moto lacks or gets wrong.
 
 - EC2 filters ENIs by `status` (available, in-use, ...); moto 5 raises FilterNotImplementedError for
   it. Leak collection asks EC2 for the cluster's *available* ENIs only, so the emulator must filter
@@ -13,6 +13,8 @@
 - DescribeSubnets' `Ipv6CidrBlockAssociationSet`: moto nests the state one level too deep
   (`ipv6CidrBlockState.state.State`), so a client reads no state and cannot tell an associated
   IPv6 CIDR from a disassociated one. Here it is `ipv6CidrBlockState.state`, as EC2 has it.
+- AssignPrivateIpAddresses' `AssignedPrivateIpAddresses`: moto answers with every address of the
+  ENI, the primary included; EC2 answers with the ones the call assigned. Here it is those.
 
 Everything else is moto as installed.
 """
@@ -149,6 +151,18 @@ def _ipv6_associations(self):
 
 
 Subnet.ipv6_cidr_block_association_set = property(_ipv6_associations)
+
+def _assigned_only(self):
+    eni_id = self._get_param("NetworkInterfaceId")
+    before = {a["PrivateIpAddress"] for a in self.ec2_backend.get_network_interface(eni_id).private_ip_addresses}
+    eni = self.ec2_backend.assign_private_ip_addresses(
+        eni_id, self._get_param("PrivateIpAddresses", []), self._get_int_param("SecondaryPrivateIpAddressCount", 0)
+    )
+    added = [a for a in eni.private_ip_addresses if a["PrivateIpAddress"] not in before]
+    return ActionResult({"NetworkInterfaceId": eni.id, "AssignedPrivateIpAddresses": added})
+
+
+ElasticNetworkInterfaces.assign_private_ip_addresses = _assigned_only
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

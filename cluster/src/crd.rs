@@ -115,6 +115,18 @@ pub struct NodeENISpec {
     #[serde(rename = "ipv6AddressCount", default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 50))]
     pub ipv6_address_count: Option<i32>,
+    /// Host NodeENIs: free secondary IPs kept on the ENI for pods' nodeeni-ipam addresses; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 49))]
+    pub warm_ip_target: Option<i32>,
+    /// Host NodeENIs: at most this many secondary IPs on the ENI; default the instance type's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 49))]
+    pub max_ips_per_eni: Option<i32>,
+    /// Host NodeENIs: seconds extra free IPs stay before they go back to EC2; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub ip_cooldown_seconds: Option<i32>,
     /// Delete the ENI when the instance terminates; default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_on_termination: Option<bool>,

@@ -15,11 +15,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use nodeeni_conf::Mode;
 use nodeeni_conf::cni::{
     Attachment, CniEnv, CniError, CniResult, CniVersion, Command, ContainerId, IpConfig, NetConf, Route, codes,
 };
 use nodeeni_conf::net::IpNet;
-use nodeeni_conf::Mode;
 use nodeeni_state::node::{EniRecord, IpHold, Lifecycle, NodeState, NodeStore, now_unix};
 use serde_json::{Map, Value};
 
@@ -79,7 +79,8 @@ impl IpamConf {
     /// Reads the main plugin's configuration: only the keys this plugin needs (the rest is the main
     /// plugin's, whatever it is).
     pub fn parse(bytes: &[u8]) -> std::result::Result<Self, CniError> {
-        let decode = |e: String| CniError::new(codes::DECODE_FAILURE, format!("cannot decode the configuration: {e}"), "");
+        let decode =
+            |e: String| CniError::new(codes::DECODE_FAILURE, format!("cannot decode the configuration: {e}"), "");
         let raw: Value = serde_json::from_slice(bytes).map_err(|e| decode(e.to_string()))?;
         let Value::Object(m) = &raw else { return Err(decode("expected a JSON object".into())) };
         let cni_version_str =
@@ -101,19 +102,9 @@ impl IpamConf {
         };
         let valid_attachments = match m.get("cni.dev/valid-attachments") {
             None | Some(Value::Null) => None,
-            Some(v) => {
-                Some(serde_json::from_value(v.clone()).map_err(|e| field_err("cni.dev/valid-attachments", e))?)
-            }
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| field_err("cni.dev/valid-attachments", e))?),
         };
-        Ok(Self {
-            cni_version,
-            cni_version_str,
-            name,
-            pool: pool.to_string(),
-            master,
-            routes,
-            valid_attachments,
-        })
+        Ok(Self { cni_version, cni_version_str, name, pool: pool.to_string(), master, routes, valid_attachments })
     }
 
     /// A configuration of this network with nothing but its version, name and type: what the node
@@ -144,13 +135,15 @@ fn pick(state: &NodeState, conf: &IpamConf) -> Result<usize> {
     }
     let names = || enis.iter().filter_map(|(_, r)| r.host_ifname.clone()).collect::<Vec<_>>().join(", ");
     let chosen = match &conf.master {
-        Some(master) => enis.iter().find(|(_, r)| r.host_ifname.as_deref() == Some(master.as_str())).ok_or_else(|| {
-            PluginError::DeviceNotFound(format!(
-                "master {master:?} is not an ENI of host pool {} on this node (its ENIs: {})",
-                conf.pool,
-                names()
-            ))
-        })?,
+        Some(master) => {
+            enis.iter().find(|(_, r)| r.host_ifname.as_deref() == Some(master.as_str())).ok_or_else(|| {
+                PluginError::DeviceNotFound(format!(
+                    "master {master:?} is not an ENI of host pool {} on this node (its ENIs: {})",
+                    conf.pool,
+                    names()
+                ))
+            })?
+        }
         None => match enis.as_slice() {
             [one] => one,
             [] => {
@@ -188,11 +181,8 @@ fn pick(state: &NodeState, conf: &IpamConf) -> Result<usize> {
 fn result_of(rec: &EniRecord, ips: &[IpAddr], conf: &IpamConf) -> Result<CniResult> {
     let mut out = CniResult { routes: conf.routes.clone(), ..CniResult::default() };
     for ip in ips {
-        let (cidr, gateway) = if ip.is_ipv4() {
-            (rec.subnet_cidr, rec.vpc_gateway())
-        } else {
-            (rec.subnet_ipv6_cidr, None)
-        };
+        let (cidr, gateway) =
+            if ip.is_ipv4() { (rec.subnet_cidr, rec.vpc_gateway()) } else { (rec.subnet_ipv6_cidr, None) };
         let address = cidr.and_then(|c| IpNet::new(*ip, c.prefix)).ok_or_else(|| {
             PluginError::Refused(format!("the node state has no subnet CIDR for {ip} of pool {}", conf.pool))
         })?;
@@ -230,7 +220,12 @@ pub fn add(store: &NodeStore, conf: &IpamConf, container: &ContainerId, ifname: 
         }
         let since_unix = now_unix();
         for ip in &ips {
-            rec.ip_holds.push(IpHold { ip: *ip, container_id: container.clone(), ifname: ifname.to_string(), since_unix });
+            rec.ip_holds.push(IpHold {
+                ip: *ip,
+                container_id: container.clone(),
+                ifname: ifname.to_string(),
+                since_unix,
+            });
         }
         tracing::info!(eni, pool = conf.pool, ?ips, free_left = rec.free_ipv4().len(), "addresses handed out");
         result_of(rec, &ips, conf)
@@ -304,7 +299,10 @@ pub fn gc(store: &NodeStore, conf: &IpamConf) -> Result<()> {
 pub fn status(store: &NodeStore, conf: &IpamConf) -> Result<()> {
     let unavailable = |msg: String| PluginError::Cni(CniError::new(codes::PLUGIN_NOT_AVAILABLE, msg, ""));
     if !store.exists() {
-        return Err(unavailable(format!("no node state at {} (is the nodeeni daemon running?)", store.path().display())));
+        return Err(unavailable(format!(
+            "no node state at {} (is the nodeeni daemon running?)",
+            store.path().display()
+        )));
     }
     let state = store.load(LOCK_TIMEOUT)?;
     if of_pool(&state, &conf.pool).any(|(_, r)| r.lifecycle == Lifecycle::Ready && r.mode == Mode::Host) {
@@ -455,8 +453,7 @@ mod tests {
         let c = conf("");
         add(&store, &c, &container("pod-a"), "net1").expect("a");
         add(&store, &c, &container("pod-b"), "net1").expect("b");
-        let gc_conf =
-            conf(r#""cni.dev/valid-attachments": [{"containerID": "pod-b", "ifname": "net1"}],"#);
+        let gc_conf = conf(r#""cni.dev/valid-attachments": [{"containerID": "pod-b", "ifname": "net1"}],"#);
         gc(&store, &gc_conf).expect("gc");
         let state = store.load(Duration::from_secs(1)).expect("state");
         let holders: Vec<&str> = state.enis[0].ip_holds.iter().map(|h| h.container_id.as_str()).collect();

@@ -129,9 +129,10 @@ fn ipam_main() -> ExitCode {
         Err(e) => return fail(&e, asked().as_deref().unwrap_or(latest)),
     };
     let version = conf.cni_version_str.clone();
-    let settings = match conf.settings_conf().and_then(|c| {
-        settings::resolve(&c, env.command, |k| std::env::var(k).ok()).map(|settings| (c, settings))
-    }) {
+    let settings = match conf
+        .settings_conf()
+        .and_then(|c| settings::resolve(&c, env.command, |k| std::env::var(k).ok()).map(|settings| (c, settings)))
+    {
         Ok((c, settings)) => {
             init_logging(&c, &settings);
             settings

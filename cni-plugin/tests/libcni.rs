@@ -166,3 +166,68 @@ fn libcni_runs_a_conflist_chained_with_tuning() {
     assert!(b.node.has_link("eth1"));
     assert_eq!(b.node.mtu_and_up("eth1").0, 1500);
 }
+
+/// `nodeeni-ipam` under a main plugin this kernel has (ptp), through libcni: each pod gets one of
+/// the host ENI's secondary IPs (exactly those, never one twice) with the subnet's prefix and the
+/// VPC router as gateway; used up, ADD fails with the pool-exhausted code; CHECK verifies; DEL
+/// releases, and the next pod gets the address back.
+#[test]
+fn nodeeni_ipam_hands_out_the_host_enis_secondary_ips_under_ptp() {
+    if !require_root("nodeeni_ipam_hands_out_the_host_enis_secondary_ips_under_ptp") {
+        return;
+    }
+    let Some(driver) = nodeeni_tests::bins::libcni_driver() else { return };
+    let b = NodeBox::new("lipam");
+    let secondaries = ["10.0.1.81", "10.0.1.82", "10.0.1.83"];
+    let state = json!({"version": 1, "enis": [{
+        "eniId": "eni-0000000000000a081", "pool": "masters", "mode": "host", "lifecycle": "ready",
+        "subnetCidr": "10.0.1.0/24", "primaryIp": "10.0.1.80", "secondaryIps": secondaries,
+        "mac": "0a:00:00:00:00:81", "deviceIndex": 4, "hostIfname": "multus4", "updatedUnix": 0
+    }]});
+    std::fs::write(b.state.path().join("node-state.json"), state.to_string()).expect("state");
+    b.write_node_file(json!({}));
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "hostnet", "type": "ptp",
+        "ipam": {"type": "nodeeni-ipam", "pool": "masters"}
+    });
+    let file = b.state.path().join("40-hostnet.conf");
+    std::fs::write(&file, conf.to_string()).expect("write conf");
+    let pods: Vec<_> = (0..4).map(|i| b.pod(&format!("lipam{i}"))).collect();
+    let paths: Vec<_> = pods.iter().map(|p| p.path()).collect();
+    let at =
+        |i: usize| Attachment { file: &file, container: ["c0", "c1", "c2", "c3"][i], pod: &paths[i], ifname: "net1" };
+
+    let mut handed = Vec::new();
+    for (i, pod) in pods.iter().enumerate().take(3) {
+        let (ok, out) = drive(&b, &driver, "add", &at(i), &[]);
+        assert!(ok, "ADD {i}: {out}");
+        let result: Value = serde_json::from_str(out.trim()).expect("result");
+        let address = result["ips"][0]["address"].as_str().expect("address").to_string();
+        assert_eq!(result["ips"][0]["gateway"], GATEWAY, "the VPC router");
+        assert_eq!(pod.addresses("net1"), std::slice::from_ref(&address), "ptp put it in the pod");
+        handed.push(address);
+    }
+    let mut sorted = handed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, secondaries.map(|s| format!("{s}/24")), "exactly the ENI's secondary IPs, each once");
+    let (ok, out) = drive(&b, &driver, "add", &at(3), &[]);
+    assert!(!ok && out.contains("no free IPv4 address"), "used up: {out}");
+    let (ok, out) = drive(&b, &driver, "check", &at(1), &[]);
+    assert!(ok, "CHECK: {out}");
+
+    let (ok, out) = drive(&b, &driver, "del", &at(1), &[]);
+    assert!(ok, "DEL: {out}");
+    let (ok, out) = drive(&b, &driver, "del", &at(1), &[]);
+    assert!(ok, "DEL again: {out}");
+    let (ok, out) = drive(&b, &driver, "add", &at(3), &[]);
+    assert!(ok, "ADD after a release: {out}");
+    assert_eq!(pods[3].addresses("net1"), [handed[1].clone()], "the released address, to the next pod");
+    for i in [0, 2, 3] {
+        let (ok, out) = drive(&b, &driver, "del", &at(i), &[]);
+        assert!(ok, "DEL {i}: {out}");
+    }
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(b.state.path().join("node-state.json")).expect("state")).expect("json");
+    assert!(state["enis"][0].get("ipHolds").is_none(), "every address released: {state}");
+}

@@ -11,8 +11,8 @@ use crate::fields::Fields;
 use crate::names::{ResourceName, SecurityGroupId, SubnetId};
 use crate::pci::PciAddress;
 use crate::pool::{
-    DEFAULT_HOST_IFNAME_PREFIX, DEVICE_INDEX_RANGE, DpdkDriver, IPV6_ADDRESS_RANGE, MTU_RANGE, Mode,
-    NETWORK_CARD_RANGE, OriginKeys, Pool, SecurityGroupRef, SubnetRef, check_pool_name,
+    DEFAULT_HOST_IFNAME_PREFIX, DEFAULT_IP_COOLDOWN_SECS, DEVICE_INDEX_RANGE, DpdkDriver, IPV6_ADDRESS_RANGE,
+    MTU_RANGE, Mode, NETWORK_CARD_RANGE, OriginKeys, Pool, SecurityGroupRef, SubnetRef, check_pool_name,
 };
 use crate::problems::{Problems, child};
 
@@ -26,6 +26,7 @@ static NODEENI_KEYS: OriginKeys = OriginKeys {
     resource_name: "spec.dpdkResourceName",
     device_index: "spec.deviceIndex",
     network_card: "spec.networkCardIndex",
+    warm_ip_target: "spec.warmIpTarget",
     pci_address: "spec.dpdkPCIAddress",
     host_ifname_prefix: "metadata.name",
 };
@@ -89,6 +90,9 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
     let network_card_index = s.int_in("networkCardIndex", NETWORK_CARD_RANGE, problems).unwrap_or(0) as u32;
     let delete_on_termination = s.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
     let ipv6_address_count = s.int_in("ipv6AddressCount", IPV6_ADDRESS_RANGE, problems).unwrap_or(0) as u32;
+    let warm_ip_target = s.int_in("warmIpTarget", 0..=49, problems).unwrap_or(0) as u32;
+    let max_ips_per_eni = s.int_in("maxIpsPerEni", 1..=49, problems).map(|n| n as u32);
+    let ip_cooldown_secs = s.int_in("ipCooldownSeconds", 0..=3600, problems).unwrap_or(DEFAULT_IP_COOLDOWN_SECS) as u32;
     let source_dest_check = s.get::<bool>("sourceDestCheck", problems);
     let description = s.string("description", problems);
     let mtu = s.int_in("mtu", MTU_RANGE, problems).map(|n| n as u32);
@@ -124,6 +128,9 @@ pub(crate) fn to_pool(doc: &Value, doc_path: &str, problems: &mut Problems) -> O
         tags: BTreeMap::new(),
         secondary_ip_count: 0,
         ipv6_address_count,
+        warm_ip_target,
+        max_ips_per_eni,
+        ip_cooldown_secs,
         delete_on_termination,
         source_dest_check,
         dpdk_driver,

@@ -25,6 +25,8 @@ pub const DEVICE_INDEX_RANGE: std::ops::RangeInclusive<i64> = 1..=127;
 /// IPv6 addresses per ENI (EC2's largest types take 50; the instance type's own limit is checked
 /// against DescribeInstanceTypes on the node).
 pub const IPV6_ADDRESS_RANGE: std::ops::RangeInclusive<i64> = 0..=50;
+/// How long extra free IPs stay on a host ENI before they go back to EC2, by default.
+pub const DEFAULT_IP_COOLDOWN_SECS: i64 = 30;
 pub const NETWORK_CARD_RANGE: std::ops::RangeInclusive<i64> = 0..=31;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodeeni";
 pub const DEFAULT_HOST_IFNAME_PREFIX: &str = "multus";
@@ -157,6 +159,12 @@ pub struct Pool {
     pub secondary_ip_count: u32,
     /// IPv6 addresses EC2 assigns each ENI at create (the subnet needs an IPv6 CIDR).
     pub ipv6_address_count: u32,
+    /// Host pools: free secondary IPs to keep on each ENI for `nodeeni-ipam` (0: none kept).
+    pub warm_ip_target: u32,
+    /// Host pools: at most this many secondary IPs on an ENI (None: the instance type's limit).
+    pub max_ips_per_eni: Option<u32>,
+    /// Host pools: how long an ENI has more free IPs than `warm_ip_target` before the extras go back.
+    pub ip_cooldown_secs: u32,
     pub delete_on_termination: bool,
     /// EC2's source/destination check on the pool's ENIs: None leaves EC2's default (on) alone;
     /// Some is applied after the create and repaired as drift (routing pods want it off).
@@ -182,6 +190,7 @@ pub struct OriginKeys {
     pub resource_name: &'static str,
     pub device_index: &'static str,
     pub network_card: &'static str,
+    pub warm_ip_target: &'static str,
     pub pci_address: &'static str,
     pub host_ifname_prefix: &'static str,
 }
@@ -191,6 +200,7 @@ pub(crate) static POOL_KEYS: OriginKeys = OriginKeys {
     resource_name: "resourceName",
     device_index: "firstDeviceIndex",
     network_card: "networkCardIndex",
+    warm_ip_target: "warmIpTarget",
     pci_address: "pciAddress",
     host_ifname_prefix: "hostIfnamePrefix",
 };
@@ -517,6 +527,9 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
     }
     let secondary_ip_count = f.int_in("secondaryIpCount", 0..=49, problems).unwrap_or(0) as u32;
     let ipv6_address_count = f.int_in("ipv6AddressCount", IPV6_ADDRESS_RANGE, problems).unwrap_or(0) as u32;
+    let warm_ip_target = f.int_in("warmIpTarget", 0..=49, problems).unwrap_or(0) as u32;
+    let max_ips_per_eni = f.int_in("maxIpsPerEni", 1..=49, problems).map(|n| n as u32);
+    let ip_cooldown_secs = f.int_in("ipCooldownSeconds", 0..=3600, problems).unwrap_or(DEFAULT_IP_COOLDOWN_SECS) as u32;
     let delete_on_termination = f.get::<bool>("deleteOnTermination", problems).unwrap_or(true);
     let source_dest_check = f.get::<bool>("sourceDestCheck", problems);
     let dpdk_driver = f.parsed::<DpdkDriver>("dpdkDriver", problems);
@@ -539,6 +552,9 @@ fn read_pool(v: &Value, path: &str, problems: &mut Problems) -> Option<Pool> {
         tags,
         secondary_ip_count,
         ipv6_address_count,
+        warm_ip_target,
+        max_ips_per_eni,
+        ip_cooldown_secs,
         delete_on_termination,
         source_dest_check,
         dpdk_driver: dpdk_driver.unwrap_or_default(),
@@ -566,6 +582,17 @@ pub(crate) fn check_pools_together(pools: &[Pool], problems: &mut Problems) {
                 problems.push(at(p.keys.resource_name), "host pools stay on the node and are not advertised; drop it");
             }
             _ => {}
+        }
+        if p.mode != Mode::Host && (p.warm_ip_target > 0 || p.max_ips_per_eni.is_some()) {
+            problems.push(
+                at(p.keys.warm_ip_target),
+                format!("only host pools hand out addresses (nodeeni-ipam); a {} pool's ENIs go to pods whole", p.mode),
+            );
+        }
+        if let Some(max) = p.max_ips_per_eni
+            && p.warm_ip_target > max
+        {
+            problems.push(at(p.keys.warm_ip_target), format!("{} is above maxIpsPerEni {max}", p.warm_ip_target));
         }
         if p.pci_address.is_some() && p.mode != Mode::Dpdk {
             problems.push(at(p.keys.pci_address), "only dpdk pools bind a pinned PCI address");

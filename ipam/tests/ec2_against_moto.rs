@@ -299,3 +299,41 @@ async fn an_eni_gets_ipv6_addresses_from_a_dual_stack_subnet_against_moto() {
     let listed = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
     assert_eq!(listed.ipv6_addresses, eni.ipv6_addresses, "listings show them");
 }
+
+/// AssignPrivateIpAddresses and UnassignPrivateIpAddresses, as the address keeper of host pools
+/// uses them: what an assign returns is what EC2 lists on the ENI, and an unassign takes exactly
+/// the named ones back.
+#[tokio::test]
+async fn secondary_ips_are_assigned_and_returned_against_moto() {
+    let Some(moto) = Moto::start("secondary_ips_are_assigned_and_returned_against_moto") else { return };
+    let raw = sdk(&moto.endpoint);
+    let w = world(&raw).await;
+    let ec2 = AwsEc2::from_client(raw.clone(), &Ec2Settings::default());
+    let eni = ec2
+        .create_eni(&CreateEni {
+            subnet_id: w.subnet_a.clone(),
+            security_groups: vec![],
+            description: None,
+            secondary_ip_count: 1,
+            ipv6_address_count: 0,
+            tags: BTreeMap::new(),
+            client_token: "ips".into(),
+        })
+        .await
+        .expect("create");
+    let assigned = ec2.assign_private_ips(&eni.id, 3).await.expect("assign");
+    assert_eq!(assigned.len(), 3, "{assigned:?}");
+    let listed = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    assert_eq!(listed.secondary_ips.len(), 4);
+    assert!(assigned.iter().all(|ip| listed.secondary_ips.contains(ip)), "EC2 lists what it assigned");
+    ec2.unassign_private_ips(&eni.id, &assigned[..2]).await.expect("unassign");
+    let listed = ec2.describe_eni(&eni.id).await.expect("describe").expect("exists");
+    let mut want = vec![eni.secondary_ips[0], assigned[2]];
+    let mut have = listed.secondary_ips.clone();
+    want.sort();
+    have.sort();
+    assert_eq!(have, want, "exactly the named ones went back");
+    let stats = ec2.resilience.stats.snapshot();
+    assert_eq!(stats.get(&("AssignPrivateIpAddresses", "ok")), Some(&1));
+    assert_eq!(stats.get(&("UnassignPrivateIpAddresses", "ok")), Some(&1));
+}

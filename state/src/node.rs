@@ -240,6 +240,12 @@ impl EniRecord {
         self.ipv6_addresses.iter().filter(|ip| !self.ip_holds.iter().any(|h| h.ip == **ip)).copied().collect()
     }
 
+    /// Whether pods depend on it: one has the ENI, or pods have addresses of it (host pools). A held
+    /// ENI drains instead of going.
+    pub fn is_held(&self) -> bool {
+        self.allocation.is_some() || !self.ip_holds.is_empty()
+    }
+
     pub fn is_free(&self) -> bool {
         self.lifecycle == Lifecycle::Ready && self.allocation.is_none()
     }

@@ -74,6 +74,8 @@ pub fn pod_uid_shim(dir: &Path, plugin: &Path) -> PathBuf {
             plugin.display()
         );
         replace(&shim, script.as_bytes(), 0o755);
+        // The host-pool IPAM plugin: the same executable under its own name, as install-cni puts it.
+        std::os::unix::fs::symlink(plugin, folder.join("nodeeni-ipam")).expect("nodeeni-ipam");
     }
     folder
 }

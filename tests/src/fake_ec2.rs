@@ -383,6 +383,14 @@ impl FakeEc2 {
         attach(&mut w, eni, instance, Place { network_card: 0, device_index: index }).expect("attach outside");
     }
 
+    /// Unassigns secondary IPs as someone else would.
+    pub fn unassign_outside(&self, eni: &EniId, ips: &[IpAddr]) {
+        let mut w = self.world();
+        if let Some(e) = w.enis.get_mut(eni) {
+            e.eni.secondary_ips.retain(|ip| !ips.contains(ip));
+        }
+    }
+
     /// Deletes an ENI as someone else would (detached first, forcibly).
     pub fn delete_outside(&self, eni: &EniId) {
         let mut w = self.world();
@@ -766,6 +774,40 @@ impl Ec2 for FakeEc2 {
         self.call("ModifyNetworkInterfaceAttribute", true, |w, _| {
             let e = w.enis.get_mut(eni).ok_or_else(|| no_eni(eni))?;
             e.eni.description = Some(description.into());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn assign_private_ips(&self, eni: &EniId, count: u32) -> Ec2Result<Vec<IpAddr>> {
+        self.call("AssignPrivateIpAddresses", true, |w, _| {
+            let e = w.enis.get_mut(eni).ok_or_else(|| no_eni(eni))?;
+            let IpAddr::V4(primary) = e.eni.primary_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) else {
+                return Err(client_error("InvalidParameterValue", "no IPv4 primary"));
+            };
+            // The next addresses above the highest the ENI has, as a stand-in for EC2's pick.
+            let mut next = e.eni.secondary_ips.iter().filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(u32::from(*v4)),
+                IpAddr::V6(_) => None,
+            });
+            let start = next.by_ref().max().unwrap_or(u32::from(primary)).max(u32::from(primary)) + 1;
+            let added: Vec<IpAddr> = (0..count).map(|k| IpAddr::V4(Ipv4Addr::from(start + k))).collect();
+            e.eni.secondary_ips.extend(&added);
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn unassign_private_ips(&self, eni: &EniId, ips: &[IpAddr]) -> Ec2Result<()> {
+        self.call("UnassignPrivateIpAddresses", true, |w, _| {
+            let e = w.enis.get_mut(eni).ok_or_else(|| no_eni(eni))?;
+            if let Some(missing) = ips.iter().find(|ip| !e.eni.secondary_ips.contains(ip)) {
+                return Err(client_error(
+                    "InvalidParameterValue",
+                    format!("Some of the specified addresses are not assigned to interface {eni}: {missing}"),
+                ));
+            }
+            e.eni.secondary_ips.retain(|ip| !ips.contains(ip));
             Ok(())
         })
         .await

@@ -574,3 +574,105 @@ async fn scenario_6_warm_up_converges_through_ec2_faults() {
     assert!(throttled > 0.0 && transient > 0.0, "faults were met and retried: {m:?}");
     eprintln!("converged through {throttled} throttled and {transient} transient failures");
 }
+
+/// The secondary IPv4 addresses EC2 (moto) has on `eni`.
+async fn ec2_secondary_ips(nb: &NodeBox, eni: &str) -> Vec<String> {
+    let out = nb.raw.describe_network_interfaces().network_interface_ids(eni).send().await.expect("describe");
+    let mut ips: Vec<String> = out
+        .network_interfaces()
+        .iter()
+        .flat_map(|n| n.private_ip_addresses())
+        .filter(|a| a.primary() != Some(true))
+        .filter_map(|a| a.private_ip_address().map(str::to_string))
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// Scenario 7, pod IPs the VPC routes on a host ENI: 30 pods on one host ENI through libcni (ptp as
+/// the main plugin, nodeeni-ipam as its IPAM). The daemon keeps warmIpTarget free addresses,
+/// assigning more as pods use them up; every pod's address is one of the ENI's secondary IPs in EC2,
+/// none twice; once the pods are gone the extras go back to EC2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_7_thirty_pods_get_vpc_routed_addresses_on_one_host_eni() {
+    if !require_root("scenario_7_thirty_pods_get_vpc_routed_addresses_on_one_host_eni") {
+        return;
+    }
+    let Some(driver) = bins::libcni_driver() else { return };
+    // c5.18xlarge: 50 IPv4 addresses per ENI, room for 30 pods and the warm ones.
+    let Some(mut nb) = NodeBox::start_on("e2e-ipam", "c5.18xlarge").await else { return };
+    const WARM_IPS: usize = 5;
+    nb.write_config(&format!(
+        "  - {{name: masters, mode: host, subnetIds: [{}], securityGroupIds: [{}], firstDeviceIndex: 1, \
+         warmIpTarget: {WARM_IPS}, maxIpsPerEni: 40, ipCooldownSeconds: 0}}\n",
+        nb.world.subnet_a, nb.world.sg
+    ));
+    nb.start_daemon();
+    let state = nb
+        .wait_for_state("the host ENI ready with its warm addresses", WARM, |s| {
+            all_ready(s, 1) && s.enis[0].secondary_ips.len() == WARM_IPS
+        })
+        .await;
+    let eni = ids_of(&state, "masters").remove(0);
+    assert_eq!(ec2_secondary_ips(&nb, &eni).await.len(), WARM_IPS, "EC2 has the warm addresses");
+
+    let conf = nb.dir.path().join("50-hostnet.conf");
+    let ptp = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "hostnet", "type": "ptp",
+        "ipam": {"type": "nodeeni-ipam", "pool": "masters"}
+    });
+    std::fs::write(&conf, ptp.to_string()).expect("conf");
+    let pods: Vec<TestNs> = (0..30).map(|i| TestNs::new(&format!("e2e-ipam-{i}"))).collect();
+    let at = |i: usize| PodNet {
+        conf: conf.clone(),
+        container: format!("ipam-pod-{i}"),
+        pod: pods[i].path(),
+        ifname: "net1".into(),
+    };
+    let mut handed: Vec<String> = Vec::new();
+    let mut exhausted = 0;
+    for (i, pod) in pods.iter().enumerate() {
+        // Used up, ADD fails (pool exhausted) until the daemon has assigned more, as a runtime retries.
+        let started = Instant::now();
+        let out = loop {
+            let (ok, out) = nb.cni(&driver, "add", &at(i), &[]);
+            if ok {
+                break out;
+            }
+            assert!(out.contains("no free IPv4 address"), "pod {i}: {out}");
+            assert!(started.elapsed() < Duration::from_secs(60), "pod {i}: no address came: {out}");
+            exhausted += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let result: serde_json::Value = serde_json::from_str(out.trim()).expect("result");
+        let address = result["ips"][0]["address"].as_str().expect("address").to_string();
+        assert_eq!(pod.addresses("net1"), std::slice::from_ref(&address), "pod {i}");
+        handed.push(address.trim_end_matches("/24").to_string());
+    }
+    let mut distinct = handed.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 30, "no address twice: {handed:?}");
+    let on_ec2 = ec2_secondary_ips(&nb, &eni).await;
+    assert!(
+        handed.iter().all(|a| on_ec2.contains(a)),
+        "every pod address is the ENI's in EC2: {handed:?} / {on_ec2:?}"
+    );
+    assert!(on_ec2.len() > WARM_IPS, "the daemon assigned more as pods took them: {}", on_ec2.len());
+    eprintln!("30 pods: {exhausted} ADDs waited for addresses; EC2 has {} on the ENI", on_ec2.len());
+    let recorded = nb.state();
+    assert_eq!(recorded.enis[0].ip_holds.len(), 30);
+
+    for i in 0..30 {
+        let (ok, out) = nb.cni(&driver, "del", &at(i), &[]);
+        assert!(ok, "DEL {i}: {out}");
+    }
+    assert!(nb.state().enis[0].ip_holds.is_empty(), "every address released on DEL");
+    // No pod left: the extras go back (cool-down 0), the warm ones stay.
+    nb.wait_for_state("extras returned", WARM, |s| s.enis[0].secondary_ips.len() == WARM_IPS).await;
+    let left = ec2_secondary_ips(&nb, &eni).await;
+    assert_eq!(left.len(), WARM_IPS, "EC2 has the warm ones only: {left:?}");
+    let mut recorded: Vec<String> = nb.state().enis[0].secondary_ips.iter().map(ToString::to_string).collect();
+    recorded.sort();
+    assert_eq!(recorded, left, "the node state records what EC2 has");
+}

@@ -121,7 +121,7 @@ kind: PoolConfig
 {{- if .Values.config.pools }}
 pools:
 {{- range .Values.config.pools }}
-  - {{ include "nodeeni.orderedYaml" (list . (list "name" "mode" "resourceName" "subnetIds" "subnetNames" "securityGroupIds" "securityGroupNames" "enisPerSubnet" "firstDeviceIndex" "networkCardIndex" "mtu" "dpdkDriver" "pciAddress" "hostIfnamePrefix" "secondaryIpCount" "ipv6AddressCount" "deleteOnTermination" "sourceDestCheck" "description" "tags" "nodeSelector")) | indent 4 | trimPrefix "    " }}
+  - {{ include "nodeeni.orderedYaml" (list . (list "name" "mode" "resourceName" "subnetIds" "subnetNames" "securityGroupIds" "securityGroupNames" "enisPerSubnet" "firstDeviceIndex" "networkCardIndex" "mtu" "dpdkDriver" "pciAddress" "hostIfnamePrefix" "secondaryIpCount" "ipv6AddressCount" "warmIpTarget" "maxIpsPerEni" "ipCooldownSeconds" "deleteOnTermination" "sourceDestCheck" "description" "tags" "nodeSelector")) | indent 4 | trimPrefix "    " }}
 {{- end }}
 {{- else }}
 pools: []

@@ -462,6 +462,35 @@ impl Ec2 for AwsEc2 {
         }
     }
 
+    async fn assign_private_ips(&self, eni: &EniId, count: u32) -> Ec2Result<Vec<IpAddr>> {
+        let resp = self
+            .resilience
+            .call("AssignPrivateIpAddresses", true, || {
+                let req = self
+                    .client
+                    .assign_private_ip_addresses()
+                    .network_interface_id(eni.as_str())
+                    .secondary_private_ip_address_count(count as i32);
+                async move { req.send().await.map_err(Ec2Error::from) }
+            })
+            .await?;
+        Ok(resp.assigned_private_ip_addresses().iter().filter_map(|a| ip(a.private_ip_address())).collect())
+    }
+
+    async fn unassign_private_ips(&self, eni: &EniId, ips: &[IpAddr]) -> Ec2Result<()> {
+        self.resilience
+            .call("UnassignPrivateIpAddresses", true, || {
+                let req = self
+                    .client
+                    .unassign_private_ip_addresses()
+                    .network_interface_id(eni.as_str())
+                    .set_private_ip_addresses(Some(ips.iter().map(ToString::to_string).collect()));
+                async move { req.send().await.map_err(Ec2Error::from) }
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn delete_eni(&self, eni: &EniId) -> Ec2Result<()> {
         match self
             .resilience

@@ -222,6 +222,10 @@ pub trait Ec2: Send + Sync {
     fn set_description(&self, eni: &EniId, description: &str) -> impl Future<Output = Ec2Result<()>> + Send;
     fn set_source_dest_check(&self, eni: &EniId, check: bool) -> impl Future<Output = Ec2Result<()>> + Send;
     fn detach_eni(&self, attachment_id: &str, force: bool) -> impl Future<Output = Ec2Result<()>> + Send;
+    /// AssignPrivateIpAddresses: `count` more secondary IPs, EC2's pick; returns them.
+    fn assign_private_ips(&self, eni: &EniId, count: u32) -> impl Future<Output = Ec2Result<Vec<IpAddr>>> + Send;
+    /// UnassignPrivateIpAddresses.
+    fn unassign_private_ips(&self, eni: &EniId, ips: &[IpAddr]) -> impl Future<Output = Ec2Result<()>> + Send;
     fn delete_eni(&self, eni: &EniId) -> impl Future<Output = Ec2Result<()>> + Send;
     /// ENIs carrying `tag = value` (all of them when `value` is None).
     fn enis_tagged(&self, tag: &str, value: Option<&str>) -> impl Future<Output = Ec2Result<Vec<Eni>>> + Send;
@@ -287,6 +291,12 @@ impl<T: Ec2> Ec2 for std::sync::Arc<T> {
     }
     fn detach_eni(&self, attachment_id: &str, force: bool) -> impl Future<Output = Ec2Result<()>> + Send {
         (**self).detach_eni(attachment_id, force)
+    }
+    fn assign_private_ips(&self, eni: &EniId, count: u32) -> impl Future<Output = Ec2Result<Vec<IpAddr>>> + Send {
+        (**self).assign_private_ips(eni, count)
+    }
+    fn unassign_private_ips(&self, eni: &EniId, ips: &[IpAddr]) -> impl Future<Output = Ec2Result<()>> + Send {
+        (**self).unassign_private_ips(eni, ips)
     }
     fn delete_eni(&self, eni: &EniId) -> impl Future<Output = Ec2Result<()>> + Send {
         (**self).delete_eni(eni)

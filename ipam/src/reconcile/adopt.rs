@@ -75,7 +75,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             s.enis.retain(|r| match &r.eni_id {
                 Some(id) if gone.contains(id) && !known.iter().any(|e| &e.id == id) => {
                     // Decided here, under the lock: a pod may have claimed it since the snapshot.
-                    if r.allocation.is_some() {
+                    if r.is_held() {
                         tracing::warn!(eni = %id, "ENI held by a pod is gone from EC2; keeping its record until the pod lets go");
                         return true;
                     }

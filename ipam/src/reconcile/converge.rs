@@ -249,8 +249,13 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 } else {
                     rec.lifecycle
                 };
+                // Address holds are the CNI's and address intents the address keeper's: both stay.
                 let mut next = EniRecord {
                     allocation: current.allocation.take(),
+                    ip_holds: std::mem::take(&mut current.ip_holds),
+                    ips_releasing: std::mem::take(&mut current.ips_releasing),
+                    ips_assigning_since: current.ips_assigning_since,
+                    ip_surplus_since: current.ip_surplus_since,
                     updated_unix: current.updated_unix,
                     lifecycle,
                     ..rec
@@ -302,7 +307,10 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 subnet_id: slot.subnet.id.clone(),
                 security_groups: slot.security_groups.clone(),
                 description: pool.description.clone(),
-                secondary_ip_count: pool.secondary_ip_count,
+                // A host pool keeping addresses gets its warm ones in the create.
+                secondary_ip_count: pool
+                    .secondary_ip_count
+                    .max(pool.warm_ip_target.min(pool.max_ips_per_eni.unwrap_or(u32::MAX))),
                 ipv6_address_count: slot.ipv6_address_count,
                 tags: tagset,
                 client_token: token.clone(),
@@ -371,7 +379,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             if let Some(r) = s.eni_mut(id)
                 && matches!(r.lifecycle, Lifecycle::Ready | Lifecycle::Attaching | Lifecycle::Creating)
             {
-                tracing::info!(eni = %id, held = r.allocation.is_some(), "not desired any more: draining");
+                tracing::info!(eni = %id, held = r.is_held(), "not desired any more: draining");
                 r.lifecycle = Lifecycle::Draining;
             }
         })
@@ -384,9 +392,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         let id = &removal.eni;
         let decided = self.update(|s| match s.eni_mut(id) {
             None => Removed::Forgotten,
-            Some(r) if r.allocation.is_some() => {
+            Some(r) if r.is_held() => {
                 if r.lifecycle != Lifecycle::Draining {
-                    tracing::info!(eni = %id, "not desired any more but held by a pod: draining");
+                    tracing::info!(eni = %id, holds = r.ip_holds.len(), "not desired any more but held by a pod: draining");
                     r.lifecycle = Lifecycle::Draining;
                 }
                 Removed::Held

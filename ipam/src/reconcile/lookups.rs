@@ -91,6 +91,11 @@ impl Lookups {
         self.kept_or(|k| &mut k.groups, (vpc.to_string(), names.to_vec()), ec2.security_group_ids(vpc, names)).await
     }
 
+    /// The limits already known for `instance_type` (no EC2 call).
+    pub fn kept_limits(&self, instance_type: &str) -> Option<InstanceLimits> {
+        self.kept().limits.get(instance_type).cloned()
+    }
+
     /// An instance type's limits never change.
     pub async fn limits(&self, ec2: &impl Ec2, instance_type: &str) -> Ec2Result<InstanceLimits> {
         if let Some(l) = self.kept().limits.get(instance_type).cloned() {

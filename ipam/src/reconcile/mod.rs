@@ -10,9 +10,11 @@
 //! - [`plan`]: what to do, decided without I/O from the slots, the node state, EC2's view and the
 //!   instance's limits;
 //! - `converge`: the plan carried out, each decision about a record taken again under the lock;
+//! - [`addresses`]: free secondary IPs kept on host ENIs for `nodeeni-ipam`;
 //! - `drain`, `leaks`: emptying the node; deleting ENIs of dead nodes;
 //! - `run`: the loop the daemon runs.
 
+pub mod addresses;
 mod adopt;
 mod converge;
 pub mod desired;
@@ -154,6 +156,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         tracing::debug!(?plan, "planned");
         report.refused.extend(plan.refused.iter().cloned());
         self.execute(plan, &listed, &mut report).await?;
+        self.keep_addresses(&listed, &limits, &mut report).await?;
         Ok(report)
     }
 

@@ -101,7 +101,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     for (si, slot) in slots.iter().enumerate() {
         let rank = |r: &EniRecord| {
             let listed_here = r.eni_id.as_ref().and_then(|id| listed_by_id.get(id)).is_some_and(|e| attached_here(e));
-            (r.allocation.is_none(), !listed_here)
+            (!r.is_held(), !listed_here)
         };
         serving[si] = records
             .iter()
@@ -128,7 +128,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         if matched.contains(&ri) || refused_pools.contains(&rec.pool) {
             continue;
         }
-        if rec.allocation.is_some() {
+        if rec.is_held() {
             out.drains.push(id.clone());
             continue;
         }

@@ -15,6 +15,9 @@ pub struct Report {
     pub draining: Vec<EniId>,
     /// Pools or slots that could not be served, and why; the others were still reconciled.
     pub refused: Vec<String>,
+    /// Host ENIs' secondary IPs assigned for `nodeeni-ipam`, and returned.
+    pub ips_assigned: Vec<String>,
+    pub ips_released: Vec<String>,
 }
 
 impl Report {
@@ -26,6 +29,8 @@ impl Report {
         self.repaired.extend(other.repaired);
         self.draining.extend(other.draining);
         self.refused.extend(other.refused);
+        self.ips_assigned.extend(other.ips_assigned);
+        self.ips_released.extend(other.ips_released);
     }
 
     /// Whether the pass changed anything in EC2 or the node state.
@@ -34,7 +39,9 @@ impl Report {
             && self.attached.is_empty()
             && self.adopted.is_empty()
             && self.deleted.is_empty()
-            && self.repaired.is_empty())
+            && self.repaired.is_empty()
+            && self.ips_assigned.is_empty()
+            && self.ips_released.is_empty())
     }
 }
 

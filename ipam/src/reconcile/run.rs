@@ -48,6 +48,9 @@ impl Default for LoopSettings {
     }
 }
 
+/// How often the loop looks at the node state for host ENIs whose free addresses pods used up.
+pub const ADDRESS_LOOK_EVERY: Duration = Duration::from_secs(2);
+
 /// Every wait is this share longer or shorter, at random.
 pub const JITTER: f64 = 0.1;
 
@@ -168,8 +171,21 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         }
     }
 
-    /// Waits for the interval (backed off after `idle_passes` idle passes), a request, or a new
-    /// configuration; true when `stop` came instead.
+    /// Returns once pods have taken addresses (the tally moved from `after_pass`) and a host ENI is
+    /// below its pool's warm target; looks at the node state every [`ADDRESS_LOOK_EVERY`].
+    async fn addresses_taken(&self, after_pass: Option<(usize, usize)>) {
+        loop {
+            tokio::time::sleep(ADDRESS_LOOK_EVERY).await;
+            if let Ok((true, tally)) = self.addresses_wanted()
+                && Some(tally) != after_pass
+            {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the interval (backed off after `idle_passes` idle passes), a request, new addresses
+    /// wanted, or a new configuration; true when `stop` came instead.
     async fn wait_for_next_turn(
         &self,
         config: &PoolConfig,
@@ -184,6 +200,8 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             Duration::from_secs(config.idle_interval_max_secs),
             idle_passes,
         );
+        let keeps_addresses = config.pools.iter().any(super::addresses::managed);
+        let tally_after_pass = if keeps_addresses { self.addresses_wanted().ok().map(|(_, t)| t) } else { None };
         if idle_passes > 0 {
             tracing::debug!(?interval, idle_passes, "nothing to do: the next pass waits longer");
         }
@@ -192,6 +210,9 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
             _ = stop.cancelled() => return true,
             _ = tokio::time::sleep(interval) => {}
             _ = now.notified() => tracing::debug!("reconcile requested"),
+            () = self.addresses_taken(tally_after_pass), if keeps_addresses => {
+                tracing::info!("pods took host ENI addresses below the warm target: reconciling");
+            }
             changed = configs.changed(), if *configs_open => match changed {
                 Ok(()) => tracing::debug!("configuration changed: reconciling"),
                 // The sender is gone: the configuration is final.
