@@ -272,6 +272,8 @@ fn the_iam_policy_grants_exactly_the_ec2_operations_the_pool_calls() {
         "DetachNetworkInterface",
         "DeleteNetworkInterface",
         "ModifyNetworkInterfaceAttribute",
+        "AssignPrivateIpAddresses",
+        "UnassignPrivateIpAddresses",
     ] {
         let on_enis: Vec<&Value> = statements
             .iter()
