@@ -351,8 +351,18 @@ async fn pools_on_two_network_cards_take_the_same_index_each_on_its_card() {
     assert_eq!(on_cards, [(0, 1), (1, 1), (1, 2)], "EC2 has them where the records say");
     let again = r.reconcile().await.expect("reconcile");
     assert!(again.created.is_empty() && again.attached.is_empty() && again.refused.len() == 1, "{again:?}");
-    let stats = r.ec2.resilience.stats.snapshot();
-    assert_eq!(stats.get(&("AttachNetworkInterface", "ok")).copied(), Some(3), "no attach is tried on card 2");
+    assert_eq!(r.ec2.resilience.stats.attempts("AttachNetworkInterface"), 3, "no attach is tried on card 2");
+    // `up` moved to a card the type lacks (a typo): refused as a whole, its ENIs stay.
+    let moved = pools.replace("networkCardIndex: 1", "networkCardIndex: 5");
+    let r = s.reconciler(s.config(&moved));
+    let report = r.reconcile().await.expect("reconcile");
+    assert!(report.deleted.is_empty() && report.draining.is_empty(), "{report:?}");
+    assert!(
+        report.refused.iter().any(|x| x == "up: the instance type has 2 network card(s) and no network card 5"),
+        "{report:?}"
+    );
+    assert_eq!(s.cluster_enis(&r.ec2).await.len(), 3, "nothing removed");
+    assert_eq!(r.ec2.resilience.stats.attempts("AttachNetworkInterface"), 0, "no attach on a missing card");
 }
 
 /// `ipv6AddressCount`: a dual-stack subnet's ENI gets its IPv6 addresses at create, recorded with the

@@ -113,8 +113,29 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         let mut listed = self.mine().await?;
         let (found, state) = self.adopt(&listed, &mut report).await?;
         listed.extend(found);
-        let desired = self.desired().await?;
-        if !desired.refused.is_empty() {
+        let mut desired = self.desired().await?;
+        // A pool on a network card the instance type lacks is refused as a whole, so its ENIs on
+        // another card (the pool moved, or a typo) stay instead of going for slots never served.
+        let mut no_card: Vec<(String, String)> = Vec::new();
+        desired.slots.retain(|slot| {
+            if limits.max_enis(slot.network_card).is_some() {
+                return true;
+            }
+            if !no_card.iter().any(|(p, _)| p == &slot.pool) {
+                no_card.push((
+                    slot.pool.clone(),
+                    format!(
+                        "the instance type has {} network card(s) and no network card {}",
+                        limits.network_cards(),
+                        slot.network_card
+                    ),
+                ));
+            }
+            false
+        });
+        let desired_refused_before = desired.refused.len();
+        desired.refused.extend(no_card);
+        if desired_refused_before > 0 {
             // A pool refused for its subnets or groups (unknown, another AZ) is resolved afresh next
             // pass: someone may be fixing them. A refusal from the plan is not about these.
             self.lookups.forget();
