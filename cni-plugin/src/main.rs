@@ -78,6 +78,19 @@ fn fail(err: &CniError, version: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// CHECK needs 0.4.0 or later, STATUS and GC 1.1.0: the spec's version rules, for both plugins.
+fn version_gate(command: Command, version: CniVersion, given: &str) -> Result<(), CniError> {
+    if matches!(command, Command::Check) && !version.has_check() {
+        let msg = format!("CHECK needs cniVersion 0.4.0 or later, config has {given}");
+        return Err(CniError::new(codes::INCOMPATIBLE_VERSION, msg, ""));
+    }
+    if matches!(command, Command::Status | Command::Gc) && !version.has_status_and_gc() {
+        let msg = format!("STATUS and GC need cniVersion 1.1.0, config has {given}");
+        return Err(CniError::new(codes::INCOMPATIBLE_VERSION, msg, ""));
+    }
+    Ok(())
+}
+
 /// Which plugin this run is: the executable answers as `nodeeni-ipam` under that name.
 fn invoked_as_ipam() -> bool {
     std::env::args_os()
@@ -139,13 +152,8 @@ fn ipam_main() -> ExitCode {
         }
         Err(e) => return fail(&e, &version),
     };
-    if matches!(env.command, Command::Check) && !conf.cni_version.has_check() {
-        let msg = format!("CHECK needs cniVersion 0.4.0 or later, config has {version}");
-        return fail(&CniError::new(codes::INCOMPATIBLE_VERSION, msg, ""), &version);
-    }
-    if matches!(env.command, Command::Status | Command::Gc) && !conf.cni_version.has_status_and_gc() {
-        let msg = format!("STATUS and GC need cniVersion 1.1.0, config has {version}");
-        return fail(&CniError::new(codes::INCOMPATIBLE_VERSION, msg, ""), &version);
+    if let Err(e) = version_gate(env.command, conf.cni_version, &version) {
+        return fail(&e, &version);
     }
     let span = tracing::info_span!(
         "ipam",
@@ -225,25 +233,8 @@ fn main() -> ExitCode {
             eprintln!("nodeeni: warning: {warning}");
         }
     }
-    if matches!(env.command, Command::Check) && !conf.cni_version.has_check() {
-        return fail(
-            &CniError::new(
-                codes::INCOMPATIBLE_VERSION,
-                format!("CHECK needs cniVersion 0.4.0 or later, config has {version}"),
-                "",
-            ),
-            &version,
-        );
-    }
-    if matches!(env.command, Command::Status | Command::Gc) && !conf.cni_version.has_status_and_gc() {
-        return fail(
-            &CniError::new(
-                codes::INCOMPATIBLE_VERSION,
-                format!("STATUS and GC need cniVersion 1.1.0, config has {version}"),
-                "",
-            ),
-            &version,
-        );
+    if let Err(e) = version_gate(env.command, conf.cni_version, &version) {
+        return fail(&e, &version);
     }
     let ctx = Ctx::new(&env, &conf, &settings);
     let span = tracing::info_span!(

@@ -101,7 +101,7 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
                 continue;
             }
             let result = match ip_need(rec, pool, limits) {
-                IpNeed::Assign(n) => self.assign(id, n, report).await,
+                IpNeed::Assign(_) => self.assign(id, pool, limits, report).await,
                 IpNeed::Surplus(_) => self.maybe_release(id, pool, limits, report).await,
                 IpNeed::Nothing if rec.ip_surplus_since.is_some() => self.clear_surplus(id),
                 IpNeed::Nothing => Ok(()),
@@ -117,19 +117,27 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         }
     }
 
-    async fn assign(&self, id: &EniId, count: u32, report: &mut Report) -> Result<(), PoolError> {
-        // Intent first; decided under the lock: the record must still be there and ready.
-        let go = self.update(|s| match s.eni_mut(id) {
-            Some(r) if r.lifecycle == Lifecycle::Ready => {
-                r.ips_assigning_since = Some(now_unix());
-                r.ip_surplus_since = None;
-                true
-            }
-            _ => false,
+    async fn assign(
+        &self,
+        id: &EniId,
+        pool: &Pool,
+        limits: &InstanceLimits,
+        report: &mut Report,
+    ) -> Result<(), PoolError> {
+        // Intent first; how many is decided under the lock, from the holds as they are then (pods
+        // may have taken or given back addresses since the snapshot).
+        let count = self.update(|s| match s.eni_mut(id) {
+            Some(r) if r.lifecycle == Lifecycle::Ready => match ip_need(r, pool, limits) {
+                IpNeed::Assign(n) => {
+                    r.ips_assigning_since = Some(now_unix());
+                    r.ip_surplus_since = None;
+                    Some(n)
+                }
+                _ => None,
+            },
+            _ => None,
         })?;
-        if !go {
-            return Ok(());
-        }
+        let Some(count) = count else { return Ok(()) };
         let ips = self.ec2.assign_private_ips(id, count).await?;
         tracing::info!(eni = %id, ?ips, reason = "free addresses below the pool's warmIpTarget", "assigned secondary IPs");
         self.update(|s| {

@@ -177,7 +177,11 @@ impl<E: Ec2, H: HostPrep> Reconciler<E, H> {
         tracing::debug!(?plan, "planned");
         report.refused.extend(plan.refused.iter().cloned());
         self.execute(plan, &listed, &mut report).await?;
-        self.keep_addresses(&listed, &limits, &mut report).await?;
+        // Only where a pool keeps addresses or a return was interrupted: no other pass pays a
+        // node-state read for it.
+        if self.config.pools.iter().any(addresses::managed) || state.enis.iter().any(|r| !r.ips_releasing.is_empty()) {
+            self.keep_addresses(&listed, &limits, &mut report).await?;
+        }
         Ok(report)
     }
 
